@@ -1,0 +1,195 @@
+//! Backends: factories, live instances, tasks and the completion sink.
+
+use crate::{
+    error::{PluginError, PluginError_NE, PluginResult},
+    guard::guard,
+    node::{ComputeFn, ComputeRequest, TaskContext},
+    payload::Payload,
+    resources::{Capabilities, Health, Resources},
+};
+use abi_stable::{
+    StableAbi,
+    prefix_type::PrefixTypeTrait,
+    sabi_trait,
+    sabi_trait::TD_Opaque,
+    std_types::{RBox, ROption, RResult, RStr, RString, RVec, Tuple2},
+};
+use serde::de::DeserializeOwned;
+use std::time::{Duration, Instant};
+
+/// One execution of one node, handed to a backend.
+#[repr(C)]
+#[derive(StableAbi, Debug)]
+pub struct NodeTask {
+    /// Unique within a run; the same across retries of a node is *not* assumed.
+    pub task_id: u64,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub node_id: RString,
+    pub node_type: RString,
+    pub node_version: RString,
+    /// Canonical JSON of the settings, defaults merged in.
+    pub settings: RString,
+    pub inputs: RVec<Payload>,
+    pub resources: Resources,
+    /// 0 = no deadline.
+    pub timeout_ms: u64,
+    /// The workflow's directory: relative paths resolve against it.
+    pub working_dir: RString,
+    /// The node type's in-process compute function, when it has one.
+    pub compute: ROption<ComputeFn>,
+    /// Key/value attributes added in later 1.x versions.
+    pub extensions: RVec<Tuple2<RString, RString>>,
+}
+
+/// Host-implemented; completes one task. Call `complete` exactly once, from
+/// any thread. Dropping it uncompleted reports an infrastructure error.
+#[sabi_trait]
+pub trait CompletionSink: Send {
+    #[sabi(last_prefix_field)]
+    fn complete(self, result: PluginResult<RVec<Payload>>);
+}
+
+pub type CompletionSinkBox = CompletionSink_TO<'static, RBox<()>>;
+
+/// A live backend instance. Every method returns promptly: `submit` only
+/// queues work, which the backend runs on threads or a runtime it owns.
+#[sabi_trait]
+pub trait Backend: Send + Sync {
+    /// Live capabilities (a pool's capacity changes).
+    fn capabilities(&self) -> Capabilities;
+    fn submit(&self, task: NodeTask, sink: CompletionSinkBox);
+    /// Best effort: a task not yet started completes with `Cancelled`; a running
+    /// one sees `is_cancelled()`.
+    fn cancel(&self, task_id: u64);
+    fn health(&self) -> Health;
+    /// Stops accepting work and releases resources; tasks still queued complete
+    /// with `Cancelled`.
+    #[sabi(last_prefix_field)]
+    fn shutdown(&self);
+}
+
+pub type BackendBox = Backend_TO<'static, RBox<()>>;
+
+/// Describes and creates one kind of backend.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = BackendFactoryRef)))]
+#[sabi(missing_field(panic))]
+pub struct BackendFactory {
+    /// The `type` operators write in `backplane.toml`, e.g. `local`.
+    pub name: RStr<'static>,
+    pub version: RStr<'static>,
+    pub description: RStr<'static>,
+    /// Static capabilities of any instance.
+    pub capabilities: &'static Capabilities,
+    /// JSON Schema of the instance configuration.
+    pub config_schema: RStr<'static>,
+    /// Creates an instance from a JSON configuration object.
+    #[sabi(last_prefix_field)]
+    pub create: extern "C" fn(config_json: RStr<'_>) -> PluginResult<BackendBox>,
+}
+
+/// A backend written in plain Rust; [`backend_factory`] exports it.
+pub trait BackendPlugin: Send + Sync + Sized + 'static {
+    const NAME: &'static str;
+    const VERSION: &'static str;
+    const DESCRIPTION: &'static str;
+    type Config: DeserializeOwned;
+
+    fn config_schema() -> serde_json::Value {
+        serde_json::json!({ "type": "object" })
+    }
+    fn capabilities() -> Capabilities;
+    fn create(config: Self::Config) -> Result<Self, PluginError_NE>;
+
+    fn live_capabilities(&self) -> Capabilities {
+        Self::capabilities()
+    }
+    fn submit(&self, task: NodeTask, sink: CompletionSinkBox);
+    fn cancel(&self, _task_id: u64) {}
+    fn health(&self) -> Health {
+        Health::up()
+    }
+    fn shutdown(&self) {}
+}
+
+/// Implements the ABI trait for a [`BackendPlugin`], catching every panic.
+pub struct GuardedBackend<B>(pub B);
+
+fn report_panic<T>(method: &str, result: Result<T, PluginError_NE>) -> Option<T> {
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            crate::log_error!("backend {method} failed: {e}");
+            None
+        }
+    }
+}
+
+impl<B: BackendPlugin> Backend for GuardedBackend<B> {
+    fn capabilities(&self) -> Capabilities {
+        report_panic("capabilities", guard(|| Ok(self.0.live_capabilities()))).unwrap_or_default()
+    }
+    fn submit(&self, task: NodeTask, sink: CompletionSinkBox) {
+        // A panic drops the sink while unwinding, which the host sees as an error.
+        report_panic("submit", guard(|| Ok(self.0.submit(task, sink))));
+    }
+    fn cancel(&self, task_id: u64) {
+        report_panic("cancel", guard(|| Ok(self.0.cancel(task_id))));
+    }
+    fn health(&self) -> Health {
+        match guard(|| Ok(self.0.health())) {
+            Ok(h) => h,
+            Err(e) => Health::down(e.to_string()),
+        }
+    }
+    fn shutdown(&self) {
+        report_panic("shutdown", guard(|| Ok(self.0.shutdown())));
+    }
+}
+
+extern "C" fn create_adapter<B: BackendPlugin>(config_json: RStr<'_>) -> PluginResult<BackendBox> {
+    guard(|| {
+        let text = if config_json.is_empty() { "{}" } else { config_json.as_str() };
+        let config: B::Config = serde_json::from_str(text)
+            .map_err(|e| PluginError::invalid_config(format!("backend `{}`: {e}", B::NAME)))?;
+        let backend = B::create(config)?;
+        Ok(Backend_TO::from_value(GuardedBackend(backend), TD_Opaque))
+    })
+    .into()
+}
+
+/// Builds the ABI factory of `B` (leaked: factories live as long as the process).
+pub fn backend_factory<B: BackendPlugin>() -> BackendFactoryRef {
+    BackendFactory {
+        name: RStr::from_str(B::NAME),
+        version: RStr::from_str(B::VERSION),
+        description: RStr::from_str(B::DESCRIPTION),
+        capabilities: Box::leak(Box::new(B::capabilities())),
+        config_schema: crate::node::leak_str(B::config_schema().to_string()),
+        create: create_adapter::<B>,
+    }
+    .leak_into_prefix()
+}
+
+/// Runs a task's in-process compute function on the current thread: the
+/// whole job of an in-process backend's worker.
+pub fn run_compute(mut task: NodeTask, cancelled: &(dyn Fn() -> bool + Sync)) -> PluginResult<RVec<Payload>> {
+    let Some(ComputeFn(compute)) = task.compute.into_option() else {
+        return RResult::RErr(PluginError::unsupported(format!(
+            "node type `{}` has no in-process compute function",
+            task.node_type
+        )));
+    };
+    let deadline = (task.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(task.timeout_ms));
+    let inputs = std::mem::take(&mut task.inputs);
+    let ctx = TaskContext {
+        node_id: task.node_id.as_str(),
+        attempt: task.attempt,
+        working_dir: task.working_dir.as_str(),
+        deadline,
+        cancelled,
+    };
+    compute(ComputeRequest { settings: task.settings.as_rstr(), inputs, context: ctx.as_abi() })
+}

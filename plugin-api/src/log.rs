@@ -1,0 +1,81 @@
+//! Plugin logs routed to the host.
+//!
+//! A dylib has its own copy of every static, so the host's `tracing`
+//! subscriber is invisible inside a plugin. The host installs a [`LogSink`]
+//! when it loads the plugin; the `log_*!` macros format a message only when
+//! the host wants that level.
+
+use abi_stable::{
+    StableAbi, sabi_trait,
+    std_types::{RBox, RStr},
+};
+use std::sync::{
+    OnceLock,
+    atomic::{AtomicU8, Ordering},
+};
+
+/// Severity, most severe first; `OFF` disables logging.
+#[repr(transparent)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogLevel(pub u8);
+
+impl LogLevel {
+    pub const OFF: Self = Self(0);
+    pub const ERROR: Self = Self(1);
+    pub const WARN: Self = Self(2);
+    pub const INFO: Self = Self(3);
+    pub const DEBUG: Self = Self(4);
+    pub const TRACE: Self = Self(5);
+}
+
+/// Host-implemented receiver of plugin log records.
+#[sabi_trait]
+pub trait LogSink: Send + Sync {
+    #[sabi(last_prefix_field)]
+    fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>);
+}
+
+pub type LogSinkBox = LogSink_TO<'static, RBox<()>>;
+
+static SINK: OnceLock<LogSinkBox> = OnceLock::new();
+static MAX_LEVEL: AtomicU8 = AtomicU8::new(0);
+
+/// Installs the host's sink in this image (the first install wins).
+pub fn install(sink: LogSinkBox, max_level: LogLevel) {
+    if SINK.set(sink).is_ok() {
+        MAX_LEVEL.store(max_level.0, Ordering::Relaxed);
+    }
+}
+
+pub(crate) extern "C" fn install_extern(sink: LogSinkBox, max_level: LogLevel) {
+    // Nothing here can panic except a poisoned OnceLock, which cannot happen.
+    install(sink, max_level);
+}
+
+pub fn enabled(level: LogLevel) -> bool {
+    level.0 <= MAX_LEVEL.load(Ordering::Relaxed) && level != LogLevel::OFF
+}
+
+pub fn emit(level: LogLevel, target: &str, message: &str) {
+    if let Some(sink) = SINK.get() {
+        sink.log(level, target.into(), message.into());
+    }
+}
+
+#[macro_export]
+macro_rules! plugin_log {
+    ($level:expr, $($arg:tt)+) => {
+        if $crate::log::enabled($level) {
+            $crate::log::emit($level, module_path!(), &format!($($arg)+));
+        }
+    };
+}
+
+#[macro_export]
+macro_rules! log_error { ($($arg:tt)+) => { $crate::plugin_log!($crate::log::LogLevel::ERROR, $($arg)+) }; }
+#[macro_export]
+macro_rules! log_warn { ($($arg:tt)+) => { $crate::plugin_log!($crate::log::LogLevel::WARN, $($arg)+) }; }
+#[macro_export]
+macro_rules! log_info { ($($arg:tt)+) => { $crate::plugin_log!($crate::log::LogLevel::INFO, $($arg)+) }; }
+#[macro_export]
+macro_rules! log_debug { ($($arg:tt)+) => { $crate::plugin_log!($crate::log::LogLevel::DEBUG, $($arg)+) }; }

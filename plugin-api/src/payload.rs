@@ -1,0 +1,43 @@
+//! Data moving between nodes.
+
+use abi_stable::{
+    StableAbi,
+    std_types::{RString, RVec},
+};
+
+/// One value on one port.
+///
+/// Bytes stay in an `RVec<u8>` end to end, so moving a payload from plugin to
+/// host to the next plugin never copies the data.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Default)]
+pub struct Payload {
+    /// The output port that produced it, or the input port it is delivered to.
+    pub port: RString,
+    /// A MIME type such as `text/plain; charset=utf-8`.
+    pub content_type: RString,
+    /// The bytes, when the value travels inline.
+    pub data: RVec<u8>,
+    /// A backend-owned object reference when the value stays where it was
+    /// produced (an object store); empty for inline values.
+    pub object_ref: RString,
+}
+
+pub const TEXT: &str = "text/plain; charset=utf-8";
+pub const OCTETS: &str = "application/octet-stream";
+pub const JSON: &str = "application/json";
+
+impl Payload {
+    pub fn bytes(port: &str, content_type: &str, data: Vec<u8>) -> Self {
+        Self { port: port.into(), content_type: content_type.into(), data: data.into(), object_ref: RString::new() }
+    }
+
+    pub fn text(port: &str, text: String) -> Self {
+        Self::bytes(port, TEXT, text.into_bytes())
+    }
+
+    /// The data as UTF-8 text.
+    pub fn as_text(&self) -> Result<&str, std::str::Utf8Error> {
+        std::str::from_utf8(&self.data)
+    }
+}

@@ -1,0 +1,182 @@
+//! `local`: runs nodes in the host's process on a thread pool the plugin owns.
+//!
+//! # Core concepts
+//!
+//! - `submit` only pushes the task on a channel; one of `threads` workers
+//!   calls the node's in-process compute function and completes the sink.
+//! - Workers spin briefly before parking (crossbeam's receive does), which
+//!   keeps wide DAGs from paying a thread wake-up per node.
+//! - Cancellation is a set of task ids consulted before a task starts and,
+//!   through `ComputeContext::is_cancelled`, while it runs.
+
+use backplane_plugin_api::{
+    abi_stable::std_types::{RString, RVec},
+    guard, log_debug,
+    prelude::*,
+    run_compute,
+};
+use crossbeam_channel::{Receiver, Sender};
+use serde::Deserialize;
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    thread::JoinHandle,
+};
+
+/// `[backends.<name>] type = "local"` settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// Worker threads; default: available parallelism.
+    pub threads: Option<usize>,
+}
+
+enum Message {
+    Run(NodeTask, CompletionSinkBox),
+    Stop,
+}
+
+/// Task ids cancelled before or while running; empty on the hot path.
+#[derive(Default)]
+struct Cancellations {
+    count: AtomicUsize,
+    ids: Mutex<HashSet<u64>>,
+}
+
+impl Cancellations {
+    fn insert(&self, id: u64) {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        if ids.insert(id) {
+            self.count.fetch_add(1, Ordering::Release);
+        }
+    }
+    fn contains(&self, id: u64) -> bool {
+        self.count.load(Ordering::Acquire) != 0
+            && self.ids.lock().unwrap_or_else(|e| e.into_inner()).contains(&id)
+    }
+    fn forget(&self, id: u64) {
+        if self.count.load(Ordering::Acquire) != 0
+            && self.ids.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
+        {
+            self.count.fetch_sub(1, Ordering::Release);
+        }
+    }
+}
+
+pub struct LocalBackend {
+    threads: usize,
+    queue: Sender<Message>,
+    cancellations: Arc<Cancellations>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn capabilities(threads: usize) -> Capabilities {
+    Capabilities {
+        flags: CapabilityFlags::PARALLEL | CapabilityFlags::IN_PROCESS_COMPUTE,
+        isolation: Isolation::NONE,
+        max_concurrency: threads as u32,
+        capacity: Resources { cpus: threads as f64, ..Resources::default() },
+        tags: RVec::from(vec![RString::from("local")]),
+    }
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn worker_loop(queue: Receiver<Message>, cancellations: Arc<Cancellations>) {
+    while let Ok(Message::Run(task, sink)) = queue.recv() {
+        let id = task.task_id;
+        let result = if cancellations.contains(id) {
+            Err(PluginError::cancelled())
+        } else {
+            let is_cancelled = || cancellations.contains(id);
+            guard(|| run_compute(task, &is_cancelled).into_result())
+        };
+        cancellations.forget(id);
+        sink.complete(result.into());
+    }
+}
+
+impl BackendPlugin for LocalBackend {
+    const NAME: &'static str = "local";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str = "Runs nodes in process on a thread pool owned by the plugin";
+    type Config = LocalConfig;
+
+    fn config_schema() -> serde_json::Value {
+        serde_json::json!({
+            "type": "object",
+            "properties": {
+                "threads": { "type": "integer", "minimum": 1, "description": "worker threads (default: available parallelism)" }
+            },
+            "additionalProperties": false
+        })
+    }
+
+    fn capabilities() -> Capabilities {
+        capabilities(default_threads())
+    }
+
+    fn create(config: LocalConfig) -> Result<Self, PluginError_NE> {
+        let threads = match config.threads {
+            Some(0) => return Err(PluginError::invalid_config("`threads` must be at least 1")),
+            Some(n) => n,
+            None => default_threads(),
+        };
+        let (queue, receiver) = crossbeam_channel::unbounded();
+        let cancellations = Arc::new(Cancellations::default());
+        let workers = (0..threads)
+            .map(|i| {
+                let receiver = receiver.clone();
+                let cancellations = cancellations.clone();
+                std::thread::Builder::new()
+                    .name(format!("backplane-local-{i}"))
+                    .spawn(move || worker_loop(receiver, cancellations))
+                    .map_err(|e| PluginError::infrastructure(format!("cannot start worker thread: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        log_debug!("local backend started with {threads} threads");
+        Ok(Self { threads, queue, cancellations, workers: Mutex::new(workers) })
+    }
+
+    fn live_capabilities(&self) -> Capabilities {
+        capabilities(self.threads)
+    }
+
+    fn submit(&self, task: NodeTask, sink: CompletionSinkBox) {
+        if let Err(crossbeam_channel::SendError(Message::Run(_, sink))) = self.queue.send(Message::Run(task, sink)) {
+            sink.complete(RResult::RErr(PluginError::infrastructure("local backend is shut down")));
+        }
+    }
+
+    fn cancel(&self, task_id: u64) {
+        self.cancellations.insert(task_id);
+    }
+
+    fn shutdown(&self) {
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for _ in &workers {
+            let _ = self.queue.send(Message::Stop);
+        }
+        for worker in workers {
+            let _ = worker.join();
+        }
+        // Tasks queued behind the stop messages are dropped with their sinks,
+        // which the host reads as an error rather than waiting forever.
+    }
+}
+
+impl Drop for LocalBackend {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+backplane_plugin_api::export_plugin! {
+    backends: [LocalBackend],
+    nodes: [],
+}
