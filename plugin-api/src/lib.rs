@@ -37,6 +37,7 @@ pub mod module;
 pub mod node;
 pub mod payload;
 pub mod resources;
+pub mod testing;
 
 pub use abi_stable;
 pub use serde_json;
@@ -51,7 +52,7 @@ pub use guard::{guard, panic_message};
 pub use module::{INTERFACE_VERSION, PluginMod, PluginModRef};
 pub use node::{
     ComputeContext, ComputeContext_TO, ComputeFn, ComputeRequest, Inputs, NodeSpec, NodeSpecRef,
-    NodeType, PortSpec, TaskContext, node_spec,
+    NodeError, NodeType, PortSpec, TaskContext, node_spec,
 };
 pub use payload::Payload;
 pub use resources::{Capabilities, CapabilityFlags, Health, HealthStatus, Isolation, Requirements, Resources};
@@ -59,9 +60,10 @@ pub use resources::{Capabilities, CapabilityFlags, Health, HealthStatus, Isolati
 /// Re-exported ABI-stable std types plugin code uses most.
 pub mod prelude {
     pub use crate::abi_stable::std_types::{RBox, RResult, RStr, RString, RVec, Tuple2};
+    pub use crate::node::Context;
     pub use crate::{
         BackendPlugin, Capabilities, CapabilityFlags, CompletionSinkBox, Health, Inputs,
-        Isolation, NodeTask, NodeType, Payload, PluginError, PluginError_NE, PortSpec,
+        Isolation, NodeError, NodeTask, NodeType, Payload, PluginError, PluginError_NE, PortSpec,
         Requirements, Resources, TaskContext,
     };
 }
