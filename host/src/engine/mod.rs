@@ -1,0 +1,321 @@
+//! Runs a [`Plan`]: a single tokio task owns all run state, submits ready
+//! nodes to their backend instances, and reacts to completions.
+//!
+//! # Core concepts
+//!
+//! - Completions arrive on one unbounded channel from whatever thread the
+//!   backend completes on; the loop drains them in batches, so a busy run
+//!   costs no wake-ups and no task per node.
+//! - A node is ready when every input slot is filled. Outputs move to their
+//!   consumer (the last consumer of a port gets the original, earlier ones a
+//!   clone), so payload bytes are never copied on a single-consumer edge.
+//! - Each instance has an in-flight limit; ready nodes wait in a queue per
+//!   instance.
+//! - Fail-fast: the first failure stops submission, cancels what is in
+//!   flight and waits a bounded grace period for it to finish.
+
+mod report;
+mod sink;
+
+pub use report::{BackendSummary, NodeFailure, RunReport};
+pub use sink::Completion;
+
+use crate::plan::{Plan, Target};
+use backplane_plugin_api::{
+    NodeTask, Payload, PluginError_NE, describe,
+    abi_stable::std_types::{RString, RVec},
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Show a progress bar once the run has taken a second.
+    pub progress: bool,
+    /// How long to wait for in-flight tasks after a failure.
+    pub cancel_grace: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self { progress: false, cancel_grace: Duration::from_secs(10) }
+    }
+}
+
+/// The run's result: the report and the workflow outputs (by output index).
+pub struct RunOutcome {
+    pub report: RunReport,
+    pub outputs: Vec<Option<Payload>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+struct Run<'p> {
+    plan: &'p Plan,
+    remaining: Vec<u32>,
+    slots: Vec<Vec<Option<Payload>>>,
+    state: Vec<State>,
+    ready: Vec<VecDeque<u32>>,
+    in_flight: Vec<usize>,
+    in_flight_total: usize,
+    per_backend_done: Vec<usize>,
+    first_submit: Vec<Option<Instant>>,
+    last_complete: Vec<Option<Instant>>,
+    outputs: Vec<Option<Payload>>,
+    failure: Option<NodeFailure>,
+    succeeded: usize,
+    channel: mpsc::UnboundedSender<Completion>,
+}
+
+/// Runs the plan to completion or first failure.
+pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
+    let started = Instant::now();
+    let (channel, mut completions) = mpsc::unbounded_channel();
+    let backends = plan.instances.len();
+    let mut run = Run {
+        plan,
+        remaining: plan.nodes.iter().map(|n| n.inputs.len() as u32).collect(),
+        slots: (0..plan.nodes.len()).map(|_| Vec::new()).collect(),
+        state: vec![State::Waiting; plan.nodes.len()],
+        ready: vec![VecDeque::new(); backends],
+        in_flight: vec![0; backends],
+        in_flight_total: 0,
+        per_backend_done: vec![0; backends],
+        first_submit: vec![None; backends],
+        last_complete: vec![None; backends],
+        outputs: vec![None; plan.outputs.len()],
+        failure: None,
+        succeeded: 0,
+        channel,
+    };
+    for (i, node) in plan.nodes.iter().enumerate() {
+        if node.inputs.is_empty() {
+            run.ready[node.backend as usize].push_back(i as u32);
+        }
+    }
+
+    let mut progress: Option<ProgressBar> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    let mut abandoned = 0;
+    loop {
+        if run.failure.is_none() {
+            run.dispatch_all();
+        }
+        if run.in_flight_total == 0 {
+            break;
+        }
+        tokio::select! {
+            biased;
+            completion = completions.recv() => {
+                // `run` holds a sender, so the channel never closes while we wait.
+                let Some(completion) = completion else { break };
+                run.complete(completion);
+                while let Ok(completion) = completions.try_recv() {
+                    run.complete(completion);
+                }
+            }
+            _ = tick.tick() => {
+                if options.progress && progress.is_none() && started.elapsed() >= Duration::from_secs(1) {
+                    progress = Some(new_progress_bar(plan.nodes.len()));
+                }
+                if let Some(bar) = &progress {
+                    bar.set_position(run.succeeded as u64);
+                }
+                if drain_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    abandoned = run.in_flight_total;
+                    tracing::warn!("{abandoned} task(s) did not stop within the cancellation grace period; abandoning them");
+                    break;
+                }
+            }
+        }
+        if run.failure.is_some() && drain_deadline.is_none() {
+            drain_deadline = Some(tokio::time::Instant::now() + options.cancel_grace);
+            run.cancel_in_flight();
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    run.into_outcome(started.elapsed(), abandoned)
+}
+
+fn new_progress_bar(total: usize) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64);
+    if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} nodes ({per_sec})") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+impl Run<'_> {
+    fn dispatch_all(&mut self) {
+        for backend in 0..self.ready.len() {
+            let limit = self.plan.instances[backend].max_in_flight;
+            while self.in_flight[backend] < limit {
+                let Some(node) = self.ready[backend].pop_front() else { break };
+                self.submit(node);
+            }
+        }
+    }
+
+    fn submit(&mut self, node: u32) {
+        let planned = &self.plan.nodes[node as usize];
+        let node_type = &self.plan.types[planned.type_index as usize];
+        let backend = planned.backend as usize;
+        let inputs: RVec<Payload> = std::mem::take(&mut self.slots[node as usize]).into_iter().flatten().collect();
+        let task = NodeTask {
+            task_id: u64::from(node) + 1,
+            attempt: 1,
+            node_id: planned.id.as_str().into(),
+            node_type: node_type.name.into(),
+            node_version: node_type.version.into(),
+            settings: planned.settings.as_str().into(),
+            inputs,
+            resources: planned.resources.as_deref().cloned().unwrap_or_default(),
+            timeout_ms: planned.timeout_ms,
+            working_dir: self.plan.working_dir.to_string_lossy().as_ref().into(),
+            compute: node_type.compute,
+            extensions: RVec::new(),
+        };
+        self.state[node as usize] = State::Running;
+        self.in_flight[backend] += 1;
+        self.in_flight_total += 1;
+        self.first_submit[backend].get_or_insert_with(Instant::now);
+        let sink = sink::completion_sink(node, self.channel.clone());
+        self.plan.instances[backend].backend.submit(task, sink);
+    }
+
+    fn complete(&mut self, completion: Completion) {
+        let node = completion.node as usize;
+        if self.state[node] != State::Running {
+            tracing::warn!(node = %self.plan.nodes[node].id, "ignoring a second completion of the same task");
+            return;
+        }
+        let backend = self.plan.nodes[node].backend as usize;
+        self.in_flight[backend] -= 1;
+        self.in_flight_total -= 1;
+        self.per_backend_done[backend] += 1;
+        self.last_complete[backend] = Some(Instant::now());
+        match completion.result {
+            Ok(outputs) if self.failure.is_none() => match self.deliver(node, outputs) {
+                Ok(()) => {
+                    self.state[node] = State::Succeeded;
+                    self.succeeded += 1;
+                }
+                Err(message) => self.fail(node, "node-failed", message),
+            },
+            // Finished while the run was being cancelled: counts, but feeds nothing.
+            Ok(_) => {
+                self.state[node] = State::Succeeded;
+                self.succeeded += 1;
+            }
+            Err(error) if self.failure.is_some() => {
+                self.state[node] = if describe(&error) == "cancelled" { State::Cancelled } else { State::Failed };
+            }
+            Err(error) => self.fail(node, describe(&error), error_text(&error)),
+        }
+    }
+
+    fn fail(&mut self, node: usize, kind: &str, message: String) {
+        self.state[node] = State::Failed;
+        let planned = &self.plan.nodes[node];
+        let failure = NodeFailure {
+            node: planned.id.clone(),
+            node_type: self.plan.types[planned.type_index as usize].name.to_owned(),
+            backend: self.plan.instances[planned.backend as usize].name.clone(),
+            kind: kind.to_owned(),
+            message,
+        };
+        tracing::error!("{failure}");
+        self.failure.get_or_insert(failure);
+    }
+
+    fn cancel_in_flight(&mut self) {
+        for (i, state) in self.state.iter().enumerate() {
+            if *state == State::Running {
+                let backend = self.plan.nodes[i].backend as usize;
+                self.plan.instances[backend].backend.cancel(i as u64 + 1);
+            }
+        }
+    }
+
+    /// Moves a node's outputs into its consumers' input slots.
+    fn deliver(&mut self, node: usize, outputs: RVec<Payload>) -> Result<(), String> {
+        let mut outputs = outputs.into_vec();
+        let consumers = &self.plan.nodes[node].consumers;
+        for (c, consumer) in consumers.iter().enumerate() {
+            let Some(at) = outputs.iter().position(|p| p.port == consumer.port) else {
+                return Err(format!("the node produced no `{}` output, which its consumers need", consumer.port));
+            };
+            let later_consumer = consumers[c + 1..].iter().any(|other| other.port == consumer.port);
+            let mut payload = if later_consumer { outputs[at].clone() } else { std::mem::take(&mut outputs[at]) };
+            match consumer.target {
+                Target::Output(index) => self.outputs[index as usize] = Some(payload),
+                Target::Node { node: target, slot } => {
+                    let target = target as usize;
+                    let slots = &mut self.slots[target];
+                    if slots.is_empty() {
+                        slots.resize_with(self.plan.nodes[target].inputs.len(), || None);
+                    }
+                    payload.port = RString::from(self.plan.nodes[target].inputs[slot as usize].port);
+                    slots[slot as usize] = Some(payload);
+                    self.remaining[target] -= 1;
+                    if self.remaining[target] == 0 {
+                        self.ready[self.plan.nodes[target].backend as usize].push_back(target as u32);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn into_outcome(self, elapsed: Duration, abandoned: usize) -> RunOutcome {
+        let count = |s: State| self.state.iter().filter(|&&x| x == s).count();
+        let backends = self
+            .plan
+            .instances
+            .iter()
+            .enumerate()
+            .map(|(i, instance)| BackendSummary {
+                instance: instance.name.clone(),
+                factory: instance.factory.clone(),
+                nodes: self.per_backend_done[i],
+                active: match (self.first_submit[i], self.last_complete[i]) {
+                    (Some(a), Some(b)) => b.saturating_duration_since(a),
+                    _ => Duration::ZERO,
+                },
+            })
+            .collect();
+        let report = RunReport {
+            workflow: self.plan.name.clone(),
+            nodes: self.plan.nodes.len(),
+            succeeded: self.succeeded,
+            failed: count(State::Failed),
+            cancelled: count(State::Cancelled),
+            not_started: count(State::Waiting),
+            abandoned,
+            elapsed,
+            backends,
+            failure: self.failure,
+        };
+        RunOutcome { report, outputs: self.outputs }
+    }
+}
+
+/// The boundary error's own text (its `Display`, which for variants newer
+/// than this host comes from the plugin).
+fn error_text(error: &PluginError_NE) -> String {
+    error.to_string()
+}

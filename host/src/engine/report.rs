@@ -1,0 +1,58 @@
+//! What a run did, for the summary, `--json` and the exit code.
+
+use serde::Serialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendSummary {
+    pub instance: String,
+    pub factory: String,
+    pub nodes: usize,
+    /// From the first submit to the last completion on this instance.
+    #[serde(serialize_with = "as_secs")]
+    pub active: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeFailure {
+    pub node: String,
+    #[serde(rename = "type")]
+    pub node_type: String,
+    pub backend: String,
+    /// `node-failed`, `panicked`, `infrastructure`...
+    pub kind: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for NodeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "node `{}` ({}) failed on backend `{}`: {}", self.node, self.node_type, self.backend, self.message)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub workflow: String,
+    pub nodes: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    /// Cancelled after another node failed.
+    pub cancelled: usize,
+    pub not_started: usize,
+    /// Still running when the cancellation grace period ended.
+    pub abandoned: usize,
+    #[serde(serialize_with = "as_secs")]
+    pub elapsed: Duration,
+    pub backends: Vec<BackendSummary>,
+    pub failure: Option<NodeFailure>,
+}
+
+impl RunReport {
+    pub fn success(&self) -> bool {
+        self.failure.is_none() && self.succeeded == self.nodes
+    }
+}
+
+fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}

@@ -1,0 +1,47 @@
+//! The host's completion sink: a backend's way back into the engine.
+
+use backplane_plugin_api::{
+    CompletionSink, CompletionSinkBox, CompletionSink_TO, Payload, PluginError, PluginError_NE, PluginResult,
+    abi_stable::{sabi_trait::TD_Opaque, std_types::RVec},
+};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// What a backend reported for one task.
+pub struct Completion {
+    pub node: u32,
+    pub result: Result<RVec<Payload>, PluginError_NE>,
+}
+
+/// Sends the result to the engine's channel. Dropped without `complete`
+/// (a buggy or crashed backend), it sends an infrastructure error instead,
+/// so the run never waits for a task nobody will finish.
+struct EngineSink {
+    node: u32,
+    channel: UnboundedSender<Completion>,
+    completed: bool,
+}
+
+impl CompletionSink for EngineSink {
+    fn complete(mut self, result: PluginResult<RVec<Payload>>) {
+        self.completed = true;
+        // The engine may have stopped listening (run over); nothing to do then.
+        let _ = self.channel.send(Completion { node: self.node, result: result.into_result() });
+    }
+}
+
+impl Drop for EngineSink {
+    fn drop(&mut self) {
+        if !self.completed {
+            let _ = self.channel.send(Completion {
+                node: self.node,
+                result: Err(PluginError::infrastructure(
+                    "the backend dropped the task's completion sink without reporting a result",
+                )),
+            });
+        }
+    }
+}
+
+pub fn completion_sink(node: u32, channel: UnboundedSender<Completion>) -> CompletionSinkBox {
+    CompletionSink_TO::from_value(EngineSink { node, channel, completed: false }, TD_Opaque)
+}

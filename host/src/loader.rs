@@ -1,0 +1,263 @@
+//! Finds plugin dylibs on the plugin path and loads them through abi_stable.
+//!
+//! Every file is loaded on its own: one bad file is reported and skipped,
+//! never stopping the others. Libraries are never unloaded (abi_stable leaks
+//! them; closing one after a check crashes the next load).
+
+use crate::log_bridge::HostLogSink;
+use abi_stable::{
+    library::{LibraryError, lib_header_from_path},
+    sabi_trait::TD_Opaque,
+};
+use backplane_plugin_api::{
+    BackendFactoryRef, INTERFACE_VERSION, NodeSpecRef, PluginModRef,
+    log::{LogLevel, LogSink_TO},
+};
+use std::{
+    collections::HashSet,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+/// The environment variable listing extra plugin directories (`:`-separated).
+pub const PLUGIN_PATH_ENV: &str = "BACKPLANE_PLUGIN_PATH";
+
+/// Where to look, in order: config `plugin_dirs`, `BACKPLANE_PLUGIN_PATH`,
+/// then the directory of the running executable.
+pub fn search_path(config_dirs: &[PathBuf], include_exe_dir: bool) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = config_dirs.to_vec();
+    if let Some(env) = std::env::var_os(PLUGIN_PATH_ENV) {
+        dirs.extend(std::env::split_paths(&env).filter(|p| !p.as_os_str().is_empty()));
+    }
+    if include_exe_dir {
+        if let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
+            dirs.push(dir);
+        }
+    }
+    let mut seen = HashSet::new();
+    dirs.retain(|d| seen.insert(d.canonicalize().unwrap_or_else(|_| d.clone())));
+    dirs
+}
+
+/// Dynamic libraries directly inside `dirs`, sorted per directory, each once.
+pub fn discover(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut seen = HashSet::new();
+    let mut found = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == std::env::consts::DLL_EXTENSION))
+            .collect();
+        files.sort();
+        for file in files {
+            if seen.insert(file.canonicalize().unwrap_or_else(|_| file.clone())) {
+                found.push(file);
+            }
+        }
+    }
+    found
+}
+
+/// A plugin that loaded, with what it exports.
+pub struct LoadedPlugin {
+    pub path: PathBuf,
+    pub name: String,
+    pub version: String,
+    /// The `plugin-api` version it was built against.
+    pub interface_version: String,
+    pub backends: Vec<BackendFactoryRef>,
+    pub nodes: Vec<NodeSpecRef>,
+}
+
+/// Why one file did not load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LoadErrorKind {
+    /// Not a Backplane plugin: not a loadable library, or no root module.
+    NotAPlugin { reason: String },
+    /// Built against a `plugin-api` whose types differ from the host's.
+    AbiMismatch { plugin_interface: String, details: Vec<String> },
+    /// Built against an incompatible `plugin-api` major version.
+    IncompatibleVersion { plugin_interface: String },
+    /// The plugin's own initialisation failed or panicked.
+    InitFailed { message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct LoadError {
+    pub path: PathBuf,
+    pub kind: LoadErrorKind,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.display();
+        match &self.kind {
+            LoadErrorKind::NotAPlugin { reason } => write!(f, "{path}: not a Backplane plugin ({reason})"),
+            LoadErrorKind::AbiMismatch { plugin_interface, details } => {
+                write!(
+                    f,
+                    "{path}: incompatible plugin ABI: built against plugin-api {plugin_interface}, \
+                     this host uses plugin-api {INTERFACE_VERSION}, and their types differ"
+                )?;
+                for line in details {
+                    write!(f, "\n    {line}")?;
+                }
+                write!(f, "\n  help: rebuild the plugin against plugin-api {INTERFACE_VERSION} (run with -vv for the full layout report)")
+            }
+            LoadErrorKind::IncompatibleVersion { plugin_interface } => write!(
+                f,
+                "{path}: built against plugin-api {plugin_interface}, which this host (plugin-api {INTERFACE_VERSION}) cannot load\n  \
+                 help: rebuild the plugin against plugin-api {INTERFACE_VERSION}"
+            ),
+            LoadErrorKind::InitFailed { message } => write!(f, "{path}: plugin failed to initialise: {message}"),
+        }
+    }
+}
+
+/// The `Error:` lines of abi_stable's layout report with their expected/found
+/// values; the report itself runs to hundreds of lines.
+pub fn summarize_layout_error(report: &str) -> Vec<String> {
+    let lines: Vec<&str> = report.lines().collect();
+    let mut summary = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim_start().starts_with("Error:") {
+            summary.push(line.trim().to_owned());
+            summary.extend(
+                lines[i + 1..]
+                    .iter()
+                    .take(6)
+                    .map(|l| l.trim())
+                    .filter(|l| l.starts_with("Expected:") || l.starts_with("Found:"))
+                    .take(2)
+                    .map(|l| format!("  {l}")),
+            );
+        }
+    }
+    if summary.is_empty() {
+        summary.extend(lines.iter().take(3).map(|l| l.trim().to_owned()));
+    }
+    // Type paths repeat wildly in nested reports; keep it short.
+    summary.dedup();
+    summary.truncate(12);
+    summary
+}
+
+fn classify(path: &Path, error: LibraryError, plugin_interface: Option<String>) -> LoadError {
+    let plugin_interface = plugin_interface.unwrap_or_else(|| "unknown".into());
+    let kind = match error {
+        LibraryError::OpenError { err, .. } => LoadErrorKind::NotAPlugin { reason: format!("cannot open library: {err}") },
+        LibraryError::GetSymbolError { .. } => {
+            LoadErrorKind::NotAPlugin { reason: "it exports no abi_stable root module".into() }
+        }
+        LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => LoadErrorKind::NotAPlugin {
+            reason: "it was built with an incompatible abi_stable or compiler ABI".into(),
+        },
+        LibraryError::AbiInstability(report) => {
+            let report = report.to_string();
+            tracing::debug!(path = %path.display(), "full ABI layout report:\n{report}");
+            LoadErrorKind::AbiMismatch { plugin_interface, details: summarize_layout_error(&report) }
+        }
+        LibraryError::IncompatibleVersionNumber { .. } | LibraryError::ParseVersionError(_) => {
+            LoadErrorKind::IncompatibleVersion { plugin_interface }
+        }
+        LibraryError::RootModule { err, .. } => LoadErrorKind::InitFailed { message: err.to_string() },
+        other => LoadErrorKind::InitFailed { message: other.to_string() },
+    };
+    LoadError { path: path.to_owned(), kind }
+}
+
+fn host_log_level() -> LogLevel {
+    use tracing::level_filters::LevelFilter;
+    match LevelFilter::current() {
+        LevelFilter::OFF => LogLevel::OFF,
+        LevelFilter::ERROR => LogLevel::ERROR,
+        LevelFilter::WARN => LogLevel::WARN,
+        LevelFilter::INFO => LogLevel::INFO,
+        LevelFilter::DEBUG => LogLevel::DEBUG,
+        _ => LogLevel::TRACE,
+    }
+}
+
+/// Loads one plugin file.
+pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
+    let header = lib_header_from_path(path).map_err(|e| classify(path, e, None))?;
+    let plugin_interface = header.version_strings().version.to_string();
+    // Not `RootModule::load_from_file`: it caches one module per type and
+    // would hand back the first plugin for every later file.
+    let module = header
+        .init_root_module::<PluginModRef>()
+        .map_err(|e| classify(path, e, Some(plugin_interface.clone())))?;
+    let name = module.name().to_string();
+    (module.install_log_sink())(LogSink_TO::from_value(HostLogSink::new(&name), TD_Opaque), host_log_level());
+    let init_failed = |what: &str, e: backplane_plugin_api::PluginError_NE| LoadError {
+        path: path.to_owned(),
+        kind: LoadErrorKind::InitFailed { message: format!("listing its {what} failed: {e}") },
+    };
+    let backends = (module.backend_factories())().into_result().map_err(|e| init_failed("backends", e))?;
+    let nodes = (module.node_specs())().into_result().map_err(|e| init_failed("node types", e))?;
+    Ok(LoadedPlugin {
+        path: path.to_owned(),
+        name,
+        version: module.version().to_string(),
+        interface_version: module.interface_version().to_string(),
+        backends: backends.into_vec(),
+        nodes: nodes.into_vec(),
+    })
+}
+
+/// Loads every file, keeping successes and failures apart.
+pub fn load_all(files: &[PathBuf]) -> (Vec<LoadedPlugin>, Vec<LoadError>) {
+    let mut loaded = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        match load(file) {
+            Ok(plugin) => {
+                tracing::debug!(path = %file.display(), plugin = %plugin.name, "loaded plugin");
+                loaded.push(plugin);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    (loaded, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_report_keeps_error_lines_with_expected_and_found() {
+        let report = "\
+Error:Mismatched field type
+ Field:attempt
+    Expected:
+        u32
+    Found:
+        u64
+";
+        let s = summarize_layout_error(report);
+        assert_eq!(s[0], "Error:Mismatched field type");
+    }
+
+    #[test]
+    fn discover_finds_only_dylibs_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join(format!("libx.{}", std::env::consts::DLL_EXTENSION));
+        std::fs::write(&lib, b"not really").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"").unwrap();
+        let found = discover(&[dir.path().to_owned(), dir.path().to_owned()]);
+        assert_eq!(found, vec![lib]);
+    }
+
+    #[test]
+    fn garbage_file_is_not_a_plugin() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join(format!("libjunk.{}", std::env::consts::DLL_EXTENSION));
+        std::fs::write(&lib, b"definitely not an ELF file").unwrap();
+        let err = load(&lib).err().expect("garbage must not load");
+        assert!(matches!(err.kind, LoadErrorKind::NotAPlugin { .. }), "{err}");
+        assert!(err.to_string().contains("not a Backplane plugin"), "{err}");
+    }
+}

@@ -1,0 +1,278 @@
+//! Workflow + registries -> [`Plan`], reporting every problem at once.
+
+use super::{Consumer, Plan, PlannedInput, PlannedNode, PlannedOutput, PlannedType, Target, route::route_node};
+use crate::{
+    diagnostic::{Diagnostic, Diagnostics},
+    registry::{BackendRegistry, NodeEntry, NodeRegistry},
+    spanned_toml::{span_for_pointer, suggest},
+    workflow::{NodeDecl, Workflow},
+};
+use std::collections::HashMap;
+
+struct Builder<'w> {
+    workflow: &'w Workflow,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Builder<'_> {
+    fn error(&mut self, span: std::ops::Range<usize>, message: String) -> &mut Diagnostic {
+        self.diagnostics.push(self.workflow.source.diagnostic(span, message));
+        self.diagnostics.last_mut().expect("just pushed")
+    }
+}
+
+fn port_names(ports: &[backplane_plugin_api::PortSpec]) -> String {
+    if ports.is_empty() {
+        "none".into()
+    } else {
+        ports.iter().map(|p| format!("`{}`", p.name)).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Validates `workflow` against the registries and routes every node.
+pub fn build(workflow: &Workflow, nodes: &NodeRegistry, backends: &BackendRegistry) -> Result<Plan, Diagnostics> {
+    let mut b = Builder { workflow, diagnostics: Vec::new() };
+    let decls = &workflow.nodes;
+
+    // Ids.
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(decls.len());
+    for (i, node) in decls.iter().enumerate() {
+        if let Some(&first) = index.get(node.id.get_ref().as_str()) {
+            let (line, _) = workflow.source.location(decls[first].id.span().start);
+            b.error(node.id.span(), format!("duplicate node id `{}`", node.id.get_ref()))
+                .help = Some(format!("the first node with this id is on line {line}"));
+        } else {
+            index.insert(node.id.get_ref(), i);
+        }
+    }
+    let all_ids: Vec<&str> = decls.iter().map(|n| n.id.get_ref().as_str()).collect();
+
+    // Types and settings.
+    let known_types = nodes.names();
+    let entries: Vec<Option<&NodeEntry>> = decls
+        .iter()
+        .map(|node| {
+            let entry = nodes.get(node.type_name.get_ref());
+            if entry.is_none() {
+                let name = node.type_name.get_ref();
+                let help = match suggest(name, &known_types) {
+                    Some(near) => format!("did you mean `{near}`? `backplane nodes` lists the loaded node types"),
+                    None => "`backplane nodes` lists the loaded node types; is the plugin on the plugin path?".into(),
+                };
+                b.error(node.type_name.span(), format!("unknown node type `{name}` (node `{}`)", node.id.get_ref())).help =
+                    Some(help);
+            }
+            entry
+        })
+        .collect();
+    let mut settings = Vec::with_capacity(decls.len());
+    for (node, entry) in decls.iter().zip(&entries) {
+        let Some(entry) = entry else {
+            settings.push(String::new());
+            continue;
+        };
+        let merged = entry.merged_settings(node.settings.as_ref());
+        for (pointer, message) in entry.settings_problems(&merged) {
+            let fallback = node.settings_span.clone().unwrap_or_else(|| node.span.clone());
+            let span = span_for_pointer(&node.settings_spans, &pointer, fallback);
+            let at = if pointer.is_empty() { String::new() } else { format!(" at `{pointer}`") };
+            b.error(span, format!("invalid settings for node `{}` ({}){at}: {message}", node.id.get_ref(), entry.type_name()))
+                .help = Some(format!("`backplane nodes {}` shows its settings schema", entry.type_name()));
+        }
+        settings.push(serde_json::to_string(&merged).unwrap_or_default());
+    }
+
+    // Edges.
+    let mut inputs: Vec<Vec<PlannedInput>> = vec![Vec::new(); decls.len()];
+    let mut consumers: Vec<Vec<Consumer>> = vec![Vec::new(); decls.len()];
+    for (i, node) in decls.iter().enumerate() {
+        let Some(entry) = entries[i] else { continue };
+        for input in &node.inputs {
+            let Some(port) = entry.inputs().iter().find(|p| p.name == input.port.as_str()) else {
+                b.error(input.port_span.clone(), format!("node `{}` ({}) has no input port `{}`", node.id.get_ref(), entry.type_name(), input.port))
+                    .help = Some(format!("its input ports: {}", port_names(entry.inputs())));
+                continue;
+            };
+            if input.sources.len() > 1 && !port.multiple {
+                b.error(input.sources[1].span(), format!("input `{}` of node `{}` takes one edge, found {}", input.port, node.id.get_ref(), input.sources.len()));
+            }
+            for source in &input.sources {
+                let from = source.get_ref();
+                let Some(&from_index) = index.get(from.node.as_str()) else {
+                    let help = suggest(&from.node, &all_ids).map(|n| format!("did you mean `{n}`?"));
+                    b.error(source.span(), format!("input `{}` of node `{}` refers to unknown node `{}`", input.port, node.id.get_ref(), from.node))
+                        .help = help;
+                    continue;
+                };
+                let Some(from_entry) = entries[from_index] else { continue };
+                let Some(from_port) = from_entry.outputs().iter().find(|p| p.name == from.port.as_str()) else {
+                    b.error(source.span(), format!("node `{}` ({}) has no output port `{}`", from.node, from_entry.type_name(), from.port))
+                        .help = Some(format!("its output ports: {}", port_names(from_entry.outputs())));
+                    continue;
+                };
+                let slot = inputs[i].len() as u32;
+                inputs[i].push(PlannedInput { port: port.name.as_str(), from: from_index as u32, from_port: from_port.name.as_str() });
+                consumers[from_index].push(Consumer { port: from_port.name.as_str(), target: Target::Node { node: i as u32, slot } });
+            }
+        }
+        for port in entry.inputs().iter().filter(|p| p.required) {
+            if !node.inputs.iter().any(|i| i.port == port.name.as_str()) {
+                b.error(node.id.span(), format!("node `{}` ({}) is missing its required input `{}`", node.id.get_ref(), entry.type_name(), port.name))
+                    .help = Some(format!("add `inputs = {{ {} = \"<node>.<port>\" }}`", port.name));
+            }
+        }
+    }
+
+    // Workflow outputs.
+    let mut outputs = Vec::new();
+    for output in &workflow.outputs {
+        let from = output.from.get_ref();
+        let Some(&from_index) = index.get(from.node.as_str()) else {
+            let help = suggest(&from.node, &all_ids).map(|n| format!("did you mean `{n}`?"));
+            b.error(output.from.span(), format!("output refers to unknown node `{}`", from.node)).help = help;
+            continue;
+        };
+        let Some(entry) = entries[from_index] else { continue };
+        let Some(port) = entry.outputs().iter().find(|p| p.name == from.port.as_str()) else {
+            b.error(output.from.span(), format!("node `{}` ({}) has no output port `{}`", from.node, entry.type_name(), from.port))
+                .help = Some(format!("its output ports: {}", port_names(entry.outputs())));
+            continue;
+        };
+        let output_index = outputs.len() as u32;
+        consumers[from_index].push(Consumer { port: port.name.as_str(), target: Target::Output(output_index) });
+        outputs.push(PlannedOutput { from: from_index as u32, port: port.name.as_str(), target: output.to.get_ref().clone() });
+    }
+
+    if let Some(cycle) = find_cycle(&inputs) {
+        let ids: Vec<&str> = cycle.iter().map(|&i| decls[i].id.get_ref().as_str()).collect();
+        let first = cycle[0];
+        b.error(decls[first].id.span(), format!("the workflow has a cycle: {} -> {}", ids.join(" -> "), ids[0]))
+            .help = Some("a workflow must be a DAG: remove one of these edges".into());
+    }
+
+    // Routing.
+    let mut types: Vec<PlannedType> = Vec::new();
+    let mut type_index: HashMap<&str, u32> = HashMap::new();
+    let mut instances: Vec<std::sync::Arc<crate::registry::BackendInstance>> = Vec::new();
+    let mut planned = Vec::with_capacity(decls.len());
+    for (i, node) in decls.iter().enumerate() {
+        let Some(entry) = entries[i] else { continue };
+        let requirements = entry.spec.requirements();
+        match route_node(backends, node.backend.as_ref().map(|b| b.get_ref().as_str()), requirements, &node.resources) {
+            Ok((instance, reason)) => {
+                let backend = match instances.iter().position(|x| std::sync::Arc::ptr_eq(x, &instance)) {
+                    Some(p) => p,
+                    None => {
+                        instances.push(instance);
+                        instances.len() - 1
+                    }
+                } as u32;
+                let t = *type_index.entry(entry.type_name()).or_insert_with(|| {
+                    types.push(PlannedType { name: entry.type_name(), version: entry.version(), compute: entry.spec.compute() });
+                    types.len() as u32 - 1
+                });
+                planned.push(PlannedNode {
+                    id: node.id.get_ref().clone(),
+                    type_index: t,
+                    backend,
+                    route: reason,
+                    settings: std::mem::take(&mut settings[i]),
+                    inputs: std::mem::take(&mut inputs[i]),
+                    consumers: std::mem::take(&mut consumers[i]),
+                    resources: (!node.resources.is_empty()).then(|| Box::new(node.resources.clone())),
+                    timeout_ms: node.timeout_ms,
+                });
+            }
+            Err(reasons) => route_error(&mut b, node, entry, reasons),
+        }
+    }
+
+    if b.diagnostics.is_empty() {
+        Ok(Plan {
+            name: workflow.name.clone(),
+            working_dir: workflow.working_dir.clone(),
+            types,
+            nodes: planned,
+            outputs,
+            instances,
+        })
+    } else {
+        Err(Diagnostics(b.diagnostics))
+    }
+}
+
+fn route_error(b: &mut Builder<'_>, node: &NodeDecl, entry: &NodeEntry, reasons: Vec<String>) {
+    let span = node.backend.as_ref().map_or_else(|| node.id.span(), |b| b.span());
+    let mut message = format!("no backend can run node `{}` ({})", node.id.get_ref(), entry.type_name());
+    for reason in reasons {
+        message.push_str("\n    ");
+        message.push_str(&reason);
+    }
+    b.error(span, message).help =
+        Some("configure a backend instance that offers what the node needs, or change the node's `backend`/`resources`".into());
+}
+
+/// Node indices on one cycle, if the graph has any (Kahn's algorithm, then a
+/// walk along unfinished predecessors).
+fn find_cycle(inputs: &[Vec<PlannedInput>]) -> Option<Vec<usize>> {
+    let n = inputs.len();
+    let mut dependants: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut remaining: Vec<usize> = vec![0; n];
+    for (i, node_inputs) in inputs.iter().enumerate() {
+        for input in node_inputs {
+            dependants[input.from as usize].push(i);
+            remaining[i] += 1;
+        }
+    }
+    let mut ready: Vec<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
+    let mut done = 0;
+    while let Some(i) = ready.pop() {
+        done += 1;
+        for &d in &dependants[i] {
+            remaining[d] -= 1;
+            if remaining[d] == 0 {
+                ready.push(d);
+            }
+        }
+    }
+    if done == n {
+        return None;
+    }
+    // Every unfinished node has an unfinished predecessor: walk back until a node repeats.
+    let start = (0..n).find(|&i| remaining[i] > 0)?;
+    let mut seen: HashMap<usize, usize> = HashMap::new();
+    let mut path = Vec::new();
+    let mut current = start;
+    while !seen.contains_key(&current) {
+        seen.insert(current, path.len());
+        path.push(current);
+        current = inputs[current].iter().map(|i| i.from as usize).find(|&p| remaining[p] > 0)?;
+    }
+    let mut cycle = path.split_off(seen[&current]);
+    // We walked predecessors; present it in edge direction.
+    cycle.reverse();
+    let min = cycle.iter().enumerate().min_by_key(|&(_, &i)| i).map(|(p, _)| p).unwrap_or(0);
+    cycle.rotate_left(min);
+    Some(cycle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edge(from: u32) -> PlannedInput {
+        PlannedInput { port: "in", from, from_port: "out" }
+    }
+
+    #[test]
+    fn dag_has_no_cycle() {
+        assert_eq!(find_cycle(&[vec![], vec![edge(0)], vec![edge(0), edge(1)]]), None);
+    }
+
+    #[test]
+    fn cycle_is_found_in_edge_order() {
+        // 0 -> 1 -> 2 -> 0, plus 3 hanging off 2.
+        let inputs = vec![vec![edge(2)], vec![edge(0)], vec![edge(1)], vec![edge(2)]];
+        assert_eq!(find_cycle(&inputs), Some(vec![0, 1, 2]));
+    }
+}

@@ -1,0 +1,104 @@
+//! A validated, routed workflow: what runs where, with edges resolved to indices.
+//!
+//! Built from a [`Workflow`](crate::workflow::Workflow) against the registries
+//! by [`build`]; every problem (unknown type, port or backend, bad settings,
+//! missing inputs, cycles, nodes no backend can run) is reported at once with
+//! its location. The plan is compact (about 150 bytes per node plus its
+//! strings) because it is built for million-node DAGs.
+
+mod build;
+mod route;
+
+pub use build::build;
+pub use route::{RouteReason, route_node};
+
+use crate::registry::BackendInstance;
+use backplane_plugin_api::{ComputeFn, Resources, abi_stable::std_types::ROption};
+use serde::Serialize;
+use std::{path::PathBuf, sync::Arc};
+
+/// A node type used by the plan.
+pub struct PlannedType {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub compute: ROption<ComputeFn>,
+}
+
+/// Where an output port's payload goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Input slot `slot` of node `node`.
+    Node { node: u32, slot: u32 },
+    /// The workflow output with this index.
+    Output(u32),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Consumer {
+    /// The producer's output port.
+    pub port: &'static str,
+    pub target: Target,
+}
+
+/// One input edge, in declaration order (the order payloads are delivered).
+#[derive(Debug, Clone, Copy)]
+pub struct PlannedInput {
+    /// The consumer's input port.
+    pub port: &'static str,
+    pub from: u32,
+    pub from_port: &'static str,
+}
+
+pub struct PlannedNode {
+    pub id: String,
+    pub type_index: u32,
+    pub backend: u32,
+    pub route: RouteReason,
+    /// Canonical JSON (sorted keys, defaults merged in).
+    pub settings: String,
+    pub inputs: Vec<PlannedInput>,
+    pub consumers: Vec<Consumer>,
+    pub resources: Option<Box<Resources>>,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedOutput {
+    pub from: u32,
+    pub port: &'static str,
+    pub target: crate::workflow::OutputTarget,
+}
+
+pub struct Plan {
+    pub name: String,
+    pub working_dir: PathBuf,
+    pub types: Vec<PlannedType>,
+    pub nodes: Vec<PlannedNode>,
+    pub outputs: Vec<PlannedOutput>,
+    /// Backend instances the plan uses; `PlannedNode::backend` indexes this.
+    pub instances: Vec<Arc<BackendInstance>>,
+}
+
+/// One row of `backplane plan`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteRow {
+    pub node: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub backend: String,
+    pub reason: String,
+}
+
+impl Plan {
+    pub fn routing_table(&self) -> Vec<RouteRow> {
+        self.nodes
+            .iter()
+            .map(|n| RouteRow {
+                node: n.id.clone(),
+                type_name: self.types[n.type_index as usize].name.to_owned(),
+                backend: self.instances[n.backend as usize].name.clone(),
+                reason: n.route.to_string(),
+            })
+            .collect()
+    }
+}

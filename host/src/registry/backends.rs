@@ -1,0 +1,160 @@
+//! Backend factories and the named instances created from them.
+
+use super::{Origin, RegistryError, matching::unmet_requirements};
+use backplane_plugin_api::{BackendBox, BackendFactoryRef, Capabilities, Requirements, Resources};
+use std::sync::Arc;
+
+pub struct FactoryEntry {
+    pub factory: BackendFactoryRef,
+    pub origin: Origin,
+}
+
+impl FactoryEntry {
+    pub fn name(&self) -> &'static str {
+        self.factory.name().as_str()
+    }
+}
+
+/// A configured, running backend. Immutable once created: different options
+/// mean a different instance.
+pub struct BackendInstance {
+    /// The instance name from the config (`[backends.<name>]`).
+    pub name: String,
+    /// The factory (`type`) it was created from.
+    pub factory: String,
+    pub config: serde_json::Value,
+    /// Tasks the engine keeps submitted to this instance at once.
+    pub max_in_flight: usize,
+    pub backend: BackendBox,
+}
+
+impl BackendInstance {
+    pub fn capabilities(&self) -> Capabilities {
+        self.backend.capabilities()
+    }
+}
+
+impl Drop for BackendInstance {
+    fn drop(&mut self) {
+        self.backend.shutdown();
+    }
+}
+
+#[derive(Default)]
+pub struct BackendRegistry {
+    factories: Vec<FactoryEntry>,
+    instances: Vec<Arc<BackendInstance>>,
+    default: Option<String>,
+}
+
+/// Default in-flight limit per instance: enough to keep a thread pool busy
+/// without holding every ready node's task at once.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+
+impl BackendRegistry {
+    /// Adds a factory from a plugin or from Rust code
+    /// (`backplane_plugin_api::backend_factory::<MyBackend>()`).
+    pub fn register_factory(&mut self, factory: BackendFactoryRef, origin: Origin) -> Result<(), RegistryError> {
+        let name = factory.name().as_str();
+        if let Some(existing) = self.factory(name) {
+            return Err(RegistryError::Duplicate {
+                what: "backend type",
+                name: name.to_owned(),
+                first: existing.origin.clone(),
+                second: origin,
+            });
+        }
+        self.factories.push(FactoryEntry { factory, origin });
+        Ok(())
+    }
+
+    pub fn factory(&self, name: &str) -> Option<&FactoryEntry> {
+        self.factories.iter().find(|f| f.name() == name)
+    }
+
+    pub fn list_available(&self) -> &[FactoryEntry] {
+        &self.factories
+    }
+
+    /// Creates the instance `instance` of backend type `factory` after checking
+    /// `config` against the factory's schema.
+    pub fn create(
+        &mut self,
+        instance: &str,
+        factory: &str,
+        config: serde_json::Value,
+        max_in_flight: Option<usize>,
+    ) -> Result<Arc<BackendInstance>, RegistryError> {
+        if self.instance(instance).is_some() {
+            return Err(RegistryError::DuplicateInstance(instance.to_owned()));
+        }
+        let entry = self.factory(factory).ok_or_else(|| RegistryError::UnknownFactory {
+            name: factory.to_owned(),
+            known: self.factories.iter().map(|f| f.name().to_owned()).collect(),
+        })?;
+        let problems: Vec<String> = config_problems(entry, &config)
+            .into_iter()
+            .map(|(at, msg)| if at.is_empty() { msg } else { format!("{at}: {msg}") })
+            .collect();
+        if !problems.is_empty() {
+            return Err(RegistryError::InvalidConfig { instance: instance.into(), factory: factory.into(), problems });
+        }
+        let backend = (entry.factory.create())(config.to_string().as_str().into())
+            .into_result()
+            .map_err(|e| RegistryError::CreateFailed {
+                instance: instance.into(),
+                factory: factory.into(),
+                message: e.to_string(),
+            })?;
+        let created = Arc::new(BackendInstance {
+            name: instance.to_owned(),
+            factory: factory.to_owned(),
+            config,
+            max_in_flight: max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT).max(1),
+            backend,
+        });
+        self.instances.push(created.clone());
+        Ok(created)
+    }
+
+    pub fn instances(&self) -> &[Arc<BackendInstance>] {
+        &self.instances
+    }
+
+    pub fn instance(&self, name: &str) -> Option<&Arc<BackendInstance>> {
+        self.instances.iter().find(|i| i.name == name)
+    }
+
+    pub fn set_default(&mut self, instance: &str) {
+        self.default = Some(instance.to_owned());
+    }
+
+    /// The default instance: the configured one, else the first created.
+    pub fn default_instance(&self) -> Option<&Arc<BackendInstance>> {
+        match &self.default {
+            Some(name) => self.instance(name),
+            None => self.instances.first(),
+        }
+    }
+
+    /// Every instance with what it lacks for the node (empty = can run it),
+    /// in creation (config) order.
+    pub fn find(&self, requirements: &Requirements, resources: &Resources) -> Vec<(&Arc<BackendInstance>, Vec<String>)> {
+        self.instances
+            .iter()
+            .map(|i| (i, unmet_requirements(&i.capabilities(), requirements, resources)))
+            .collect()
+    }
+}
+
+/// Schema violations of a backend instance's config as (JSON pointer, message).
+pub fn config_problems(entry: &FactoryEntry, config: &serde_json::Value) -> Vec<(String, String)> {
+    let schema: serde_json::Value = match serde_json::from_str(entry.factory.config_schema().as_str()) {
+        Ok(schema) => schema,
+        Err(e) => return vec![(String::new(), format!("the plugin's config schema is not valid JSON: {e}"))],
+    };
+    match jsonschema::validator_for(&schema) {
+        Ok(validator) => validator.iter_errors(config).map(|e| (e.instance_path.to_string(), e.to_string())).collect(),
+        Err(e) => vec![(String::new(), format!("the plugin's config schema is invalid: {e}"))],
+    }
+}

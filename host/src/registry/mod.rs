@@ -1,0 +1,50 @@
+//! What the loaded plugins (and Rust code embedding the host) offer.
+
+mod backends;
+mod matching;
+mod nodes;
+
+pub use backends::{BackendInstance, BackendRegistry, DEFAULT_MAX_IN_FLIGHT, FactoryEntry, config_problems};
+pub use matching::unmet_requirements;
+pub use nodes::{NodeEntry, NodeRegistry};
+
+use serde::Serialize;
+use std::{fmt, path::PathBuf};
+
+/// Where a registered factory or node type came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    pub plugin: String,
+    /// The dylib, or `None` when registered from Rust code.
+    pub path: Option<PathBuf>,
+}
+
+impl Origin {
+    pub fn code(name: &str) -> Self {
+        Self { plugin: name.to_owned(), path: None }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(path) => write!(f, "{}", path.display()),
+            None => write!(f, "`{}` (registered in code)", self.plugin),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    #[error("{what} `{name}` is defined twice: by {first} and by {second}\n  help: remove one of the two plugins from the plugin path")]
+    Duplicate { what: &'static str, name: String, first: Origin, second: Origin },
+    #[error("unknown backend type `{name}`; available: {}", known.join(", "))]
+    UnknownFactory { name: String, known: Vec<String> },
+    #[error("backend instance `{0}` is defined twice")]
+    DuplicateInstance(String),
+    #[error("invalid configuration for backend instance `{instance}` (type `{factory}`):\n{}", problems.join("\n"))]
+    InvalidConfig { instance: String, factory: String, problems: Vec<String> },
+    #[error("cannot create backend instance `{instance}` (type `{factory}`): {message}")]
+    CreateFailed { instance: String, factory: String, message: String },
+}

@@ -1,0 +1,103 @@
+//! Node types by name, with their compiled settings schemas.
+
+use super::{Origin, RegistryError};
+use backplane_plugin_api::{NodeSpecRef, PortSpec};
+use std::{collections::HashMap, sync::OnceLock};
+
+pub struct NodeEntry {
+    pub spec: NodeSpecRef,
+    pub origin: Origin,
+    defaults: serde_json::Value,
+    validator: OnceLock<Result<jsonschema::Validator, String>>,
+}
+
+impl NodeEntry {
+    fn new(spec: NodeSpecRef, origin: Origin) -> Self {
+        let defaults = serde_json::from_str(spec.default_settings().as_str())
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({}));
+        Self { spec, origin, defaults, validator: OnceLock::new() }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        self.spec.type_name().as_str()
+    }
+    pub fn version(&self) -> &'static str {
+        self.spec.version().as_str()
+    }
+    pub fn inputs(&self) -> &'static [PortSpec] {
+        self.spec.inputs().as_slice()
+    }
+    pub fn outputs(&self) -> &'static [PortSpec] {
+        self.spec.outputs().as_slice()
+    }
+    pub fn defaults(&self) -> &serde_json::Value {
+        &self.defaults
+    }
+    pub fn schema(&self) -> serde_json::Value {
+        serde_json::from_str(self.spec.settings_schema().as_str()).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Defaults overlaid with the node's own settings (top-level keys).
+    pub fn merged_settings(&self, settings: Option<&serde_json::Value>) -> serde_json::Value {
+        let mut merged = self.defaults.clone();
+        if let (Some(serde_json::Value::Object(own)), serde_json::Value::Object(out)) = (settings, &mut merged) {
+            for (k, v) in own {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        merged
+    }
+
+    /// Schema violations as (JSON pointer, message).
+    pub fn settings_problems(&self, settings: &serde_json::Value) -> Vec<(String, String)> {
+        let validator = self.validator.get_or_init(|| {
+            let schema: serde_json::Value = serde_json::from_str(self.spec.settings_schema().as_str())
+                .map_err(|e| format!("the plugin's settings schema is not valid JSON: {e}"))?;
+            jsonschema::validator_for(&schema).map_err(|e| format!("the plugin's settings schema is invalid: {e}"))
+        });
+        match validator {
+            Ok(v) => v.iter_errors(settings).map(|e| (e.instance_path.to_string(), e.to_string())).collect(),
+            Err(e) => vec![(String::new(), e.clone())],
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct NodeRegistry {
+    entries: Vec<NodeEntry>,
+    by_name: HashMap<&'static str, usize>,
+}
+
+impl NodeRegistry {
+    pub fn register(&mut self, spec: NodeSpecRef, origin: Origin) -> Result<(), RegistryError> {
+        let name = spec.type_name().as_str();
+        if let Some(&i) = self.by_name.get(name) {
+            return Err(RegistryError::Duplicate {
+                what: "node type",
+                name: name.to_owned(),
+                first: self.entries[i].origin.clone(),
+                second: origin,
+            });
+        }
+        self.by_name.insert(name, self.entries.len());
+        self.entries.push(NodeEntry::new(spec, origin));
+        Ok(())
+    }
+
+    pub fn get(&self, type_name: &str) -> Option<&NodeEntry> {
+        self.by_name.get(type_name).map(|&i| &self.entries[i])
+    }
+
+    /// All entries sorted by type name.
+    pub fn sorted(&self) -> Vec<&NodeEntry> {
+        let mut all: Vec<_> = self.entries.iter().collect();
+        all.sort_by_key(|e| e.type_name());
+        all
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.sorted().into_iter().map(NodeEntry::type_name).collect()
+    }
+}

@@ -1,0 +1,327 @@
+//! Workflow files: a DAG of nodes written in TOML.
+//!
+//! ```toml
+//! [workflow]
+//! name = "word-frequencies"
+//!
+//! [[node]]
+//! id = "read"
+//! type = "std.read_files"
+//! settings = { glob = "docs/*.txt" }
+//!
+//! [[node]]
+//! id = "count"
+//! type = "std.word_count"
+//! inputs = { text = "read.text" }      # an array for ports taking several edges
+//! backend = "local"                    # optional: pin to a backend instance
+//! labels = { team = "nlp" }
+//! resources = { cpus = 1, memory = "512MiB", gpus = 0, custom = { licence = 1 } }
+//! timeout_secs = 30
+//!
+//! [[output]]
+//! from = "count.counts"
+//! to = "out/frequencies.tsv"           # relative to this file; "-" is stdout
+//! ```
+//!
+//! This module checks the file's shape (keys, types, edge syntax) and reports
+//! every problem at once; [`crate::plan`] checks it against the registries.
+
+use crate::{
+    diagnostic::{Diagnostics, SourceFile},
+    spanned_toml::{Reader, TableView, number_of, to_json},
+};
+use backplane_plugin_api::{
+    Resources,
+    abi_stable::std_types::{RString, Tuple2},
+};
+use std::{
+    ops::Range,
+    path::{Path, PathBuf},
+};
+use toml::{Spanned, de::DeValue};
+
+/// `node.port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRef {
+    pub node: String,
+    pub port: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct InputDecl {
+    pub port: String,
+    pub port_span: Range<usize>,
+    pub sources: Vec<Spanned<PortRef>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeDecl {
+    pub span: Range<usize>,
+    pub id: Spanned<String>,
+    pub type_name: Spanned<String>,
+    pub settings: Option<serde_json::Value>,
+    pub settings_span: Option<Range<usize>>,
+    /// Span of every value inside `settings`, by JSON pointer.
+    pub settings_spans: Vec<(String, Range<usize>)>,
+    pub inputs: Vec<InputDecl>,
+    pub backend: Option<Spanned<String>>,
+    pub labels: Vec<(String, String)>,
+    pub resources: Resources,
+    pub resources_span: Option<Range<usize>>,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct OutputDecl {
+    pub from: Spanned<PortRef>,
+    pub to: Spanned<OutputTarget>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub source: SourceFile,
+    pub name: String,
+    pub description: String,
+    /// Relative paths in the workflow resolve against this directory.
+    pub working_dir: PathBuf,
+    pub nodes: Vec<NodeDecl>,
+    pub outputs: Vec<OutputDecl>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    #[error("cannot read workflow file {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+const NODE_KEYS: &[&str] = &["id", "type", "settings", "inputs", "backend", "labels", "resources", "timeout_secs"];
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn parse_port_ref(text: &str) -> Option<PortRef> {
+    let (node, port) = text.split_once('.')?;
+    (valid_id(node) && !port.is_empty()).then(|| PortRef { node: node.to_owned(), port: port.to_owned() })
+}
+
+/// `"512MiB"`, `"2GB"`, `"1024"` or an integer, in bytes.
+pub fn parse_memory(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024f64.powi(4),
+        _ => return None,
+    };
+    Some((number * factor) as u64)
+}
+
+impl Workflow {
+    pub fn load(path: &Path) -> Result<Self, WorkflowError> {
+        let text = std::fs::read_to_string(path).map_err(|source| WorkflowError::Read { path: path.to_owned(), source })?;
+        Self::parse(SourceFile::new(path, text)).map_err(WorkflowError::Invalid)
+    }
+
+    pub fn parse(source: SourceFile) -> Result<Self, Diagnostics> {
+        let mut r = Reader::new(&source);
+        let Some(doc) = r.parse() else { return Err(Diagnostics(r.diagnostics)) };
+        let mut top = TableView::new(doc.get_ref(), doc.span(), "the workflow");
+        let stem = source.path.file_stem().map_or_else(|| "workflow".into(), |s| s.to_string_lossy().into_owned());
+        let (mut name, mut description) = (stem, String::new());
+        if let Some(mut meta) = top.table(&mut r, "workflow", "[workflow]") {
+            if let Some(n) = meta.string(&mut r, "name") {
+                name = n.into_inner();
+            }
+            if let Some(d) = meta.string(&mut r, "description") {
+                description = d.into_inner();
+            }
+            meta.finish(&mut r, &["name", "description"]);
+        }
+        let mut nodes = Vec::new();
+        if let Some(array) = top.array(&mut r, "node") {
+            for (i, item) in array.iter().enumerate() {
+                match item.get_ref() {
+                    DeValue::Table(t) => {
+                        if let Some(node) = parse_node(&mut r, TableView::new(t, item.span(), format!("[[node]] #{}", i + 1))) {
+                            nodes.push(node);
+                        }
+                    }
+                    _ => r.error(item.span(), "each `node` entry must be a table ([[node]])"),
+                }
+            }
+        }
+        let base = source.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut outputs = Vec::new();
+        if let Some(array) = top.array(&mut r, "output") {
+            for (i, item) in array.iter().enumerate() {
+                let DeValue::Table(t) = item.get_ref() else {
+                    r.error(item.span(), "each `output` entry must be a table ([[output]])");
+                    continue;
+                };
+                let mut view = TableView::new(t, item.span(), format!("[[output]] #{}", i + 1));
+                let from = view.required_string(&mut r, "from");
+                let to = view.required_string(&mut r, "to");
+                view.finish(&mut r, &["from", "to"]);
+                let (Some(from), Some(to)) = (from, to) else { continue };
+                let Some(port_ref) = parse_port_ref(from.get_ref()) else {
+                    r.error_help(from.span(), format!("`{}` is not a `node.port` reference", from.get_ref()), "write e.g. `count.counts`");
+                    continue;
+                };
+                let target = match to.get_ref().as_str() {
+                    "-" => OutputTarget::Stdout,
+                    path => OutputTarget::File(base.join(path)),
+                };
+                outputs.push(OutputDecl { from: Spanned::new(from.span(), port_ref), to: Spanned::new(to.span(), target) });
+            }
+        }
+        top.finish(&mut r, &["workflow", "node", "output"]);
+        if nodes.is_empty() && r.diagnostics.is_empty() {
+            r.error_help(0..0, "the workflow has no nodes", "add a [[node]] table with `id` and `type`");
+        }
+        if !r.diagnostics.is_empty() {
+            return Err(Diagnostics(r.diagnostics));
+        }
+        drop(r);
+        let working_dir = base.canonicalize().unwrap_or(base);
+        Ok(Self { source, name, description, working_dir, nodes, outputs })
+    }
+}
+
+fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDecl> {
+    let id = view.required_string(r, "id");
+    if let Some(id) = &id {
+        view.what = format!("node `{}`", id.get_ref());
+        if !valid_id(id.get_ref()) {
+            r.error_help(
+                id.span(),
+                format!("invalid node id `{}`", id.get_ref()),
+                "ids use letters, digits, `_` and `-` (a `.` separates node and port in edges)",
+            );
+        }
+    }
+    let type_name = view.required_string(r, "type");
+    let (mut settings, mut settings_span, mut settings_spans) = (None, None, Vec::new());
+    if let Some(value) = view.get("settings") {
+        if matches!(value.get_ref(), DeValue::Table(_)) {
+            match to_json(value, &mut String::new(), &mut settings_spans) {
+                Ok(json) => settings = Some(json),
+                Err((span, message)) => r.error(span, message),
+            }
+            settings_span = Some(value.span());
+        } else {
+            r.error(value.span(), format!("`settings` of {} must be a table", view.what));
+        }
+    }
+    let mut inputs = Vec::new();
+    if let Some(table) = view.table(r, "inputs", "inputs") {
+        for (port, port_span, value) in table.entries() {
+            let mut sources = Vec::new();
+            let mut add = |r: &mut Reader<'_>, v: &Spanned<DeValue<'_>>| match v.get_ref() {
+                DeValue::String(s) => match parse_port_ref(s) {
+                    Some(p) => sources.push(Spanned::new(v.span(), p)),
+                    None => r.error_help(v.span(), format!("`{s}` is not a `node.port` reference"), "write e.g. `read.text`"),
+                },
+                _ => r.error(v.span(), format!("input `{port}` must be a `node.port` string or an array of them")),
+            };
+            match value.get_ref() {
+                DeValue::Array(items) => items.iter().for_each(|v| add(r, v)),
+                _ => add(r, value),
+            }
+            inputs.push(InputDecl { port: port.to_owned(), port_span, sources });
+        }
+    }
+    let backend = view.string(r, "backend");
+    let mut labels = Vec::new();
+    if let Some(table) = view.table(r, "labels", "labels") {
+        for (key, _, value) in table.entries() {
+            match value.get_ref() {
+                DeValue::String(s) => labels.push((key.to_owned(), s.to_string())),
+                _ => r.error(value.span(), format!("label `{key}` must be a string")),
+            }
+        }
+    }
+    let mut resources = Resources::default();
+    let resources_span = view.get("resources").map(|v| v.span());
+    if let Some(mut table) = view.table(r, "resources", format!("the resources of {}", view.what)) {
+        if let Some(cpus) = table.number(r, "cpus") {
+            resources.cpus = cpus.into_inner();
+        }
+        if let Some(gpus) = table.number(r, "gpus") {
+            resources.gpus = gpus.into_inner();
+        }
+        if let Some(memory) = table.get("memory") {
+            let bytes = match memory.get_ref() {
+                DeValue::String(s) => parse_memory(s),
+                other => number_of(other).filter(|n| *n >= 0.0).map(|n| n as u64),
+            };
+            match bytes {
+                Some(b) => resources.memory_bytes = b,
+                None => r.error_help(memory.span(), "invalid `memory`", "use bytes or a size such as \"512MiB\" or \"2GB\""),
+            }
+        }
+        if let Some(custom) = table.table(r, "custom", "custom resources") {
+            for (key, _, value) in custom.entries() {
+                match number_of(value.get_ref()) {
+                    Some(n) => resources.custom.push(Tuple2(RString::from(key), n)),
+                    None => r.error(value.span(), format!("custom resource `{key}` must be a number")),
+                }
+            }
+        }
+        table.finish(r, &["cpus", "memory", "gpus", "custom"]);
+    }
+    let timeout_ms = view.number(r, "timeout_secs").map_or(0, |t| (t.into_inner().max(0.0) * 1000.0) as u64);
+    let span = view.span.clone();
+    view.finish(r, NODE_KEYS);
+    Some(NodeDecl {
+        span,
+        id: id?,
+        type_name: type_name?,
+        settings,
+        settings_span,
+        settings_spans,
+        inputs,
+        backend,
+        labels,
+        resources,
+        resources_span,
+        timeout_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("512MiB"), Some(512 * 1024 * 1024));
+        assert_eq!(parse_memory("2GB"), Some(2_000_000_000));
+        assert_eq!(parse_memory("100"), Some(100));
+        assert_eq!(parse_memory("lots"), None);
+    }
+
+    #[test]
+    fn port_refs_need_a_dot() {
+        assert_eq!(parse_port_ref("a.b"), Some(PortRef { node: "a".into(), port: "b".into() }));
+        assert_eq!(parse_port_ref("ab"), None);
+        assert_eq!(parse_port_ref(".b"), None);
+    }
+}

@@ -1,0 +1,192 @@
+//! Reading and writing files relative to the workflow's directory.
+
+use crate::{ANY, VERSION, schema, text_port, unset};
+use backplane_plugin_api::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::{fs, path::Path};
+
+/// `std.read_files`: the contents of every file a glob matches, as one text.
+pub struct ReadFiles;
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadFilesSettings {
+    /// Files to read, e.g. `data/*.txt`; relative to the workflow's directory.
+    #[serde(skip_serializing_if = "unset")]
+    pub glob: String,
+}
+
+impl NodeType for ReadFiles {
+    const TYPE_NAME: &'static str = "std.read_files";
+    const VERSION: &'static str = VERSION;
+    const DESCRIPTION: &'static str =
+        "Reads every file matching a glob, in sorted path order, into one text (each file ends with a newline)";
+    type Settings = ReadFilesSettings;
+
+    fn outputs() -> Vec<PortSpec> {
+        vec![text_port("text", "the files' contents, concatenated")]
+    }
+    fn settings_schema() -> serde_json::Value {
+        schema::<Self::Settings>()
+    }
+    fn tags() -> Vec<&'static str> {
+        vec!["io"]
+    }
+    // Files change between runs; caching their old contents would be wrong.
+    fn deterministic() -> bool {
+        false
+    }
+
+    fn compute(settings: Self::Settings, _: Inputs, ctx: &Context<'_>) -> Result<Vec<Payload>, NodeError> {
+        let glob = settings.glob;
+        if glob.is_empty() {
+            return Err(NodeError::new("`glob` is empty: set it to a pattern such as `data/*.txt`"));
+        }
+        // Escape the directory so characters like `[` in it match literally.
+        let pattern = if Path::new(&glob).is_absolute() {
+            glob.clone()
+        } else {
+            let dir = glob::Pattern::escape(&ctx.working_dir().to_string_lossy());
+            format!("{}/{glob}", dir.trim_end_matches('/'))
+        };
+        let entries = glob::glob(&pattern)
+            .map_err(|e| NodeError::new(format!("invalid glob `{glob}`: {e}")))?;
+        let mut paths = Vec::new();
+        for entry in entries {
+            let path = entry?;
+            if path.is_file() {
+                paths.push(path);
+            }
+        }
+        if paths.is_empty() {
+            return Err(NodeError::new(format!(
+                "glob `{glob}` matched no files under {}; check the pattern and that the files exist",
+                ctx.working_dir().display()
+            )));
+        }
+        paths.sort();
+        let mut text = String::new();
+        for path in paths {
+            let content = fs::read_to_string(&path)
+                .map_err(|e| NodeError::new(format!("cannot read {}: {e}", path.display())))?;
+            text.push_str(&content);
+            if !content.is_empty() && !content.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+        Ok(vec![Payload::text("text", text)])
+    }
+}
+
+/// `std.write_file`: writes its input to a file and outputs the file's path.
+pub struct WriteFile;
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteFileSettings {
+    /// The file to write, relative to the workflow's directory; parent
+    /// directories are created and an existing file is replaced.
+    #[serde(skip_serializing_if = "unset")]
+    pub path: String,
+}
+
+impl NodeType for WriteFile {
+    const TYPE_NAME: &'static str = "std.write_file";
+    const VERSION: &'static str = VERSION;
+    const DESCRIPTION: &'static str = "Writes its input's bytes to a file, creating parent directories";
+    type Settings = WriteFileSettings;
+
+    fn inputs() -> Vec<PortSpec> {
+        vec![PortSpec::new("data", ANY).describe("the bytes to write, of any content type")]
+    }
+    fn outputs() -> Vec<PortSpec> {
+        vec![text_port("path", "the absolute path written, as one line")]
+    }
+    fn settings_schema() -> serde_json::Value {
+        schema::<Self::Settings>()
+    }
+    fn tags() -> Vec<&'static str> {
+        vec!["io"]
+    }
+    // The file is a side effect: a cached result would not rewrite it.
+    fn deterministic() -> bool {
+        false
+    }
+
+    fn compute(settings: Self::Settings, mut inputs: Inputs, ctx: &Context<'_>) -> Result<Vec<Payload>, NodeError> {
+        if settings.path.is_empty() {
+            return Err(NodeError::new("`path` is empty: set it to the file to write, e.g. `out/result.txt`"));
+        }
+        let data = inputs.require("data")?.data;
+        let path = std::path::absolute(ctx.resolve(&settings.path))?;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| NodeError::new(format!("cannot create directory {}: {e}", parent.display())))?;
+        }
+        fs::write(&path, &*data).map_err(|e| NodeError::new(format!("cannot write {}: {e}", path.display())))?;
+        Ok(vec![Payload::text("path", format!("{}\n", path.display()))])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backplane_plugin_api::testing::call_node;
+    use serde_json::json;
+
+    fn dir_str(dir: &tempfile::TempDir) -> &str {
+        dir.path().to_str().unwrap()
+    }
+
+    #[test]
+    fn read_files_concatenates_matches_in_path_order_with_trailing_newlines() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("data")).unwrap();
+        fs::write(dir.path().join("data/b.txt"), "bee").unwrap();
+        fs::write(dir.path().join("data/a.txt"), "ay\n").unwrap();
+        fs::write(dir.path().join("data/c.md"), "not matched\n").unwrap();
+        let out = call_node::<ReadFiles>(json!({ "glob": "data/*.txt" }), vec![], dir_str(&dir)).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].port.as_str(), "text");
+        assert_eq!(out[0].content_type.as_str(), "text/plain; charset=utf-8");
+        assert_eq!(out[0].as_text().unwrap(), "ay\nbee\n");
+    }
+
+    #[test]
+    fn read_files_reports_a_glob_without_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = call_node::<ReadFiles>(json!({ "glob": "*.nope" }), vec![], dir_str(&dir)).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("glob `*.nope` matched no files under"), "{message}");
+        assert!(message.contains(dir_str(&dir)), "{message}");
+    }
+
+    #[test]
+    fn read_files_requires_glob() {
+        let schema = ReadFiles::settings_schema();
+        assert_eq!(schema["required"], json!(["glob"]));
+        assert_eq!(schema["additionalProperties"], json!(false));
+        let err = call_node::<ReadFiles>(json!({}), vec![], "/").unwrap_err();
+        assert!(err.to_string().contains("missing field `glob`"), "{err}");
+    }
+
+    #[test]
+    fn write_file_creates_parents_and_outputs_absolute_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = Payload::bytes("data", "application/octet-stream", vec![0, 159, 146, 150]);
+        let out = call_node::<WriteFile>(json!({ "path": "out/deep/x.bin" }), vec![data], dir_str(&dir)).unwrap();
+        let written = dir.path().join("out/deep/x.bin");
+        assert_eq!(fs::read(&written).unwrap(), [0, 159, 146, 150]);
+        assert_eq!(out[0].port.as_str(), "path");
+        assert_eq!(out[0].as_text().unwrap(), format!("{}\n", written.display()));
+    }
+
+    #[test]
+    fn write_file_without_input_names_the_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = call_node::<WriteFile>(json!({ "path": "x" }), vec![], dir_str(&dir)).unwrap_err();
+        assert_eq!(err.to_string(), "input port `data` received no data");
+        assert!(!dir.path().join("x").exists());
+    }
+}

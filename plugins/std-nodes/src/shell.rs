@@ -1,0 +1,391 @@
+//! `std.shell`: runs a shell command as a node.
+
+use crate::{ANY, VERSION, schema, unset};
+use backplane_plugin_api::{payload::OCTETS, prelude::*};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{self, Read, Write},
+    process::{Child, Command, ExitStatus, Stdio},
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+/// How much of the end of stderr a failure message quotes.
+const STDERR_TAIL: usize = 2048;
+
+/// `std.shell`: runs `sh -c <command>` in the workflow's directory.
+pub struct Shell;
+
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShellSettings {
+    /// The command line, run with `sh -c` in the workflow's directory.
+    #[serde(skip_serializing_if = "unset")]
+    pub command: String,
+    /// Extra environment variables, on top of the host's environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Kill the command after this many seconds; no limit when unset (the
+    /// task's own deadline, if any, still applies).
+    #[serde(default)]
+    pub timeout_secs: Option<f64>,
+}
+
+impl NodeType for Shell {
+    const TYPE_NAME: &'static str = "std.shell";
+    const VERSION: &'static str = VERSION;
+    const DESCRIPTION: &'static str = "Runs a shell command (`sh -c`) in the workflow's directory and outputs its stdout";
+    type Settings = ShellSettings;
+
+    fn inputs() -> Vec<PortSpec> {
+        vec![
+            PortSpec::new("stdin", ANY).optional().describe("piped to the command's standard input"),
+            PortSpec::new("files", ANY).optional().multiple().describe(
+                "each written to a temporary file; paths in $BACKPLANE_INPUT_0, $BACKPLANE_INPUT_1... \
+                 and all of them, space-separated, in $BACKPLANE_INPUTS",
+            ),
+        ]
+    }
+    fn outputs() -> Vec<PortSpec> {
+        vec![PortSpec::new("stdout", ANY).describe("the command's standard output: text if UTF-8, else bytes")]
+    }
+    fn settings_schema() -> serde_json::Value {
+        schema::<Self::Settings>()
+    }
+    fn tags() -> Vec<&'static str> {
+        vec!["process"]
+    }
+    fn deterministic() -> bool {
+        false
+    }
+
+    fn compute(s: Self::Settings, mut inputs: Inputs, ctx: &Context<'_>) -> Result<Vec<Payload>, NodeError> {
+        if s.command.trim().is_empty() {
+            return Err(NodeError::new("`command` is empty: set it to a shell command such as `sort -u`"));
+        }
+        let limit = match s.timeout_secs {
+            None => None,
+            Some(secs) => match Duration::try_from_secs_f64(secs) {
+                Ok(limit) if !limit.is_zero() => Some(limit),
+                _ => {
+                    return Err(NodeError::new(format!(
+                        "`timeout_secs` must be a positive number of seconds, got {secs}"
+                    )));
+                }
+            },
+        };
+        let stdin = inputs.take("stdin");
+        let files = inputs.take_all("files");
+
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(&s.command)
+            .current_dir(ctx.working_dir())
+            .envs(&s.env)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // Declared before the child so it is removed only after the command is gone.
+        let mut input_dir = None;
+        let mut paths = Vec::with_capacity(files.len());
+        if !files.is_empty() {
+            let dir = tempfile::Builder::new().prefix("backplane-shell-").tempdir()?;
+            for (i, file) in files.iter().enumerate() {
+                let path = dir.path().join(format!("input-{i}"));
+                fs::write(&path, &*file.data)
+                    .map_err(|e| NodeError::new(format!("cannot write input file {}: {e}", path.display())))?;
+                command.env(format!("BACKPLANE_INPUT_{i}"), &path);
+                paths.push(path.display().to_string());
+            }
+            input_dir = Some(dir);
+        }
+        command.env("BACKPLANE_INPUTS", paths.join(" "));
+        // Its own process group, so a timeout or cancellation can kill
+        // everything the command started, not just `sh`.
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+
+        let child = command.spawn().map_err(|e| {
+            NodeError::new(format!("cannot start `sh` in {}: {e}", ctx.working_dir().display()))
+        })?;
+        let mut child = Running { child, status: None, finished: false };
+
+        // Separate threads feed stdin and drain stdout/stderr, so a command
+        // blocked writing one pipe never deadlocks against us writing another.
+        if let (Some(payload), Some(mut pipe)) = (stdin, child.child.stdin.take()) {
+            // A command that exits without reading its input closes the pipe
+            // early; that is its choice, not an error.
+            spawn("std.shell stdin", move || drop(pipe.write_all(&payload.data)))?;
+        }
+        let mut stdout_pipe = child.child.stdout.take().expect("stdout is piped");
+        let stdout = spawn("std.shell stdout", move || {
+            let mut buf = Vec::new();
+            stdout_pipe.read_to_end(&mut buf).map(|_| buf)
+        })?;
+        let stderr_pipe = child.child.stderr.take().expect("stderr is piped");
+        let stderr = spawn("std.shell stderr", move || read_tail(stderr_pipe))?;
+
+        let started = Instant::now();
+        let task_deadline = ctx.remaining().map(|left| started + left);
+        let own_deadline = limit.map(|limit| started + limit);
+        let mut pause = Duration::from_millis(1);
+        // Done when the command has exited and both pipes are closed.
+        while child.status.is_none() || !stdout.is_finished() || !stderr.is_finished() {
+            if child.status.is_none() {
+                child.status = child.child.try_wait()?;
+            }
+            if ctx.is_cancelled() {
+                return Err(NodeError::with(PluginError::cancelled()));
+            }
+            let now = Instant::now();
+            if own_deadline.is_some_and(|d| now >= d) {
+                return Err(NodeError::with(PluginError::timed_out(format!(
+                    "command still running after `timeout_secs` ({}s) and was killed; \
+                     raise `timeout_secs` or make the command faster",
+                    s.timeout_secs.unwrap_or_default()
+                ))));
+            }
+            if task_deadline.is_some_and(|d| now >= d) {
+                return Err(NodeError::with(PluginError::timed_out(
+                    "command still running at the task's deadline and was killed",
+                )));
+            }
+            thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+        child.finished = true;
+        let status = child.status.expect("loop exits only after the command exited");
+        let stdout = join(stdout)??;
+        let (tail, truncated) = join(stderr)?;
+        drop(input_dir);
+
+        if !status.success() {
+            return Err(NodeError::new(failure_message(status, &tail, truncated)));
+        }
+        Ok(vec![match String::from_utf8(stdout) {
+            Ok(text) => Payload::text("stdout", text),
+            Err(e) => Payload::bytes("stdout", OCTETS, e.into_bytes()),
+        }])
+    }
+}
+
+/// A spawned command that is killed, with its whole process group, and
+/// reaped when dropped before it finished: every early return (timeout,
+/// cancellation, error) cleans up without leaving processes or zombies.
+struct Running {
+    child: Child,
+    status: Option<ExitStatus>,
+    finished: bool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        #[cfg(unix)]
+        // SAFETY: kill(2) has no memory-safety preconditions. The group id is
+        // the child's pid, which cannot be reused while the group has members.
+        unsafe {
+            libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL);
+        }
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn spawn<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<JoinHandle<T>, NodeError> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| NodeError::new(format!("cannot start a thread for `{name}`: {e}")))
+}
+
+fn join<T>(handle: JoinHandle<T>) -> Result<T, NodeError> {
+    handle.join().map_err(|_| NodeError::new("a pipe-reading thread of `std.shell` panicked"))
+}
+
+/// Reads `pipe` to the end, keeping only the last [`STDERR_TAIL`] bytes, and
+/// whether anything before them was dropped.
+fn read_tail(mut pipe: impl Read) -> (Vec<u8>, bool) {
+    let mut tail = Vec::new();
+    let mut truncated = false;
+    let mut buf = [0; 8192];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => tail.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+        if tail.len() > 2 * STDERR_TAIL {
+            tail.drain(..tail.len() - STDERR_TAIL);
+            truncated = true;
+        }
+    }
+    if tail.len() > STDERR_TAIL {
+        tail.drain(..tail.len() - STDERR_TAIL);
+        truncated = true;
+    }
+    (tail, truncated)
+}
+
+fn failure_message(status: ExitStatus, tail: &[u8], truncated: bool) -> String {
+    let how = match status.code() {
+        Some(code) => format!("command exited with status {code}"),
+        None => format!("command was terminated ({status})"),
+    };
+    // The cut may have split a character: skip its continuation bytes.
+    let start = if truncated { tail.iter().take_while(|&&b| b & 0xC0 == 0x80).count() } else { 0 };
+    let stderr = String::from_utf8_lossy(&tail[start..]);
+    match stderr.trim() {
+        "" => format!("{how} and printed nothing on stderr"),
+        text if truncated => format!("{how}: …{text}"),
+        text => format!("{how}: {text}"),
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use backplane_plugin_api::{ComputeFn, ComputeRequest, PluginError_NE, TaskContext, node_spec, testing::call_node};
+    use serde_json::{Value, json};
+    use std::{
+        path::Path,
+        sync::atomic::{AtomicBool, Ordering},
+    };
+
+    fn shell(settings: Value, inputs: Vec<Payload>, dir: &Path) -> Result<Payload, PluginError_NE> {
+        let mut out = call_node::<Shell>(settings, inputs, dir.to_str().unwrap())?;
+        assert_eq!(out.len(), 1);
+        Ok(out.remove(0))
+    }
+
+    /// Whether `pid` is gone (or a zombie waiting for an init that never reaps).
+    fn is_dead(pid: &str) -> bool {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |stat| stat.rsplit(')').next().unwrap().trim_start().starts_with('Z'))
+    }
+
+    #[test]
+    fn runs_in_the_working_dir_with_env() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("marker.txt"), "").unwrap();
+        let settings = json!({ "command": r#"printf '%s ' "$GREETING"; ls"#, "env": { "GREETING": "hi there" } });
+        let out = shell(settings, vec![], dir.path()).unwrap();
+        assert_eq!(out.port.as_str(), "stdout");
+        assert_eq!(out.content_type.as_str(), "text/plain; charset=utf-8");
+        assert_eq!(out.as_text().unwrap(), "hi there marker.txt\n");
+    }
+
+    #[test]
+    fn non_utf8_stdout_is_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = shell(json!({ "command": r"printf '\377\376'" }), vec![], dir.path()).unwrap();
+        assert_eq!(out.content_type.as_str(), OCTETS);
+        assert_eq!(out.data.as_slice(), [0xff, 0xfe]);
+    }
+
+    #[test]
+    fn pipes_large_stdin_without_deadlock() {
+        let dir = tempfile::tempdir().unwrap();
+        // Larger than any pipe buffer in both directions.
+        let input: String = (0..100_000).map(|i| format!("line {i}\n")).collect();
+        let stdin = Payload::text("stdin", input.clone());
+        let out = shell(json!({ "command": "tr a-z A-Z" }), vec![stdin], dir.path()).unwrap();
+        assert_eq!(out.as_text().unwrap(), input.to_uppercase());
+    }
+
+    #[test]
+    fn command_may_ignore_its_stdin() {
+        let dir = tempfile::tempdir().unwrap();
+        let stdin = Payload::text("stdin", "x".repeat(1 << 20));
+        let out = shell(json!({ "command": "echo ignored" }), vec![stdin], dir.path()).unwrap();
+        assert_eq!(out.as_text().unwrap(), "ignored\n");
+    }
+
+    #[test]
+    fn files_are_exported_as_temp_paths_and_removed_afterwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = vec![Payload::text("files", "first\n".into()), Payload::text("files", "second\n".into())];
+        let command = r#"cat "$BACKPLANE_INPUT_1" "$BACKPLANE_INPUT_0"; echo $BACKPLANE_INPUTS; dirname "$BACKPLANE_INPUT_0""#;
+        let out = shell(json!({ "command": command }), files, dir.path()).unwrap();
+        let text = out.as_text().unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[..2], ["second", "first"]);
+        let temp_dir = Path::new(lines[3]);
+        assert_eq!(lines[2], format!("{0}/input-0 {0}/input-1", temp_dir.display()));
+        assert!(!temp_dir.exists(), "temporary input directory was left behind");
+    }
+
+    #[test]
+    fn failure_quotes_the_tail_of_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let command = "i=0; while [ $i -lt 500 ]; do echo noise >&2; i=$((i+1)); done; echo 'real problem' >&2; exit 3";
+        let err = shell(json!({ "command": command }), vec![], dir.path()).unwrap_err();
+        let Ok(PluginError::NodeFailed { message }) = err.as_enum() else { panic!("{err:?}") };
+        assert!(message.starts_with("command exited with status 3: …"), "{message}");
+        assert!(message.ends_with("noise\nreal problem"), "{message}");
+        assert!(message.len() < STDERR_TAIL + 50, "{} bytes", message.len());
+
+        let err = shell(json!({ "command": "exit 1" }), vec![], dir.path()).unwrap_err();
+        assert_eq!(err.to_string(), "command exited with status 1 and printed nothing on stderr");
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let command = "sleep 30 & echo $! > bg.pid; sleep 30";
+        let started = Instant::now();
+        let err = shell(json!({ "command": command, "timeout_secs": 0.3 }), vec![], dir.path()).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+        let Ok(PluginError::TimedOut { message }) = err.as_enum() else { panic!("{err:?}") };
+        assert!(message.contains("`timeout_secs` (0.3s)"), "{message}");
+        let pid = fs::read_to_string(dir.path().join("bg.pid")).unwrap();
+        let pid = pid.trim();
+        // SIGKILL is delivered asynchronously; give it a moment.
+        let patience = Instant::now() + Duration::from_secs(2);
+        while !is_dead(pid) && Instant::now() < patience {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(is_dead(pid), "background process {pid} survived the timeout");
+    }
+
+    #[test]
+    fn cancellation_kills_the_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let cancel = AtomicBool::new(false);
+        let started = Instant::now();
+        let result = thread::scope(|scope| {
+            scope.spawn(|| {
+                thread::sleep(Duration::from_millis(100));
+                cancel.store(true, Ordering::SeqCst);
+            });
+            let ComputeFn(compute) = node_spec::<Shell>().compute().into_option().unwrap();
+            let cancelled = || cancel.load(Ordering::SeqCst);
+            let working_dir = dir.path().to_str().unwrap();
+            let ctx = TaskContext { node_id: "t", attempt: 1, working_dir, deadline: None, cancelled: &cancelled };
+            let settings = r#"{"command":"sleep 30"}"#;
+            compute(ComputeRequest { settings: settings.into(), inputs: Vec::new().into(), context: ctx.as_abi() })
+                .into_result()
+        });
+        assert_eq!(result.unwrap_err().as_enum().unwrap(), &PluginError::Cancelled);
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn rejects_bad_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = shell(json!({ "command": " " }), vec![], dir.path()).unwrap_err();
+        assert!(err.to_string().starts_with("`command` is empty"), "{err}");
+        let err = shell(json!({ "command": "true", "timeout_secs": -1 }), vec![], dir.path()).unwrap_err();
+        assert_eq!(err.to_string(), "`timeout_secs` must be a positive number of seconds, got -1");
+        assert_eq!(Shell::settings_schema()["required"], json!(["command"]));
+    }
+}
