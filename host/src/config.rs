@@ -59,7 +59,8 @@ pub enum ConfigError {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(SourceFile::new(path, text)).map_err(ConfigError::Invalid)
     }
 
@@ -121,7 +122,10 @@ impl Config {
                 let names: Vec<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();
                 r.error_help(
                     default.span(),
-                    format!("`default_backend` names `{}`, which is not a configured backend instance", default.get_ref()),
+                    format!(
+                        "`default_backend` names `{}`, which is not a configured backend instance",
+                        default.get_ref()
+                    ),
                     format!("configured instances: {}", names.join(", ")),
                 );
             }

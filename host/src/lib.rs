@@ -17,6 +17,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod describe;
 pub mod diagnostic;
 pub mod engine;
 mod host;

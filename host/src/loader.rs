@@ -104,7 +104,10 @@ impl fmt::Display for LoadError {
                 for line in details {
                     write!(f, "\n    {line}")?;
                 }
-                write!(f, "\n  help: rebuild the plugin against plugin-api {INTERFACE_VERSION} (run with -vv for the full layout report)")
+                write!(
+                    f,
+                    "\n  help: rebuild the plugin against plugin-api {INTERFACE_VERSION} (run with -vv for the full layout report)"
+                )
             }
             LoadErrorKind::IncompatibleVersion { plugin_interface } => write!(
                 f,
@@ -147,13 +150,15 @@ pub fn summarize_layout_error(report: &str) -> Vec<String> {
 fn classify(path: &Path, error: LibraryError, plugin_interface: Option<String>) -> LoadError {
     let plugin_interface = plugin_interface.unwrap_or_else(|| "unknown".into());
     let kind = match error {
-        LibraryError::OpenError { err, .. } => LoadErrorKind::NotAPlugin { reason: format!("cannot open library: {err}") },
+        LibraryError::OpenError { err, .. } => {
+            LoadErrorKind::NotAPlugin { reason: format!("cannot open library: {err}") }
+        }
         LibraryError::GetSymbolError { .. } => {
             LoadErrorKind::NotAPlugin { reason: "it exports no abi_stable root module".into() }
         }
-        LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => LoadErrorKind::NotAPlugin {
-            reason: "it was built with an incompatible abi_stable or compiler ABI".into(),
-        },
+        LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => {
+            LoadErrorKind::NotAPlugin { reason: "it was built with an incompatible abi_stable or compiler ABI".into() }
+        }
         LibraryError::AbiInstability(report) => {
             let report = report.to_string();
             tracing::debug!(path = %path.display(), "full ABI layout report:\n{report}");
@@ -186,9 +191,8 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
     let plugin_interface = header.version_strings().version.to_string();
     // Not `RootModule::load_from_file`: it caches one module per type and
     // would hand back the first plugin for every later file.
-    let module = header
-        .init_root_module::<PluginModRef>()
-        .map_err(|e| classify(path, e, Some(plugin_interface.clone())))?;
+    let module =
+        header.init_root_module::<PluginModRef>().map_err(|e| classify(path, e, Some(plugin_interface.clone())))?;
     let name = module.name().to_string();
     (module.install_log_sink())(LogSink_TO::from_value(HostLogSink::new(&name), TD_Opaque), host_log_level());
     let init_failed = |what: &str, e: backplane_plugin_api::PluginError_NE| LoadError {

@@ -1,1 +1,98 @@
-fn main(){}
+//! `backplane`: run, validate and inspect workflows and plugins.
+//!
+//! Exit codes: 0 success; 1 the run failed (a node failed or was not run);
+//! 2 invalid input (usage, config, workflow, conflicting plugins);
+//! 3 an environment error (unreadable file, unwritable output).
+
+mod cli;
+
+use clap::{Args, Parser, Subcommand};
+use std::{path::PathBuf, process::ExitCode};
+
+#[derive(Parser)]
+#[command(name = "backplane", version, about = "A plugin-based executor host: routes workflow nodes to backends")]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct GlobalArgs {
+    /// Config file (backplane.toml).
+    #[arg(long, global = true, env = "BACKPLANE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Extra plugin directory (repeatable); searched before BACKPLANE_PLUGIN_PATH.
+    #[arg(long = "plugin-dir", global = true, value_name = "DIR")]
+    pub plugin_dirs: Vec<PathBuf>,
+    /// More log output (-v info, -vv debug, -vvv trace); BACKPLANE_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workflow.
+    Run(cli::run::RunArgs),
+    /// Check a workflow (and config) without running anything.
+    Validate(cli::run::ValidateArgs),
+    /// List loaded plugins and files that failed to load.
+    Plugins(cli::inspect::JsonArg),
+    /// List backend types and configured instances with capabilities.
+    Backends(cli::inspect::JsonArg),
+    /// List node types with ports and settings.
+    Nodes(cli::inspect::NodesArgs),
+    /// Measure engine throughput and latency on this machine.
+    Bench(cli::bench::BenchArgs),
+}
+
+pub enum Failure {
+    /// The run itself failed (exit 1).
+    Run,
+    /// Invalid input, already reported (exit 2).
+    Invalid(String),
+    /// Environment problem (exit 3).
+    Environment(String),
+}
+
+fn init_logging(global: &GlobalArgs) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("BACKPLANE_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    let result = match cli.command {
+        Command::Run(args) => cli::run::run(&cli.global, args),
+        Command::Validate(args) => cli::run::validate(&cli.global, args),
+        Command::Plugins(args) => cli::inspect::plugins(&cli.global, args),
+        Command::Backends(args) => cli::inspect::backends(&cli.global, args),
+        Command::Nodes(args) => cli::inspect::nodes(&cli.global, args),
+        Command::Bench(args) => cli::bench::bench(&cli.global, args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Run) => ExitCode::from(1),
+        Err(Failure::Invalid(message)) => {
+            eprintln!("{message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Environment(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(3)
+        }
+    }
+}

@@ -31,10 +31,13 @@ pub fn write_outputs(plan: &Plan, outputs: &[Option<Payload>]) -> Result<Vec<std
         match &declared.target {
             OutputTarget::Stdout => {
                 let mut out = std::io::stdout().lock();
-                out.write_all(&payload.data).and_then(|()| out.flush()).map_err(|e| format!("cannot write to stdout: {e}"))?;
+                out.write_all(&payload.data)
+                    .and_then(|()| out.flush())
+                    .map_err(|e| format!("cannot write to stdout: {e}"))?;
             }
             OutputTarget::File(path) => {
-                write_atomically(path, &payload.data).map_err(|e| format!("cannot write output {}: {e}", path.display()))?;
+                write_atomically(path, &payload.data)
+                    .map_err(|e| format!("cannot write output {}: {e}", path.display()))?;
                 written.push(path.clone());
             }
         }

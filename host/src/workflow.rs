@@ -136,7 +136,8 @@ pub fn parse_memory(text: &str) -> Option<u64> {
 
 impl Workflow {
     pub fn load(path: &Path) -> Result<Self, WorkflowError> {
-        let text = std::fs::read_to_string(path).map_err(|source| WorkflowError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| WorkflowError::Read { path: path.to_owned(), source })?;
         Self::parse(SourceFile::new(path, text)).map_err(WorkflowError::Invalid)
     }
 
@@ -160,7 +161,9 @@ impl Workflow {
             for (i, item) in array.iter().enumerate() {
                 match item.get_ref() {
                     DeValue::Table(t) => {
-                        if let Some(node) = parse_node(&mut r, TableView::new(t, item.span(), format!("[[node]] #{}", i + 1))) {
+                        if let Some(node) =
+                            parse_node(&mut r, TableView::new(t, item.span(), format!("[[node]] #{}", i + 1)))
+                        {
                             nodes.push(node);
                         }
                     }
@@ -182,14 +185,21 @@ impl Workflow {
                 view.finish(&mut r, &["from", "to"]);
                 let (Some(from), Some(to)) = (from, to) else { continue };
                 let Some(port_ref) = parse_port_ref(from.get_ref()) else {
-                    r.error_help(from.span(), format!("`{}` is not a `node.port` reference", from.get_ref()), "write e.g. `count.counts`");
+                    r.error_help(
+                        from.span(),
+                        format!("`{}` is not a `node.port` reference", from.get_ref()),
+                        "write e.g. `count.counts`",
+                    );
                     continue;
                 };
                 let target = match to.get_ref().as_str() {
                     "-" => OutputTarget::Stdout,
                     path => OutputTarget::File(base.join(path)),
                 };
-                outputs.push(OutputDecl { from: Spanned::new(from.span(), port_ref), to: Spanned::new(to.span(), target) });
+                outputs.push(OutputDecl {
+                    from: Spanned::new(from.span(), port_ref),
+                    to: Spanned::new(to.span(), target),
+                });
             }
         }
         top.finish(&mut r, &["workflow", "node", "output"]);
@@ -237,7 +247,11 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDec
             let mut add = |r: &mut Reader<'_>, v: &Spanned<DeValue<'_>>| match v.get_ref() {
                 DeValue::String(s) => match parse_port_ref(s) {
                     Some(p) => sources.push(Spanned::new(v.span(), p)),
-                    None => r.error_help(v.span(), format!("`{s}` is not a `node.port` reference"), "write e.g. `read.text`"),
+                    None => r.error_help(
+                        v.span(),
+                        format!("`{s}` is not a `node.port` reference"),
+                        "write e.g. `read.text`",
+                    ),
                 },
                 _ => r.error(v.span(), format!("input `{port}` must be a `node.port` string or an array of them")),
             };
@@ -274,7 +288,9 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDec
             };
             match bytes {
                 Some(b) => resources.memory_bytes = b,
-                None => r.error_help(memory.span(), "invalid `memory`", "use bytes or a size such as \"512MiB\" or \"2GB\""),
+                None => {
+                    r.error_help(memory.span(), "invalid `memory`", "use bytes or a size such as \"512MiB\" or \"2GB\"")
+                }
             }
         }
         if let Some(custom) = table.table(r, "custom", "custom resources") {

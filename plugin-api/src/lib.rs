@@ -43,16 +43,15 @@ pub use abi_stable;
 pub use serde_json;
 
 pub use backend::{
-    Backend, BackendBox, BackendFactory, BackendFactoryRef, BackendPlugin, Backend_TO,
-    CompletionSink, CompletionSinkBox, CompletionSink_TO, GuardedBackend, NodeTask,
-    backend_factory, run_compute,
+    Backend, Backend_TO, BackendBox, BackendFactory, BackendFactoryRef, BackendPlugin, CompletionSink,
+    CompletionSink_TO, CompletionSinkBox, GuardedBackend, NodeTask, backend_factory, run_compute,
 };
 pub use error::{PluginError, PluginError_NE, PluginResult, describe};
 pub use guard::{guard, panic_message};
 pub use module::{INTERFACE_VERSION, PluginMod, PluginModRef};
 pub use node::{
-    ComputeContext, ComputeContext_TO, ComputeFn, ComputeRequest, Inputs, NodeSpec, NodeSpecRef,
-    NodeError, NodeType, PortSpec, TaskContext, node_spec,
+    ComputeContext, ComputeContext_TO, ComputeFn, ComputeRequest, Inputs, NodeError, NodeSpec, NodeSpecRef, NodeType,
+    PortSpec, TaskContext, node_spec,
 };
 pub use payload::Payload;
 pub use resources::{Capabilities, CapabilityFlags, Health, HealthStatus, Isolation, Requirements, Resources};
@@ -62,8 +61,7 @@ pub mod prelude {
     pub use crate::abi_stable::std_types::{RBox, RResult, RStr, RString, RVec, Tuple2};
     pub use crate::node::Context;
     pub use crate::{
-        BackendPlugin, Capabilities, CapabilityFlags, CompletionSinkBox, Health, Inputs,
-        Isolation, NodeError, NodeTask, NodeType, Payload, PluginError, PluginError_NE, PortSpec,
-        Requirements, Resources, TaskContext,
+        BackendPlugin, Capabilities, CapabilityFlags, CompletionSinkBox, Health, Inputs, Isolation, NodeError,
+        NodeTask, NodeType, Payload, PluginError, PluginError_NE, PortSpec, Requirements, Resources, TaskContext,
     };
 }

@@ -7,8 +7,12 @@ use crate::{
     node::NodeSpecRef,
 };
 use abi_stable::{
-    StableAbi, declare_root_module_statics, library::RootModule, package_version_strings,
-    prefix_type::PrefixTypeTrait, sabi_types::VersionStrings, std_types::{RStr, RVec},
+    StableAbi, declare_root_module_statics,
+    library::RootModule,
+    package_version_strings,
+    prefix_type::PrefixTypeTrait,
+    sabi_types::VersionStrings,
+    std_types::{RStr, RVec},
 };
 
 /// The `plugin-api` version this copy of the crate is (and a plugin was built against).
@@ -109,9 +113,6 @@ macro_rules! export_plugin {
 mod tests {
     #[test]
     fn exported_symbol_name_matches_abi_stable() {
-        assert_eq!(
-            abi_stable::library::ROOT_MODULE_LOADER_NAME,
-            "_1as_0lib_1header_0root_bmodule_bloader"
-        );
+        assert_eq!(abi_stable::library::ROOT_MODULE_LOADER_NAME, "_1as_0lib_1header_0root_bmodule_bloader");
     }
 }

@@ -7,12 +7,11 @@ use crate::{
     resources::Requirements,
 };
 use abi_stable::{
-    StableAbi,
+    RRef, StableAbi,
     prefix_type::PrefixTypeTrait,
     sabi_trait,
     sabi_trait::TD_Opaque,
     std_types::{ROption, RSlice, RSome, RStr, RString, RVec},
-    RRef,
 };
 use serde::{Serialize, de::DeserializeOwned};
 use std::{
@@ -287,9 +286,8 @@ extern "C" fn compute_adapter<N: NodeType>(request: ComputeRequest<'_>) -> Plugi
         let settings: N::Settings = if request.settings.is_empty() {
             N::Settings::default()
         } else {
-            serde_json::from_str(request.settings.as_str()).map_err(|e| {
-                PluginError::invalid_config(format!("settings of `{}`: {e}", N::TYPE_NAME))
-            })?
+            serde_json::from_str(request.settings.as_str())
+                .map_err(|e| PluginError::invalid_config(format!("settings of `{}`: {e}", N::TYPE_NAME)))?
         };
         let ctx = Context(request.context);
         match N::compute(settings, Inputs(request.inputs.into_vec()), &ctx) {

@@ -22,8 +22,9 @@ pub use sink::Completion;
 
 use crate::plan::{Plan, Target};
 use backplane_plugin_api::{
-    NodeTask, Payload, PluginError_NE, describe,
+    NodeTask, Payload, PluginError_NE,
     abi_stable::std_types::{RString, RVec},
+    describe,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use std::{
@@ -153,7 +154,9 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
 
 fn new_progress_bar(total: usize) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
-    if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} nodes ({per_sec})") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} nodes ({per_sec})")
+    {
         bar.set_style(style);
     }
     bar

@@ -1,7 +1,7 @@
 //! The host's completion sink: a backend's way back into the engine.
 
 use backplane_plugin_api::{
-    CompletionSink, CompletionSinkBox, CompletionSink_TO, Payload, PluginError, PluginError_NE, PluginResult,
+    CompletionSink, CompletionSink_TO, CompletionSinkBox, Payload, PluginError, PluginError_NE, PluginResult,
     abi_stable::{sabi_trait::TD_Opaque, std_types::RVec},
 };
 use tokio::sync::mpsc::UnboundedSender;

@@ -39,8 +39,8 @@ pub fn build(workflow: &Workflow, nodes: &NodeRegistry, backends: &BackendRegist
     for (i, node) in decls.iter().enumerate() {
         if let Some(&first) = index.get(node.id.get_ref().as_str()) {
             let (line, _) = workflow.source.location(decls[first].id.span().start);
-            b.error(node.id.span(), format!("duplicate node id `{}`", node.id.get_ref()))
-                .help = Some(format!("the first node with this id is on line {line}"));
+            b.error(node.id.span(), format!("duplicate node id `{}`", node.id.get_ref())).help =
+                Some(format!("the first node with this id is on line {line}"));
         } else {
             index.insert(node.id.get_ref(), i);
         }
@@ -59,8 +59,8 @@ pub fn build(workflow: &Workflow, nodes: &NodeRegistry, backends: &BackendRegist
                     Some(near) => format!("did you mean `{near}`? `backplane nodes` lists the loaded node types"),
                     None => "`backplane nodes` lists the loaded node types; is the plugin on the plugin path?".into(),
                 };
-                b.error(node.type_name.span(), format!("unknown node type `{name}` (node `{}`)", node.id.get_ref())).help =
-                    Some(help);
+                b.error(node.type_name.span(), format!("unknown node type `{name}` (node `{}`)", node.id.get_ref()))
+                    .help = Some(help);
             }
             entry
         })
@@ -76,8 +76,11 @@ pub fn build(workflow: &Workflow, nodes: &NodeRegistry, backends: &BackendRegist
             let fallback = node.settings_span.clone().unwrap_or_else(|| node.span.clone());
             let span = span_for_pointer(&node.settings_spans, &pointer, fallback);
             let at = if pointer.is_empty() { String::new() } else { format!(" at `{pointer}`") };
-            b.error(span, format!("invalid settings for node `{}` ({}){at}: {message}", node.id.get_ref(), entry.type_name()))
-                .help = Some(format!("`backplane nodes {}` shows its settings schema", entry.type_name()));
+            b.error(
+                span,
+                format!("invalid settings for node `{}` ({}){at}: {message}", node.id.get_ref(), entry.type_name()),
+            )
+            .help = Some(format!("`backplane nodes {}` shows its settings schema", entry.type_name()));
         }
         settings.push(serde_json::to_string(&merged).unwrap_or_default());
     }
@@ -89,36 +92,71 @@ pub fn build(workflow: &Workflow, nodes: &NodeRegistry, backends: &BackendRegist
         let Some(entry) = entries[i] else { continue };
         for input in &node.inputs {
             let Some(port) = entry.inputs().iter().find(|p| p.name == input.port.as_str()) else {
-                b.error(input.port_span.clone(), format!("node `{}` ({}) has no input port `{}`", node.id.get_ref(), entry.type_name(), input.port))
-                    .help = Some(format!("its input ports: {}", port_names(entry.inputs())));
+                b.error(
+                    input.port_span.clone(),
+                    format!("node `{}` ({}) has no input port `{}`", node.id.get_ref(), entry.type_name(), input.port),
+                )
+                .help = Some(format!("its input ports: {}", port_names(entry.inputs())));
                 continue;
             };
             if input.sources.len() > 1 && !port.multiple {
-                b.error(input.sources[1].span(), format!("input `{}` of node `{}` takes one edge, found {}", input.port, node.id.get_ref(), input.sources.len()));
+                b.error(
+                    input.sources[1].span(),
+                    format!(
+                        "input `{}` of node `{}` takes one edge, found {}",
+                        input.port,
+                        node.id.get_ref(),
+                        input.sources.len()
+                    ),
+                );
             }
             for source in &input.sources {
                 let from = source.get_ref();
                 let Some(&from_index) = index.get(from.node.as_str()) else {
                     let help = suggest(&from.node, &all_ids).map(|n| format!("did you mean `{n}`?"));
-                    b.error(source.span(), format!("input `{}` of node `{}` refers to unknown node `{}`", input.port, node.id.get_ref(), from.node))
-                        .help = help;
+                    b.error(
+                        source.span(),
+                        format!(
+                            "input `{}` of node `{}` refers to unknown node `{}`",
+                            input.port,
+                            node.id.get_ref(),
+                            from.node
+                        ),
+                    )
+                    .help = help;
                     continue;
                 };
                 let Some(from_entry) = entries[from_index] else { continue };
                 let Some(from_port) = from_entry.outputs().iter().find(|p| p.name == from.port.as_str()) else {
-                    b.error(source.span(), format!("node `{}` ({}) has no output port `{}`", from.node, from_entry.type_name(), from.port))
-                        .help = Some(format!("its output ports: {}", port_names(from_entry.outputs())));
+                    b.error(
+                        source.span(),
+                        format!("node `{}` ({}) has no output port `{}`", from.node, from_entry.type_name(), from.port),
+                    )
+                    .help = Some(format!("its output ports: {}", port_names(from_entry.outputs())));
                     continue;
                 };
                 let slot = inputs[i].len() as u32;
-                inputs[i].push(PlannedInput { port: port.name.as_str(), from: from_index as u32, from_port: from_port.name.as_str() });
-                consumers[from_index].push(Consumer { port: from_port.name.as_str(), target: Target::Node { node: i as u32, slot } });
+                inputs[i].push(PlannedInput {
+                    port: port.name.as_str(),
+                    from: from_index as u32,
+                    from_port: from_port.name.as_str(),
+                });
+                consumers[from_index]
+                    .push(Consumer { port: from_port.name.as_str(), target: Target::Node { node: i as u32, slot } });
             }
         }
         for port in entry.inputs().iter().filter(|p| p.required) {
             if !node.inputs.iter().any(|i| i.port == port.name.as_str()) {
-                b.error(node.id.span(), format!("node `{}` ({}) is missing its required input `{}`", node.id.get_ref(), entry.type_name(), port.name))
-                    .help = Some(format!("add `inputs = {{ {} = \"<node>.<port>\" }}`", port.name));
+                b.error(
+                    node.id.span(),
+                    format!(
+                        "node `{}` ({}) is missing its required input `{}`",
+                        node.id.get_ref(),
+                        entry.type_name(),
+                        port.name
+                    ),
+                )
+                .help = Some(format!("add `inputs = {{ {} = \"<node>.<port>\" }}`", port.name));
             }
         }
     }
@@ -134,20 +172,27 @@ pub fn build(workflow: &Workflow, nodes: &NodeRegistry, backends: &BackendRegist
         };
         let Some(entry) = entries[from_index] else { continue };
         let Some(port) = entry.outputs().iter().find(|p| p.name == from.port.as_str()) else {
-            b.error(output.from.span(), format!("node `{}` ({}) has no output port `{}`", from.node, entry.type_name(), from.port))
-                .help = Some(format!("its output ports: {}", port_names(entry.outputs())));
+            b.error(
+                output.from.span(),
+                format!("node `{}` ({}) has no output port `{}`", from.node, entry.type_name(), from.port),
+            )
+            .help = Some(format!("its output ports: {}", port_names(entry.outputs())));
             continue;
         };
         let output_index = outputs.len() as u32;
         consumers[from_index].push(Consumer { port: port.name.as_str(), target: Target::Output(output_index) });
-        outputs.push(PlannedOutput { from: from_index as u32, port: port.name.as_str(), target: output.to.get_ref().clone() });
+        outputs.push(PlannedOutput {
+            from: from_index as u32,
+            port: port.name.as_str(),
+            target: output.to.get_ref().clone(),
+        });
     }
 
     if let Some(cycle) = find_cycle(&inputs) {
         let ids: Vec<&str> = cycle.iter().map(|&i| decls[i].id.get_ref().as_str()).collect();
         let first = cycle[0];
-        b.error(decls[first].id.span(), format!("the workflow has a cycle: {} -> {}", ids.join(" -> "), ids[0]))
-            .help = Some("a workflow must be a DAG: remove one of these edges".into());
+        b.error(decls[first].id.span(), format!("the workflow has a cycle: {} -> {}", ids.join(" -> "), ids[0])).help =
+            Some("a workflow must be a DAG: remove one of these edges".into());
     }
 
     // Routing.
@@ -168,7 +213,11 @@ pub fn build(workflow: &Workflow, nodes: &NodeRegistry, backends: &BackendRegist
                     }
                 } as u32;
                 let t = *type_index.entry(entry.type_name()).or_insert_with(|| {
-                    types.push(PlannedType { name: entry.type_name(), version: entry.version(), compute: entry.spec.compute() });
+                    types.push(PlannedType {
+                        name: entry.type_name(),
+                        version: entry.version(),
+                        compute: entry.spec.compute(),
+                    });
                     types.len() as u32 - 1
                 });
                 planned.push(PlannedNode {
@@ -208,8 +257,10 @@ fn route_error(b: &mut Builder<'_>, node: &NodeDecl, entry: &NodeEntry, reasons:
         message.push_str("\n    ");
         message.push_str(&reason);
     }
-    b.error(span, message).help =
-        Some("configure a backend instance that offers what the node needs, or change the node's `backend`/`resources`".into());
+    b.error(span, message).help = Some(
+        "configure a backend instance that offers what the node needs, or change the node's `backend`/`resources`"
+            .into(),
+    );
 }
 
 /// Node indices on one cycle, if the graph has any (Kahn's algorithm, then a

@@ -48,7 +48,9 @@ pub fn route_node(
     }
     let candidates = registry.find(requirements, resources);
     let default = registry.default_instance().map(|d| d.name.as_str());
-    if let Some((instance, _)) = candidates.iter().find(|(i, missing)| Some(i.name.as_str()) == default && missing.is_empty()) {
+    if let Some((instance, _)) =
+        candidates.iter().find(|(i, missing)| Some(i.name.as_str()) == default && missing.is_empty())
+    {
         return Ok(((*instance).clone(), RouteReason::Default));
     }
     if let Some((instance, _)) = candidates.iter().find(|(_, missing)| missing.is_empty()) {

@@ -99,13 +99,9 @@ impl BackendRegistry {
         if !problems.is_empty() {
             return Err(RegistryError::InvalidConfig { instance: instance.into(), factory: factory.into(), problems });
         }
-        let backend = (entry.factory.create())(config.to_string().as_str().into())
-            .into_result()
-            .map_err(|e| RegistryError::CreateFailed {
-                instance: instance.into(),
-                factory: factory.into(),
-                message: e.to_string(),
-            })?;
+        let backend = (entry.factory.create())(config.to_string().as_str().into()).into_result().map_err(|e| {
+            RegistryError::CreateFailed { instance: instance.into(), factory: factory.into(), message: e.to_string() }
+        })?;
         let created = Arc::new(BackendInstance {
             name: instance.to_owned(),
             factory: factory.to_owned(),
@@ -139,11 +135,12 @@ impl BackendRegistry {
 
     /// Every instance with what it lacks for the node (empty = can run it),
     /// in creation (config) order.
-    pub fn find(&self, requirements: &Requirements, resources: &Resources) -> Vec<(&Arc<BackendInstance>, Vec<String>)> {
-        self.instances
-            .iter()
-            .map(|i| (i, unmet_requirements(&i.capabilities(), requirements, resources)))
-            .collect()
+    pub fn find(
+        &self,
+        requirements: &Requirements,
+        resources: &Resources,
+    ) -> Vec<(&Arc<BackendInstance>, Vec<String>)> {
+        self.instances.iter().map(|i| (i, unmet_requirements(&i.capabilities(), requirements, resources))).collect()
     }
 }
 

@@ -9,7 +9,11 @@ fn fmt_amount(x: f64) -> String {
 /// Everything `capabilities` lacks for a node with `requirements` and the
 /// workflow's `resources`, phrased for the user; empty when it can run it.
 /// A capacity of zero means "not stated" and does not limit.
-pub fn unmet_requirements(capabilities: &Capabilities, requirements: &Requirements, resources: &Resources) -> Vec<String> {
+pub fn unmet_requirements(
+    capabilities: &Capabilities,
+    requirements: &Requirements,
+    resources: &Resources,
+) -> Vec<String> {
     let mut missing = Vec::new();
     let lacking = backplane_plugin_api::CapabilityFlags(requirements.flags.0 & !capabilities.flags.0);
     for name in lacking.names() {

@@ -37,7 +37,9 @@ impl fmt::Display for Origin {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegistryError {
-    #[error("{what} `{name}` is defined twice: by {first} and by {second}\n  help: remove one of the two plugins from the plugin path")]
+    #[error(
+        "{what} `{name}` is defined twice: by {first} and by {second}\n  help: remove one of the two plugins from the plugin path"
+    )]
     Duplicate { what: &'static str, name: String, first: Origin, second: Origin },
     #[error("unknown backend type `{name}`; available: {}", known.join(", "))]
     UnknownFactory { name: String, known: Vec<String> },

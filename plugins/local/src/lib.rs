@@ -54,13 +54,10 @@ impl Cancellations {
         }
     }
     fn contains(&self, id: u64) -> bool {
-        self.count.load(Ordering::Acquire) != 0
-            && self.ids.lock().unwrap_or_else(|e| e.into_inner()).contains(&id)
+        self.count.load(Ordering::Acquire) != 0 && self.ids.lock().unwrap_or_else(|e| e.into_inner()).contains(&id)
     }
     fn forget(&self, id: u64) {
-        if self.count.load(Ordering::Acquire) != 0
-            && self.ids.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
-        {
+        if self.count.load(Ordering::Acquire) != 0 && self.ids.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
             self.count.fetch_sub(1, Ordering::Release);
         }
     }

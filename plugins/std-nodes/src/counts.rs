@@ -107,9 +107,8 @@ impl NodeType for MergeCounts {
         let mut counts: HashMap<&str, u64> = HashMap::new();
         for (t, table) in tables.iter().enumerate() {
             let input = t + 1;
-            let text = table
-                .as_text()
-                .map_err(|e| NodeError::new(format!("counts input #{input} is not UTF-8 text: {e}")))?;
+            let text =
+                table.as_text().map_err(|e| NodeError::new(format!("counts input #{input} is not UTF-8 text: {e}")))?;
             for (l, line) in text.lines().enumerate() {
                 let parsed = line.split_once('\t').and_then(|(word, n)| Some((word, n.parse::<u64>().ok()?)));
                 let Some((word, n)) = parsed.filter(|(word, _)| !word.is_empty()) else {
@@ -191,8 +190,8 @@ mod tests {
 
     #[test]
     fn word_count_rejects_unknown_settings() {
-        let err = call_node::<WordCount>(json!({ "limit": 3 }), vec![Payload::text("text", "a".into())], "/")
-            .unwrap_err();
+        let err =
+            call_node::<WordCount>(json!({ "limit": 3 }), vec![Payload::text("text", "a".into())], "/").unwrap_err();
         assert!(err.to_string().contains("unknown field `limit`"), "{err}");
     }
 

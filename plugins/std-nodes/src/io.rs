@@ -50,8 +50,7 @@ impl NodeType for ReadFiles {
             let dir = glob::Pattern::escape(&ctx.working_dir().to_string_lossy());
             format!("{}/{glob}", dir.trim_end_matches('/'))
         };
-        let entries = glob::glob(&pattern)
-            .map_err(|e| NodeError::new(format!("invalid glob `{glob}`: {e}")))?;
+        let entries = glob::glob(&pattern).map_err(|e| NodeError::new(format!("invalid glob `{glob}`: {e}")))?;
         let mut paths = Vec::new();
         for entry in entries {
             let path = entry?;
@@ -85,8 +84,7 @@ pub struct WriteFile;
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WriteFileSettings {
-    /// The file to write, relative to the workflow's directory; parent
-    /// directories are created and an existing file is replaced.
+    /// The file to write (replaced if it exists), relative to the workflow's directory.
     #[serde(skip_serializing_if = "unset")]
     pub path: String,
 }

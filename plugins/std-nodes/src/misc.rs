@@ -2,7 +2,7 @@
 //! fail, panic or sleep on purpose to exercise the host.
 
 use crate::{ANY, VERSION, schema, text_port};
-use backplane_plugin_api::{payload::TEXT, prelude::*};
+use backplane_plugin_api::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -85,7 +85,7 @@ fn pass_through(mut inputs: Inputs) -> Vec<Payload> {
             payload.port = "out".into();
             payload
         }
-        None => Payload::bytes("out", TEXT, Vec::new()),
+        None => Payload::text("out", String::new()),
     };
     vec![payload]
 }
@@ -136,7 +136,8 @@ pub struct SleepSettings {
 impl NodeType for Sleep {
     const TYPE_NAME: &'static str = "std.sleep";
     const VERSION: &'static str = VERSION;
-    const DESCRIPTION: &'static str = "Sleeps `ms` milliseconds (stopping early when cancelled), then passes its input through";
+    const DESCRIPTION: &'static str =
+        "Sleeps `ms` milliseconds (stopping early when cancelled), then passes its input through";
     type Settings = SleepSettings;
 
     fn inputs() -> Vec<PortSpec> {

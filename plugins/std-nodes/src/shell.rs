@@ -28,8 +28,7 @@ pub struct ShellSettings {
     /// Extra environment variables, on top of the host's environment.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Kill the command after this many seconds; no limit when unset (the
-    /// task's own deadline, if any, still applies).
+    /// Kill the command after this many seconds; unset means no limit beyond the task's deadline.
     #[serde(default)]
     pub timeout_secs: Option<f64>,
 }
@@ -37,7 +36,8 @@ pub struct ShellSettings {
 impl NodeType for Shell {
     const TYPE_NAME: &'static str = "std.shell";
     const VERSION: &'static str = VERSION;
-    const DESCRIPTION: &'static str = "Runs a shell command (`sh -c`) in the workflow's directory and outputs its stdout";
+    const DESCRIPTION: &'static str =
+        "Runs a shell command (`sh -c`) in the workflow's directory and outputs its stdout";
     type Settings = ShellSettings;
 
     fn inputs() -> Vec<PortSpec> {
@@ -89,8 +89,8 @@ impl NodeType for Shell {
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // Declared before the child so it is removed only after the command is gone.
-        let mut input_dir = None;
+        // Declared before the child, so it is removed only after the command is gone.
+        let mut _input_dir = None;
         let mut paths = Vec::with_capacity(files.len());
         if !files.is_empty() {
             let dir = tempfile::Builder::new().prefix("backplane-shell-").tempdir()?;
@@ -101,7 +101,7 @@ impl NodeType for Shell {
                 command.env(format!("BACKPLANE_INPUT_{i}"), &path);
                 paths.push(path.display().to_string());
             }
-            input_dir = Some(dir);
+            _input_dir = Some(dir);
         }
         command.env("BACKPLANE_INPUTS", paths.join(" "));
         // Its own process group, so a timeout or cancellation can kill
@@ -109,9 +109,9 @@ impl NodeType for Shell {
         #[cfg(unix)]
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
 
-        let child = command.spawn().map_err(|e| {
-            NodeError::new(format!("cannot start `sh` in {}: {e}", ctx.working_dir().display()))
-        })?;
+        let child = command
+            .spawn()
+            .map_err(|e| NodeError::new(format!("cannot start `sh` in {}: {e}", ctx.working_dir().display())))?;
         let mut child = Running { child, status: None, finished: false };
 
         // Separate threads feed stdin and drain stdout/stderr, so a command
@@ -161,7 +161,6 @@ impl NodeType for Shell {
         let status = child.status.expect("loop exits only after the command exited");
         let stdout = join(stdout)??;
         let (tail, truncated) = join(stderr)?;
-        drop(input_dir);
 
         if !status.success() {
             return Err(NodeError::new(failure_message(status, &tail, truncated)));
@@ -314,7 +313,8 @@ mod tests {
     fn files_are_exported_as_temp_paths_and_removed_afterwards() {
         let dir = tempfile::tempdir().unwrap();
         let files = vec![Payload::text("files", "first\n".into()), Payload::text("files", "second\n".into())];
-        let command = r#"cat "$BACKPLANE_INPUT_1" "$BACKPLANE_INPUT_0"; echo $BACKPLANE_INPUTS; dirname "$BACKPLANE_INPUT_0""#;
+        let command =
+            r#"cat "$BACKPLANE_INPUT_1" "$BACKPLANE_INPUT_0"; echo $BACKPLANE_INPUTS; dirname "$BACKPLANE_INPUT_0""#;
         let out = shell(json!({ "command": command }), files, dir.path()).unwrap();
         let text = out.as_text().unwrap();
         let lines: Vec<&str> = text.lines().collect();

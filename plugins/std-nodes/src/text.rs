@@ -176,8 +176,7 @@ pub struct RegexReplaceSettings {
     /// A regular expression (Rust `regex` syntax); matches may span lines.
     #[serde(skip_serializing_if = "unset")]
     pub pattern: String,
-    /// The replacement; `$1` or `${name}` insert capture groups, `$$` a dollar
-    /// sign. Empty deletes the matches.
+    /// The replacement: `$1` or `${name}` insert a capture group, `$$` a `$`; empty deletes.
     #[serde(default)]
     pub replacement: String,
 }
@@ -215,8 +214,7 @@ pub struct Tokenize;
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TokenizeSettings {
-    /// A regex matching one token; the default matches words (letters,
-    /// digits and apostrophes).
+    /// A regex matching one token; the default matches words (letters, digits, apostrophes).
     pub pattern: String,
     /// Lowercase each token, so `The` and `the` count as one word.
     pub lowercase: bool,
@@ -252,9 +250,11 @@ impl NodeType for Tokenize {
         let text = inputs.text("text")?;
         // Lowercase after matching so case-sensitive patterns keep their meaning;
         // skip empty matches, which would come out as blank lines.
-        let tokens = regex.find_iter(&text).map(|m| m.as_str()).filter(|t| !t.is_empty()).map(|t| {
-            if s.lowercase { Cow::Owned(t.to_lowercase()) } else { Cow::Borrowed(t) }
-        });
+        let tokens = regex
+            .find_iter(&text)
+            .map(|m| m.as_str())
+            .filter(|t| !t.is_empty())
+            .map(|t| if s.lowercase { Cow::Owned(t.to_lowercase()) } else { Cow::Borrowed(t) });
         Ok(vec![lines_payload("text", tokens)])
     }
 }
@@ -309,7 +309,7 @@ pub struct Sort;
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct SortSettings {
-    /// Largest first.
+    /// Sort in descending order.
     pub reverse: bool,
     /// Compare lines as numbers; every line must then be a number.
     pub numeric: bool,
@@ -415,8 +415,8 @@ mod tests {
     use serde_json::{Value, json};
 
     fn run<N: NodeType>(settings: Value, input: &str) -> Result<String, String> {
-        let out = call_node::<N>(settings, vec![Payload::text("text", input.into())], "/")
-            .map_err(|e| e.to_string())?;
+        let out =
+            call_node::<N>(settings, vec![Payload::text("text", input.into())], "/").map_err(|e| e.to_string())?;
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].content_type.as_str(), "text/plain; charset=utf-8");
         Ok(out[0].as_text().unwrap().to_owned())

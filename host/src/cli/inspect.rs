@@ -1,0 +1,112 @@
+//! `backplane plugins`, `backends`, `nodes`.
+
+use super::{load_config, load_host, print_json, setup};
+use crate::{Failure, GlobalArgs};
+use backplane_host::describe::{FactoryView, InstanceView, NodeView};
+use clap::Args;
+
+#[derive(Args)]
+pub struct JsonArg {
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct NodesArgs {
+    /// Show only this node type, with its settings schema.
+    node_type: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn plugins(global: &GlobalArgs, args: JsonArg) -> Result<(), Failure> {
+    let config = load_config(global)?;
+    let host = load_host(global, &config);
+    let errors: Vec<String> = host.load_errors.iter().map(ToString::to_string).collect();
+    let conflicts: Vec<String> = host.conflicts.iter().map(ToString::to_string).collect();
+    if args.json {
+        return print_json(&serde_json::json!({ "plugins": host.plugins, "errors": errors, "conflicts": conflicts }));
+    }
+    for p in &host.plugins {
+        println!("{} {} (plugin-api {})  {}", p.name, p.version, p.interface_version, p.path.display());
+        if !p.backends.is_empty() {
+            println!("    backends: {}", p.backends.join(", "));
+        }
+        if !p.nodes.is_empty() {
+            println!("    nodes: {}", p.nodes.join(", "));
+        }
+    }
+    if host.plugins.is_empty() {
+        println!(
+            "no plugins found (searched --plugin-dir, config plugin_dirs, BACKPLANE_PLUGIN_PATH and the executable's directory)"
+        );
+    }
+    for e in errors.iter().chain(&conflicts) {
+        println!("error: {e}");
+    }
+    Ok(())
+}
+
+pub fn backends(global: &GlobalArgs, args: JsonArg) -> Result<(), Failure> {
+    let host = setup(global)?;
+    let default = host.backends.default_instance().map(|d| d.name.clone());
+    let factories: Vec<FactoryView> = host.backends.list_available().iter().map(Into::into).collect();
+    let instances: Vec<InstanceView> =
+        host.backends.instances().iter().map(|i| InstanceView::new(i, Some(&i.name) == default.as_ref())).collect();
+    if args.json {
+        return print_json(&serde_json::json!({ "types": factories, "instances": instances }));
+    }
+    println!("backend types:");
+    for f in &factories {
+        println!("  {} {} — {}\n      {}\n      from {}", f.name, f.version, f.description, f.capabilities, f.origin);
+    }
+    println!("instances:");
+    for i in &instances {
+        let default = if i.is_default { " (default)" } else { "" };
+        println!("  {}{default}: type {}, health {}\n      {}", i.name, i.factory, i.health, i.capabilities);
+    }
+    Ok(())
+}
+
+pub fn nodes(global: &GlobalArgs, args: NodesArgs) -> Result<(), Failure> {
+    let config = load_config(global)?;
+    let host = load_host(global, &config);
+    let mut views: Vec<NodeView> = host.nodes.sorted().into_iter().map(Into::into).collect();
+    if let Some(wanted) = &args.node_type {
+        views.retain(|v| &v.type_name == wanted);
+        if views.is_empty() {
+            return Err(Failure::Invalid(format!(
+                "error: no node type `{wanted}` is loaded (run `backplane nodes` for the list)"
+            )));
+        }
+    }
+    if args.json {
+        return print_json(&views);
+    }
+    for v in &views {
+        println!("{} {} — {}", v.type_name, v.version, v.description);
+        let ports = |ports: &[backplane_host::describe::PortView]| {
+            ports
+                .iter()
+                .map(|p| {
+                    let mut s = p.name.clone();
+                    if p.multiple {
+                        s.push_str("[]");
+                    }
+                    if !p.required {
+                        s.push('?');
+                    }
+                    s
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("    inputs: {}  outputs: {}", ports(&v.inputs), ports(&v.outputs));
+        println!("    defaults: {}", v.defaults);
+        if args.node_type.is_some() {
+            println!("    settings schema: {}", serde_json::to_string_pretty(&v.settings_schema).unwrap_or_default());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! Subcommands. Each loads what it needs through [`setup`].
+
+pub mod bench;
+pub mod inspect;
+pub mod run;
+
+use crate::{Failure, GlobalArgs};
+use backplane_host::{
+    Host,
+    config::{Config, ConfigError},
+};
+
+/// The config named by `--config`/`BACKPLANE_CONFIG`, or the built-in default
+/// (one `local` instance).
+pub fn load_config(global: &GlobalArgs) -> Result<Config, Failure> {
+    match &global.config {
+        Some(path) => Config::load(path).map_err(config_failure),
+        None => Ok(Config::default()),
+    }
+}
+
+pub fn config_failure(e: ConfigError) -> Failure {
+    match e {
+        ConfigError::Read { .. } => Failure::Environment(e.to_string()),
+        other => Failure::Invalid(other.to_string()),
+    }
+}
+
+/// Loads plugins from `--plugin-dir`s, the config's `plugin_dirs`,
+/// `BACKPLANE_PLUGIN_PATH` and the executable's directory.
+pub fn load_host(global: &GlobalArgs, config: &Config) -> Host {
+    let mut dirs = global.plugin_dirs.clone();
+    dirs.extend(config.plugin_dirs.iter().cloned());
+    let mut host = Host::new();
+    host.load_plugins(&dirs, true);
+    host
+}
+
+/// Loads plugins and creates backend instances; conflicts are fatal.
+pub fn setup(global: &GlobalArgs) -> Result<Host, Failure> {
+    let config = load_config(global)?;
+    let mut host = load_host(global, &config);
+    if !host.conflicts.is_empty() {
+        let text: Vec<String> = host.conflicts.iter().map(|c| format!("error: {c}")).collect();
+        return Err(Failure::Invalid(text.join("\n")));
+    }
+    host.instantiate(&config).map_err(config_failure)?;
+    Ok(host)
+}
+
+pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Environment(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}

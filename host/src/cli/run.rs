@@ -1,0 +1,118 @@
+//! `backplane run` and `backplane validate`.
+
+use super::{print_json, setup};
+use crate::{Failure, GlobalArgs};
+use backplane_host::{
+    Host,
+    engine::{self, RunOptions, RunReport},
+    output,
+    plan::{self, Plan},
+    workflow::{Workflow, WorkflowError},
+};
+use clap::Args;
+use std::{io::IsTerminal, path::PathBuf};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The workflow file.
+    workflow: PathBuf,
+    /// Print the run report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Never show a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    workflow: PathBuf,
+    /// Print problems as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn load_plan(
+    host: &Host,
+    path: &std::path::Path,
+) -> Result<Plan, (Failure, Vec<backplane_host::diagnostic::Diagnostic>)> {
+    let workflow = Workflow::load(path).map_err(|e| match e {
+        WorkflowError::Read { .. } => (Failure::Environment(e.to_string()), Vec::new()),
+        WorkflowError::Invalid(d) => (Failure::Invalid(d.to_string()), d.0),
+    })?;
+    plan::build(&workflow, &host.nodes, &host.backends).map_err(|d| (Failure::Invalid(d.to_string()), d.0))
+}
+
+pub fn validate(global: &GlobalArgs, args: ValidateArgs) -> Result<(), Failure> {
+    let host = setup(global)?;
+    match load_plan(&host, &args.workflow) {
+        Ok(plan) => {
+            if args.json {
+                print_json(&serde_json::json!({ "valid": true, "errors": [], "nodes": plan.nodes.len() }))
+            } else {
+                println!("{}: valid ({} nodes)", args.workflow.display(), plan.nodes.len());
+                Ok(())
+            }
+        }
+        Err((failure, diagnostics)) if args.json && !diagnostics.is_empty() => {
+            print_json(&serde_json::json!({ "valid": false, "errors": diagnostics }))?;
+            Err(match failure {
+                Failure::Invalid(_) => Failure::Invalid(String::new()),
+                other => other,
+            })
+        }
+        Err((failure, _)) => Err(failure),
+    }
+}
+
+pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
+    let host = setup(global)?;
+    let plan = load_plan(&host, &args.workflow).map_err(|(f, _)| f)?;
+    let options = RunOptions {
+        progress: !args.no_progress && !global.quiet && std::io::stderr().is_terminal(),
+        ..RunOptions::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Environment(format!("cannot start the async runtime: {e}")))?;
+    let outcome = runtime.block_on(engine::execute(&plan, &options));
+    let written = output::write_outputs(&plan, &outcome.outputs).map_err(Failure::Environment)?;
+    if args.json {
+        print_json(&outcome.report)?;
+    } else if !global.quiet {
+        print_summary(&outcome.report, &written);
+    }
+    if outcome.report.success() { Ok(()) } else { Err(Failure::Run) }
+}
+
+fn print_summary(report: &RunReport, written: &[PathBuf]) {
+    let secs = report.elapsed.as_secs_f64();
+    match &report.failure {
+        None => eprintln!("✔ {}: {}/{} nodes succeeded in {secs:.3}s", report.workflow, report.succeeded, report.nodes),
+        Some(failure) => {
+            eprintln!("✘ {} failed after {secs:.3}s", report.workflow);
+            eprintln!("  {failure}");
+            eprintln!(
+                "  {} succeeded, {} failed, {} cancelled, {} not started{}",
+                report.succeeded,
+                report.failed,
+                report.cancelled,
+                report.not_started,
+                if report.abandoned > 0 { format!(", {} abandoned", report.abandoned) } else { String::new() }
+            );
+        }
+    }
+    for backend in &report.backends {
+        eprintln!(
+            "  {} ({}): {} nodes, {:.3}s",
+            backend.instance,
+            backend.factory,
+            backend.nodes,
+            backend.active.as_secs_f64()
+        );
+    }
+    for path in written {
+        eprintln!("  wrote {}", path.display());
+    }
+}
