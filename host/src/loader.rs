@@ -119,31 +119,47 @@ impl fmt::Display for LoadError {
     }
 }
 
-/// The `Error:` lines of abi_stable's layout report with their expected/found
-/// values; the report itself runs to hundreds of lines.
+/// The `Error:` lines of abi_stable's layout report with their expected and
+/// found values, and where in the interface the difference is; the report
+/// itself runs to hundreds of lines.
 pub fn summarize_layout_error(report: &str) -> Vec<String> {
-    let lines: Vec<&str> = report.lines().collect();
+    let lines: Vec<&str> = report.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let value_after = |i: usize, label: &str| -> Option<&str> {
+        let at = lines[i..].iter().take(8).position(|l| *l == label)?;
+        lines.get(i + at + 1).copied().filter(|v| !v.contains(':'))
+    };
     let mut summary = Vec::new();
+    // "field_name:x" then "type:T" says field x has type T; a chain of those is the path.
+    let mut path: Vec<String> = Vec::new();
+    let mut current_type: Option<&str> = None;
     for (i, line) in lines.iter().enumerate() {
-        if line.trim_start().starts_with("Error:") {
-            summary.push(line.trim().to_owned());
-            summary.extend(
-                lines[i + 1..]
-                    .iter()
-                    .take(6)
-                    .map(|l| l.trim())
-                    .filter(|l| l.starts_with("Expected:") || l.starts_with("Found:"))
-                    .take(2)
-                    .map(|l| format!("  {l}")),
-            );
+        if let Some(message) = line.strip_prefix("Error:") {
+            let mut entry = format!("Error: {}", message.trim());
+            if let (Some(expected), Some(found)) = (value_after(i, "Expected:"), value_after(i, "Found:")) {
+                entry.push_str(&format!(": expected {expected}, found {found}"));
+            }
+            if !summary.contains(&entry) {
+                summary.push(entry);
+            }
+        } else if let Some(field) = line.strip_prefix("field_name:") {
+            let named = field.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && !field.starts_with("field_")
+                && field != "buffer";
+            if let (true, Some(parent)) = (named, current_type) {
+                path.push(format!("{parent}.{field}"));
+            }
+        } else if let Some(ty) = line.strip_prefix("type:") {
+            current_type = Some(ty.trim());
         }
     }
     if summary.is_empty() {
-        summary.extend(lines.iter().take(3).map(|l| l.trim().to_owned()));
+        summary.extend(lines.iter().take(3).map(|l| (*l).to_owned()));
     }
-    // Type paths repeat wildly in nested reports; keep it short.
-    summary.dedup();
-    summary.truncate(12);
+    summary.truncate(8);
+    if !path.is_empty() {
+        let start = path.len().saturating_sub(3);
+        summary.push(format!("where: {}", path[start..].join(" -> ")));
+    }
     summary
 }
 
@@ -232,17 +248,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn layout_report_keeps_error_lines_with_expected_and_found() {
+    fn layout_report_is_reduced_to_errors_values_and_path() {
         let report = "\
-Error:Mismatched field type
- Field:attempt
-    Expected:
-        u32
-    Found:
-        u64
+Error:incompatible type size
+Expected:
+    104
+Found:
+    112
+1 error(s)inside:
+    <other>
+
+    field_name:0
+    type:PluginMod
+    field_name:backend_factories
+    type:AFunctionPointer
+    field_name:__returns
+    type:RResult
+    field_name:0
+    type:BackendFactory
+    field_name:capabilities
+    type:&'a  Capabilities
+    field_name:0
+    type:Capabilities
+    field_name:max_concurrency
+    type:u64
+Layout of expected type:
+    type:u32
+Error:mismatched type
+Expected:
+    u32
+Found:
+    u64
 ";
-        let s = summarize_layout_error(report);
-        assert_eq!(s[0], "Error:Mismatched field type");
+        assert_eq!(
+            summarize_layout_error(report),
+            vec![
+                "Error: incompatible type size: expected 104, found 112",
+                "Error: mismatched type: expected u32, found u64",
+                "where: PluginMod.backend_factories -> BackendFactory.capabilities -> Capabilities.max_concurrency",
+            ]
+        );
     }
 
     #[test]

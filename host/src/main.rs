@@ -73,6 +73,11 @@ fn init_logging(global: &GlobalArgs) {
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`backplane nodes | head`) like other CLI tools.
+    // SAFETY: called before any thread starts; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     init_logging(&cli.global);
     let result = match cli.command {

@@ -27,7 +27,7 @@
 //! every problem at once; [`crate::plan`] checks it against the registries.
 
 use crate::{
-    diagnostic::{Diagnostics, SourceFile},
+    diagnostic::{Diagnostic, Diagnostics, SourceFile},
     spanned_toml::{Reader, TableView, number_of, to_json},
 };
 use backplane_plugin_api::{
@@ -102,6 +102,12 @@ pub enum WorkflowError {
     Invalid(Diagnostics),
 }
 
+/// Reads a workflow file for parsing.
+pub fn read_source(path: &Path) -> Result<SourceFile, WorkflowError> {
+    let text = std::fs::read_to_string(path).map_err(|source| WorkflowError::Read { path: path.to_owned(), source })?;
+    Ok(SourceFile::new(path, text))
+}
+
 const NODE_KEYS: &[&str] = &["id", "type", "settings", "inputs", "backend", "labels", "resources", "timeout_secs"];
 
 fn valid_id(id: &str) -> bool {
@@ -141,9 +147,20 @@ impl Workflow {
         Self::parse(SourceFile::new(path, text)).map_err(WorkflowError::Invalid)
     }
 
+    /// The workflow, failing on any problem.
     pub fn parse(source: SourceFile) -> Result<Self, Diagnostics> {
+        match Self::parse_lenient(source) {
+            (Some(workflow), diagnostics) if diagnostics.is_empty() => Ok(workflow),
+            (_, diagnostics) => Err(Diagnostics::sorted(diagnostics)),
+        }
+    }
+
+    /// The workflow as far as it could be read (`None` only for invalid
+    /// TOML) plus every problem found, so later passes can add theirs and
+    /// the user sees all of them at once.
+    pub fn parse_lenient(source: SourceFile) -> (Option<Self>, Vec<Diagnostic>) {
         let mut r = Reader::new(&source);
-        let Some(doc) = r.parse() else { return Err(Diagnostics(r.diagnostics)) };
+        let Some(doc) = r.parse() else { return (None, r.diagnostics) };
         let mut top = TableView::new(doc.get_ref(), doc.span(), "the workflow");
         let stem = source.path.file_stem().map_or_else(|| "workflow".into(), |s| s.to_string_lossy().into_owned());
         let (mut name, mut description) = (stem, String::new());
@@ -206,12 +223,10 @@ impl Workflow {
         if nodes.is_empty() && r.diagnostics.is_empty() {
             r.error_help(0..0, "the workflow has no nodes", "add a [[node]] table with `id` and `type`");
         }
-        if !r.diagnostics.is_empty() {
-            return Err(Diagnostics(r.diagnostics));
-        }
+        let diagnostics = std::mem::take(&mut r.diagnostics);
         drop(r);
         let working_dir = base.canonicalize().unwrap_or(base);
-        Ok(Self { source, name, description, working_dir, nodes, outputs })
+        (Some(Self { source, name, description, working_dir, nodes, outputs }), diagnostics)
     }
 }
 

@@ -251,6 +251,11 @@ impl fmt::Display for NodeError {
     }
 }
 
+/// Settings of a node type that has none: accepts `{}` and nothing else.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoSettings {}
+
 /// A node type written in plain Rust; [`node_spec`] turns it into a [`NodeSpecRef`].
 pub trait NodeType: 'static {
     const TYPE_NAME: &'static str;
@@ -266,8 +271,9 @@ pub trait NodeType: 'static {
         Vec::new()
     }
     /// JSON Schema of [`Self::Settings`].
+    /// JSON Schema of the settings; the default accepts only `{}`, matching [`NoSettings`].
     fn settings_schema() -> serde_json::Value {
-        serde_json::json!({ "type": "object" })
+        serde_json::json!({ "type": "object", "additionalProperties": false })
     }
     fn tags() -> Vec<&'static str> {
         Vec::new()

@@ -7,7 +7,7 @@ use backplane_host::{
     engine::{self, RunOptions, RunReport},
     output,
     plan::{self, Plan},
-    workflow::{Workflow, WorkflowError},
+    workflow,
 };
 use clap::Args;
 use std::{io::IsTerminal, path::PathBuf};
@@ -36,11 +36,8 @@ fn load_plan(
     host: &Host,
     path: &std::path::Path,
 ) -> Result<Plan, (Failure, Vec<backplane_host::diagnostic::Diagnostic>)> {
-    let workflow = Workflow::load(path).map_err(|e| match e {
-        WorkflowError::Read { .. } => (Failure::Environment(e.to_string()), Vec::new()),
-        WorkflowError::Invalid(d) => (Failure::Invalid(d.to_string()), d.0),
-    })?;
-    plan::build(&workflow, &host.nodes, &host.backends).map_err(|d| (Failure::Invalid(d.to_string()), d.0))
+    let source = workflow::read_source(path).map_err(|e| (Failure::Environment(e.to_string()), Vec::new()))?;
+    plan::plan_source(source, &host.nodes, &host.backends).map_err(|d| (Failure::Invalid(d.to_string()), d.0))
 }
 
 pub fn validate(global: &GlobalArgs, args: ValidateArgs) -> Result<(), Failure> {

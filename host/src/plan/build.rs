@@ -195,6 +195,27 @@ pub fn build(workflow: &Workflow, nodes: &NodeRegistry, backends: &BackendRegist
             Some("a workflow must be a DAG: remove one of these edges".into());
     }
 
+    // Explicit backends must exist.
+    let instance_names: Vec<&str> = backends.instances().iter().map(|i| i.name.as_str()).collect();
+    let mut unknown_backend = vec![false; decls.len()];
+    for (i, node) in decls.iter().enumerate() {
+        let Some(name) = &node.backend else { continue };
+        if backends.instance(name.get_ref()).is_none() {
+            unknown_backend[i] = true;
+            let help = match suggest(name.get_ref(), &instance_names) {
+                Some(near) => format!("did you mean `{near}`? configured instances: {}", instance_names.join(", ")),
+                None => {
+                    format!("configured instances: {} (`backplane backends` lists them)", instance_names.join(", "))
+                }
+            };
+            b.error(
+                name.span(),
+                format!("node `{}` names backend `{}`, which is not configured", node.id.get_ref(), name.get_ref()),
+            )
+            .help = Some(help);
+        }
+    }
+
     // Routing.
     let mut types: Vec<PlannedType> = Vec::new();
     let mut type_index: HashMap<&str, u32> = HashMap::new();
@@ -202,6 +223,9 @@ pub fn build(workflow: &Workflow, nodes: &NodeRegistry, backends: &BackendRegist
     let mut planned = Vec::with_capacity(decls.len());
     for (i, node) in decls.iter().enumerate() {
         let Some(entry) = entries[i] else { continue };
+        if unknown_backend[i] {
+            continue;
+        }
         let requirements = entry.spec.requirements();
         match route_node(backends, node.backend.as_ref().map(|b| b.get_ref().as_str()), requirements, &node.resources) {
             Ok((instance, reason)) => {
@@ -246,7 +270,7 @@ pub fn build(workflow: &Workflow, nodes: &NodeRegistry, backends: &BackendRegist
             instances,
         })
     } else {
-        Err(Diagnostics(b.diagnostics))
+        Err(Diagnostics::sorted(b.diagnostics))
     }
 }
 

@@ -10,6 +10,27 @@ mod build;
 mod route;
 
 pub use build::build;
+
+use crate::{
+    diagnostic::{Diagnostics, SourceFile},
+    registry::{BackendRegistry, NodeRegistry},
+    workflow::Workflow,
+};
+
+/// Parses and plans a workflow file in one go, reporting the problems of
+/// both passes together.
+pub fn plan_source(source: SourceFile, nodes: &NodeRegistry, backends: &BackendRegistry) -> Result<Plan, Diagnostics> {
+    let (workflow, mut diagnostics) = Workflow::parse_lenient(source);
+    let Some(workflow) = workflow else { return Err(Diagnostics::sorted(diagnostics)) };
+    match build(&workflow, nodes, backends) {
+        Ok(plan) if diagnostics.is_empty() => Ok(plan),
+        Ok(_) => Err(Diagnostics::sorted(diagnostics)),
+        Err(more) => {
+            diagnostics.extend(more.0);
+            Err(Diagnostics::sorted(diagnostics))
+        }
+    }
+}
 pub use route::{RouteReason, route_node};
 
 use crate::registry::BackendInstance;

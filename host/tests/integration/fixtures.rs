@@ -1,0 +1,140 @@
+//! Shared test fixtures.
+
+use assert_cmd::Command;
+use std::{
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ is inside the workspace").to_path_buf()
+}
+
+/// The directory holding the `backplane` binary and, after a workspace
+/// build, the plugin dylibs.
+pub fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_backplane")).parent().expect("binary has a directory").to_path_buf()
+}
+
+pub fn dylib(stem: &str) -> PathBuf {
+    bin_dir().join(format!("lib{stem}.{}", std::env::consts::DLL_EXTENSION))
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Builds the workspace's plugin dylibs (a no-op when they are fresh), so
+/// `cargo test -p backplane-host` works as well as a workspace run.
+pub fn ensure_plugins_built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = std::process::Command::new(cargo())
+            .current_dir(workspace_root())
+            .args(["build", "-p", "backplane-local", "-p", "backplane-std-nodes", "-p", "backplane-test-faulty"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the plugin dylibs failed");
+    });
+}
+
+/// The real binary with a clean environment (no user config or plugin path).
+pub fn backplane() -> Command {
+    ensure_plugins_built();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backplane"));
+    cmd.env_remove("BACKPLANE_CONFIG")
+        .env_remove("BACKPLANE_PLUGIN_PATH")
+        .env_remove("BACKPLANE_LOG")
+        .timeout(std::time::Duration::from_secs(120));
+    cmd
+}
+
+pub fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn stdout_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// How a fixture copy of `plugin-api` differs from the real one.
+pub enum AbiSkew {
+    /// `Capabilities::max_concurrency` is a `u64` instead of a `u32`.
+    ChangedFieldType,
+    /// The same types, but version 2.0.0.
+    NextMajor,
+}
+
+/// Builds the `abi-plugin` fixture against a modified copy of `plugin-api`
+/// and returns the dylib. Builds go to `target/abi-fixtures` so later runs
+/// reuse them; `Cargo.lock` is copied so dependency versions match the host's.
+pub fn skewed_plugin(skew: AbiSkew) -> PathBuf {
+    let root = workspace_root();
+    let (name, version) = match skew {
+        AbiSkew::ChangedFieldType => ("abi-fixture-changed-field", "1.0.0"),
+        AbiSkew::NextMajor => ("abi-fixture-next-major", "2.0.0"),
+    };
+    let base = root.join("target/abi-fixtures");
+    let work = base.join(name);
+    let api = work.join("plugin-api");
+    let plugin = work.join("plugin");
+    std::fs::create_dir_all(api.join("src")).unwrap();
+    std::fs::create_dir_all(plugin.join("src")).unwrap();
+    for entry in std::fs::read_dir(root.join("plugin-api/src")).unwrap() {
+        let entry = entry.unwrap();
+        let mut text = std::fs::read_to_string(entry.path()).unwrap();
+        if matches!(skew, AbiSkew::ChangedFieldType) && entry.file_name() == "resources.rs" {
+            let changed = text.replace("pub max_concurrency: u32,", "pub max_concurrency: u64,");
+            assert_ne!(changed, text, "the field to change is gone from plugin-api; update this fixture");
+            text = changed;
+        }
+        write_if_changed(&api.join("src").join(entry.file_name()), &text);
+    }
+    write_if_changed(
+        &api.join("Cargo.toml"),
+        &format!(
+            "[package]\nname = \"backplane-plugin-api\"\nversion = \"{version}\"\nedition = \"2024\"\n\n\
+             [dependencies]\nabi_stable = {{ version = \"0.11.3\", default-features = false }}\n\
+             serde = {{ version = \"1\", features = [\"derive\"] }}\nserde_json = \"1\"\n"
+        ),
+    );
+    write_if_changed(
+        &plugin.join("Cargo.toml"),
+        &format!(
+            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n\
+             [dependencies]\nbackplane-plugin-api = {{ path = \"../plugin-api\" }}\n"
+        ),
+    );
+    write_if_changed(
+        &plugin.join("src/lib.rs"),
+        &std::fs::read_to_string(root.join("host/tests/fixtures/abi-plugin/src/lib.rs")).unwrap(),
+    );
+    write_if_changed(
+        &work.join("Cargo.toml"),
+        "[workspace]\nresolver = \"3\"\nmembers = [\"plugin-api\", \"plugin\"]\n\n[profile.dev]\npanic = \"unwind\"\n",
+    );
+    if !work.join("Cargo.lock").exists() {
+        std::fs::copy(root.join("Cargo.lock"), work.join("Cargo.lock")).unwrap();
+    }
+    let output = std::process::Command::new(cargo())
+        .args(["build", "--offline", "-j2", "--manifest-path"])
+        .arg(work.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", base.join("target"))
+        .output()
+        .expect("cargo runs");
+    assert!(output.status.success(), "building the {name} fixture failed:\n{}", stderr_of(&output));
+    base.join("target/debug").join(format!("lib{}.{}", name.replace('-', "_"), std::env::consts::DLL_EXTENSION))
+}
+
+fn write_if_changed(path: &Path, text: &str) {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+/// A temp directory holding `workflow.toml` with `text`.
+pub fn workflow_dir(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("workflow.toml"), text).unwrap();
+    dir
+}

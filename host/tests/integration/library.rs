@@ -1,0 +1,134 @@
+//! The host as a Rust library: a backend and a node type written in plain
+//! Rust, registered without a dylib, running next to dylib node types.
+
+use crate::fixtures::{dylib, ensure_plugins_built};
+use backplane_host::{
+    Host,
+    diagnostic::SourceFile,
+    engine::{self, RunOptions},
+    plan,
+    registry::{Origin, RegistryError},
+    workflow::Workflow,
+};
+use backplane_plugin_api::{backend_factory, node::Context, node_spec, prelude::*, run_compute};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static INLINE_TASKS: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs each task on the submitting thread: the smallest possible backend.
+struct InlineBackend;
+
+impl BackendPlugin for InlineBackend {
+    const NAME: &'static str = "inline";
+    const VERSION: &'static str = "0.1.0";
+    const DESCRIPTION: &'static str = "Runs tasks on the calling thread";
+    type Config = serde_json::Value;
+
+    fn capabilities() -> Capabilities {
+        Capabilities { flags: CapabilityFlags::IN_PROCESS_COMPUTE, ..Capabilities::default() }
+    }
+    fn create(_: serde_json::Value) -> Result<Self, PluginError_NE> {
+        Ok(Self)
+    }
+    fn submit(&self, task: NodeTask, sink: CompletionSinkBox) {
+        INLINE_TASKS.fetch_add(1, Ordering::Relaxed);
+        sink.complete(run_compute(task, &|| false));
+    }
+}
+
+struct Upper;
+
+impl NodeType for Upper {
+    const TYPE_NAME: &'static str = "test.upper";
+    const VERSION: &'static str = "1.0.0";
+    const DESCRIPTION: &'static str = "Uppercases text";
+    type Settings = NoSettings;
+    fn inputs() -> Vec<PortSpec> {
+        vec![PortSpec::text("text")]
+    }
+    fn outputs() -> Vec<PortSpec> {
+        vec![PortSpec::text("text")]
+    }
+    fn compute(_: NoSettings, mut inputs: Inputs, _: &Context<'_>) -> Result<Vec<Payload>, NodeError> {
+        Ok(vec![Payload::text("text", inputs.text("text")?.to_uppercase())])
+    }
+}
+
+fn host() -> Host {
+    ensure_plugins_built();
+    let mut host = Host::new();
+    host.register_backend_factory(backend_factory::<InlineBackend>(), Origin::code("tests"));
+    host.register_node_type(node_spec::<Upper>(), Origin::code("tests"));
+    host.load_files(&[dylib("backplane_std_nodes"), dylib("backplane_local")]);
+    assert!(host.load_errors.is_empty() && host.conflicts.is_empty());
+    host
+}
+
+#[test]
+fn rust_backend_runs_dylib_and_rust_nodes_with_fan_out_and_ordered_fan_in() {
+    let mut host = host();
+    host.backends.create("inline", "inline", serde_json::json!({}), None).unwrap();
+    let workflow = Workflow::parse(SourceFile::new(
+        "wf.toml",
+        r#"
+[[node]]
+id = "word"
+type = "std.const"
+settings = { text = "abc" }
+
+[[node]]
+id = "shout"
+type = "test.upper"
+inputs = { text = "word.text" }
+
+[[node]]
+id = "joined"
+type = "std.concat"
+settings = { separator = "|" }
+inputs = { parts = ["shout.text", "word.text", "shout.text"] }
+
+[[output]]
+from = "joined.text"
+to = "-"
+
+[[output]]
+from = "shout.text"
+to = "-"
+"#
+        .into(),
+    ))
+    .unwrap();
+    let plan = plan::build(&workflow, &host.nodes, &host.backends).unwrap();
+    let before = INLINE_TASKS.load(Ordering::Relaxed);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let outcome = runtime.block_on(engine::execute(&plan, &RunOptions::default()));
+    assert!(outcome.report.success(), "{:?}", outcome.report.failure);
+    assert_eq!(INLINE_TASKS.load(Ordering::Relaxed) - before, 3);
+    let text = |i: usize| String::from_utf8(outcome.outputs[i].as_ref().unwrap().data.to_vec()).unwrap();
+    assert_eq!(text(0), "ABC|abc|ABC");
+    assert_eq!(text(1), "ABC");
+    assert_eq!(outcome.report.backends[0].instance, "inline");
+    assert_eq!(outcome.report.backends[0].nodes, 3);
+}
+
+#[test]
+fn backend_config_is_checked_against_the_factory_schema() {
+    let mut host = host();
+    let err = host.backends.create("tiny", "local", serde_json::json!({ "threads": 0, "colour": "red" }), None).err();
+    let Some(RegistryError::InvalidConfig { problems, .. }) = err else {
+        panic!("expected InvalidConfig, got {err:?}")
+    };
+    assert!(problems.iter().any(|p| p.contains("/threads")), "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains("colour")), "{problems:?}");
+    let created = host.backends.create("tiny", "local", serde_json::json!({ "threads": 1 }), None).unwrap();
+    assert_eq!(created.capabilities().max_concurrency, 1);
+}
+
+#[test]
+fn registering_a_node_type_twice_in_code_is_a_conflict() {
+    let mut host = host();
+    host.register_node_type(node_spec::<Upper>(), Origin::code("again"));
+    let conflict = host.conflicts.first().expect("conflict recorded").to_string();
+    assert!(conflict.contains("node type `test.upper` is defined twice"), "{conflict}");
+    assert!(conflict.contains("`tests` (registered in code)") && conflict.contains("`again`"), "{conflict}");
+}

@@ -1,0 +1,118 @@
+//! Plugin discovery and loading through the real binary.
+
+use crate::fixtures::{AbiSkew, backplane, dylib, skewed_plugin, stderr_of, stdout_of};
+use serde_json::Value;
+
+fn plugins_json(extra_dir: Option<&std::path::Path>) -> Value {
+    let mut cmd = backplane();
+    cmd.args(["plugins", "--json"]);
+    if let Some(dir) = extra_dir {
+        cmd.arg("--plugin-dir").arg(dir);
+    }
+    let output = cmd.output().unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn names(json: &Value, key: &str) -> Vec<String> {
+    json["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p[key].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_owned()))
+        .collect()
+}
+
+#[test]
+fn lists_local_backend_and_standard_nodes_from_dylibs() {
+    let json = plugins_json(None);
+    assert!(names(&json, "backends").contains(&"local".to_owned()));
+    let nodes = names(&json, "nodes");
+    for expected in ["std.read_files", "std.word_count", "std.shell", "std.hash", "std.noop"] {
+        assert!(nodes.contains(&expected.to_owned()), "{expected} missing from {nodes:?}");
+    }
+    let local = json["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "backplane-local").unwrap();
+    assert_eq!(local["interface_version"], backplane_plugin_api::INTERFACE_VERSION);
+    assert!(local["path"].as_str().unwrap().ends_with(&format!(".{}", std::env::consts::DLL_EXTENSION)));
+}
+
+#[test]
+fn a_file_that_is_not_a_plugin_is_reported_and_the_rest_still_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join(format!("libjunk.{}", std::env::consts::DLL_EXTENSION));
+    std::fs::write(&junk, b"\x7fELF but not really").unwrap();
+    // A real shared library that is not a Backplane plugin.
+    let libc = ["/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    if let Some(libc) = libc {
+        std::fs::copy(libc, dir.path().join("libmaths.so")).unwrap();
+    }
+    let json = plugins_json(Some(dir.path()));
+    let errors: Vec<&str> = json["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    assert!(errors.iter().any(|e| e.contains("libjunk") && e.contains("not a Backplane plugin")), "{errors:?}");
+    if libc.is_some() {
+        assert!(
+            errors.iter().any(|e| e.contains("libmaths") && e.contains("exports no abi_stable root module")),
+            "{errors:?}"
+        );
+    }
+    assert!(names(&json, "backends").contains(&"local".to_owned()));
+}
+
+#[test]
+fn a_plugin_built_against_a_changed_interface_is_rejected_briefly() {
+    let skewed = skewed_plugin(AbiSkew::ChangedFieldType);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&skewed, dir.path().join(skewed.file_name().unwrap())).unwrap();
+    let json = plugins_json(Some(dir.path()));
+    let errors: Vec<&str> = json["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    let error = errors.iter().find(|e| e.contains("abi_fixture_changed_field")).expect("the skewed plugin is reported");
+    assert!(error.contains("incompatible plugin ABI"), "{error}");
+    assert!(error.contains("Error:"), "the layout error lines are shown: {error}");
+    assert!(error.contains("u32") && error.contains("u64"), "expected/found types are shown: {error}");
+    assert!(error.contains("rebuild the plugin against plugin-api 1.0.0"), "{error}");
+    assert!(error.lines().count() <= 20, "the message stays short:\n{error}");
+    // Nothing from it registered, everything else still loaded.
+    assert!(!names(&json, "nodes").contains(&"fixture.abi_echo".to_owned()));
+    assert!(names(&json, "backends").contains(&"local".to_owned()));
+}
+
+#[test]
+fn a_plugin_built_against_another_major_interface_is_rejected() {
+    let skewed = skewed_plugin(AbiSkew::NextMajor);
+    let output = backplane().arg("plugins").arg("--plugin-dir").arg(skewed.parent().unwrap()).output().unwrap();
+    let stdout = stdout_of(&output);
+    assert!(
+        stdout.contains("built against plugin-api 2.0.0, which this host (plugin-api 1.0.0) cannot load"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("backplane-local"), "other plugins still load: {stdout}");
+}
+
+#[test]
+fn two_plugins_defining_the_same_node_type_are_an_error_naming_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join(format!("libstd_nodes_copy.{}", std::env::consts::DLL_EXTENSION));
+    std::fs::copy(dylib("backplane_std_nodes"), &copy).unwrap();
+    let original = dylib("backplane_std_nodes");
+
+    let json = plugins_json(Some(dir.path()));
+    let conflicts: Vec<&str> = json["conflicts"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    let conflict = conflicts.iter().find(|c| c.contains("node type `std.noop`")).expect("duplicate reported");
+    assert!(conflict.contains(&copy.display().to_string()), "{conflict}");
+    assert!(conflict.contains(&original.display().to_string()), "{conflict}");
+
+    // A run refuses to start with conflicting plugins.
+    let wf = crate::fixtures::workflow_dir("[[node]]\nid = \"a\"\ntype = \"std.noop\"\n");
+    let output = backplane()
+        .arg("run")
+        .arg(wf.path().join("workflow.toml"))
+        .arg("--plugin-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains("is defined twice") && stderr.contains(&copy.display().to_string()), "{stderr}");
+}

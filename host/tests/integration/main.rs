@@ -1,0 +1,15 @@
+//! Integration tests of the host against real plugin dylibs and the real
+//! `backplane` binary.
+//!
+//! Modules:
+//! - `fixtures`: paths, the binary, plugin builds (including ABI-skewed ones)
+//! - `loading`: discovery, ABI and version rejection, duplicates, bad files
+//! - `runs`: workflows end to end, node failures and panics, misbehaving backends
+//! - `diagnostics`: every class of workflow error, snapshot-tested
+//! - `library`: the host used as a Rust library with a backend written in Rust
+
+mod diagnostics;
+mod fixtures;
+mod library;
+mod loading;
+mod runs;
