@@ -107,8 +107,8 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
     }
 
     let mut progress: Option<ProgressBar> = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    let mut housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
+    let mut drain_deadline: Option<Instant> = None;
     let mut abandoned = 0;
     loop {
         if run.failure.is_none() {
@@ -117,32 +117,40 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
         if run.in_flight_total == 0 {
             break;
         }
-        tokio::select! {
-            biased;
-            completion = completions.recv() => {
-                // `run` holds a sender, so the channel never closes while we wait.
-                let Some(completion) = completion else { break };
-                run.complete(completion);
-                while let Ok(completion) = completions.try_recv() {
-                    run.complete(completion);
-                }
+        let now = Instant::now();
+        if now >= housekeeping {
+            housekeeping = now + HOUSEKEEPING_INTERVAL;
+            if options.progress && progress.is_none() && started.elapsed() >= Duration::from_secs(1) {
+                progress = Some(new_progress_bar(plan.nodes.len()));
             }
-            _ = tick.tick() => {
-                if options.progress && progress.is_none() && started.elapsed() >= Duration::from_secs(1) {
-                    progress = Some(new_progress_bar(plan.nodes.len()));
-                }
-                if let Some(bar) = &progress {
-                    bar.set_position(run.succeeded as u64);
-                }
-                if drain_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                    abandoned = run.in_flight_total;
-                    tracing::warn!("{abandoned} task(s) did not stop within the cancellation grace period; abandoning them");
-                    break;
-                }
+            if let Some(bar) = &progress {
+                bar.set_position(run.succeeded as u64);
+            }
+            if drain_deadline.is_some_and(|d| now >= d) {
+                abandoned = run.in_flight_total;
+                tracing::warn!(
+                    "{abandoned} task(s) did not stop within the cancellation grace period; abandoning them"
+                );
+                break;
+            }
+        }
+        // Poll briefly before parking: a fast backend usually answers within
+        // microseconds, and waking a parked thread costs tens of them here.
+        let completion = match spin_for_completion(&mut completions) {
+            Some(completion) => Some(completion),
+            None => tokio::select! {
+                completion = completions.recv() => completion,
+                () = tokio::time::sleep_until(housekeeping.into()) => None,
+            },
+        };
+        if let Some(completion) = completion {
+            run.complete(completion);
+            while let Ok(completion) = completions.try_recv() {
+                run.complete(completion);
             }
         }
         if run.failure.is_some() && drain_deadline.is_none() {
-            drain_deadline = Some(tokio::time::Instant::now() + options.cancel_grace);
+            drain_deadline = Some(Instant::now() + options.cancel_grace);
             run.cancel_in_flight();
         }
     }
@@ -150,6 +158,23 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
         bar.finish_and_clear();
     }
     run.into_outcome(started.elapsed(), abandoned)
+}
+
+/// How often the loop updates the progress bar and checks the drain deadline.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long the engine polls for a completion before parking.
+const SPIN_BEFORE_PARK: Duration = Duration::from_micros(50);
+
+fn spin_for_completion(completions: &mut mpsc::UnboundedReceiver<Completion>) -> Option<Completion> {
+    let start = Instant::now();
+    loop {
+        match completions.try_recv() {
+            Ok(completion) => return Some(completion),
+            Err(mpsc::error::TryRecvError::Empty) if start.elapsed() < SPIN_BEFORE_PARK => std::hint::spin_loop(),
+            Err(_) => return None,
+        }
+    }
 }
 
 fn new_progress_bar(total: usize) -> ProgressBar {
