@@ -69,7 +69,12 @@ fn init_logging(global: &GlobalArgs) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("BACKPLANE_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
 }
 
 fn main() -> ExitCode {

@@ -204,3 +204,10 @@ fn a_valid_workflow_validates() {
     assert!(output.status.success(), "{}", stderr_of(&output));
     assert_eq!(String::from_utf8_lossy(&output.stdout), "workflow.toml: valid (1 nodes)\n");
 }
+
+#[test]
+fn help_text() {
+    let output = backplane().arg("--help").output().unwrap();
+    assert!(output.status.success());
+    insta::assert_snapshot!(String::from_utf8_lossy(&output.stdout));
+}

@@ -195,3 +195,39 @@ fn a_well_behaved_third_backend_runs_the_node() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("faulty (faulty): 1 nodes"), "{stderr}");
 }
+
+/// Four `std.shell` nodes that each hold a lock directory for 300 ms; a second
+/// holder fails at `mkdir`. Returns whether the run succeeded.
+fn run_lock_holders(max_in_flight: usize) -> bool {
+    let mut workflow = String::new();
+    for i in 0..4 {
+        workflow.push_str(&format!(
+            "[[node]]\nid = \"holder-{i}\"\ntype = \"std.shell\"\nsettings = {{ command = \"mkdir lock.d && sleep 0.3 && rmdir lock.d\" }}\n\n"
+        ));
+    }
+    let wf = workflow_dir(&workflow);
+    let config = wf.path().join("backplane.toml");
+    std::fs::write(
+        &config,
+        format!("[backends.local]\ntype = \"local\"\nthreads = 4\nmax_in_flight = {max_in_flight}\n"),
+    )
+    .unwrap();
+    let output =
+        backplane().arg("run").arg(wf.path().join("workflow.toml")).arg("--config").arg(&config).output().unwrap();
+    output.status.success()
+}
+
+#[test]
+fn the_in_flight_limit_of_an_instance_is_respected() {
+    assert!(run_lock_holders(1), "with one task in flight at a time no two holders overlap");
+    assert!(!run_lock_holders(4), "with four in flight they do overlap (the check itself works)");
+}
+
+#[test]
+fn plugin_logs_reach_the_host_log() {
+    let output = backplane().args(["-vv", "backends"]).output().unwrap();
+    assert!(output.status.success());
+    let stderr = stderr_of(&output);
+    let line = stderr.lines().find(|l| l.contains("local backend started with")).expect("plugin log line");
+    assert!(line.contains("DEBUG") && line.contains("plugin=\"backplane-local\""), "{line}");
+}
