@@ -82,6 +82,8 @@ pub enum LoadErrorKind {
     IncompatibleVersion { plugin_interface: String },
     /// The plugin's own initialisation failed or panicked.
     InitFailed { message: String },
+    /// Built with `panic = "abort"`: a panic in it would kill the host.
+    PanicAborts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +117,11 @@ impl fmt::Display for LoadError {
                  help: rebuild the plugin against plugin-api {INTERFACE_VERSION}"
             ),
             LoadErrorKind::InitFailed { message } => write!(f, "{path}: plugin failed to initialise: {message}"),
+            LoadErrorKind::PanicAborts => write!(
+                f,
+                "{path}: built with panic = \"abort\", so any panic in it would kill the host\n  \
+                 help: rebuild it with panic = \"unwind\" (the default) in its Cargo profile"
+            ),
         }
     }
 }
@@ -209,6 +216,9 @@ pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
     // would hand back the first plugin for every later file.
     let module =
         header.init_root_module::<PluginModRef>().map_err(|e| classify(path, e, Some(plugin_interface.clone())))?;
+    if !module.panic_unwinds() {
+        return Err(LoadError { path: path.to_owned(), kind: LoadErrorKind::PanicAborts });
+    }
     let name = module.name().to_string();
     (module.install_log_sink())(LogSink_TO::from_value(HostLogSink::new(&name), TD_Opaque), host_log_level());
     let init_failed = |what: &str, e: backplane_plugin_api::PluginError_NE| LoadError {

@@ -29,6 +29,10 @@ pub struct PluginMod {
     /// The plugin's own name and version (its crate's, by default).
     pub name: RStr<'static>,
     pub version: RStr<'static>,
+    /// Whether the plugin was built with `panic = "unwind"`. With "abort", a
+    /// panic in it would kill the host before any guard could catch it, so
+    /// the host refuses such plugins.
+    pub panic_unwinds: bool,
     pub install_log_sink: extern "C" fn(LogSinkBox, LogLevel),
     pub backend_factories: extern "C" fn() -> PluginResult<RVec<BackendFactoryRef>>,
     #[sabi(last_prefix_field)]
@@ -47,6 +51,7 @@ impl RootModule for PluginModRef {
 pub fn build_root_module(
     name: &'static str,
     version: &'static str,
+    panic_unwinds: bool,
     backend_factories: extern "C" fn() -> PluginResult<RVec<BackendFactoryRef>>,
     node_specs: extern "C" fn() -> PluginResult<RVec<NodeSpecRef>>,
 ) -> PluginModRef {
@@ -54,6 +59,7 @@ pub fn build_root_module(
         interface_version: RStr::from_str(INTERFACE_VERSION),
         name: RStr::from_str(name),
         version: RStr::from_str(version),
+        panic_unwinds,
         install_log_sink: crate::log::install_extern,
         backend_factories,
         node_specs,
@@ -90,7 +96,13 @@ macro_rules! export_plugin {
             $crate::guard(|| Ok(vec![$($crate::node_spec::<$node>()),*].into())).into()
         }
         fn __backplane_root_module() -> $crate::PluginModRef {
-            $crate::module::build_root_module($name, $version, __backplane_backend_factories, __backplane_node_specs)
+            $crate::module::build_root_module(
+                $name,
+                $version,
+                cfg!(panic = "unwind"),
+                __backplane_backend_factories,
+                __backplane_node_specs,
+            )
         }
         /// The abi_stable library header (what `#[export_root_module]` generates).
         #[unsafe(no_mangle)]

@@ -63,6 +63,8 @@ pub enum AbiSkew {
     ChangedFieldType,
     /// The same types, but version 2.0.0.
     NextMajor,
+    /// The same interface, built with `panic = "abort"`.
+    PanicAbort,
 }
 
 /// Builds the `abi-plugin` fixture against a modified copy of `plugin-api`
@@ -70,9 +72,10 @@ pub enum AbiSkew {
 /// reuse them; `Cargo.lock` is copied so dependency versions match the host's.
 pub fn skewed_plugin(skew: AbiSkew) -> PathBuf {
     let root = workspace_root();
-    let (name, version) = match skew {
-        AbiSkew::ChangedFieldType => ("abi-fixture-changed-field", "1.0.0"),
-        AbiSkew::NextMajor => ("abi-fixture-next-major", "2.0.0"),
+    let (name, version, panic) = match skew {
+        AbiSkew::ChangedFieldType => ("abi-fixture-changed-field", "1.0.0", "unwind"),
+        AbiSkew::NextMajor => ("abi-fixture-next-major", "2.0.0", "unwind"),
+        AbiSkew::PanicAbort => ("abi-fixture-panic-abort", "1.0.0", "abort"),
     };
     let base = root.join("target/abi-fixtures");
     let work = base.join(name);
@@ -111,19 +114,23 @@ pub fn skewed_plugin(skew: AbiSkew) -> PathBuf {
     );
     write_if_changed(
         &work.join("Cargo.toml"),
-        "[workspace]\nresolver = \"3\"\nmembers = [\"plugin-api\", \"plugin\"]\n\n[profile.dev]\npanic = \"unwind\"\n",
+        &format!(
+            "[workspace]\nresolver = \"3\"\nmembers = [\"plugin-api\", \"plugin\"]\n\n[profile.dev]\npanic = \"{panic}\"\n"
+        ),
     );
     if !work.join("Cargo.lock").exists() {
         std::fs::copy(root.join("Cargo.lock"), work.join("Cargo.lock")).unwrap();
     }
+    // Each panic strategy needs its own build of the dependencies.
+    let target_dir = base.join(format!("target-{panic}"));
     let output = std::process::Command::new(cargo())
         .args(["build", "--offline", "-j2", "--manifest-path"])
         .arg(work.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", base.join("target"))
+        .env("CARGO_TARGET_DIR", &target_dir)
         .output()
         .expect("cargo runs");
     assert!(output.status.success(), "building the {name} fixture failed:\n{}", stderr_of(&output));
-    base.join("target/debug").join(format!("lib{}.{}", name.replace('-', "_"), std::env::consts::DLL_EXTENSION))
+    target_dir.join("debug").join(format!("lib{}.{}", name.replace('-', "_"), std::env::consts::DLL_EXTENSION))
 }
 
 fn write_if_changed(path: &Path, text: &str) {

@@ -91,6 +91,21 @@ fn a_plugin_built_against_another_major_interface_is_rejected() {
 }
 
 #[test]
+fn a_plugin_built_with_panic_abort_is_refused() {
+    let skewed = skewed_plugin(AbiSkew::PanicAbort);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&skewed, dir.path().join(skewed.file_name().unwrap())).unwrap();
+    let json = plugins_json(Some(dir.path()));
+    let errors: Vec<&str> = json["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    let error = errors.iter().find(|e| e.contains("abi_fixture_panic_abort")).expect("the abort plugin is reported");
+    assert!(
+        error.contains("built with panic = \"abort\"") && error.contains("rebuild it with panic = \"unwind\""),
+        "{error}"
+    );
+    assert!(!names(&json, "nodes").contains(&"fixture.abi_echo".to_owned()));
+}
+
+#[test]
 fn two_plugins_defining_the_same_node_type_are_an_error_naming_both_files() {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join(format!("libstd_nodes_copy.{}", std::env::consts::DLL_EXTENSION));
