@@ -117,18 +117,16 @@ impl Config {
         }
         top.finish(&mut r, &["plugin_dirs", "default_backend", "backends"]);
 
-        if let Some(default) = &config.default_backend {
-            if !config.backends.is_empty() && !config.backends.iter().any(|b| b.name == *default.get_ref()) {
-                let names: Vec<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();
-                r.error_help(
-                    default.span(),
-                    format!(
-                        "`default_backend` names `{}`, which is not a configured backend instance",
-                        default.get_ref()
-                    ),
-                    format!("configured instances: {}", names.join(", ")),
-                );
-            }
+        if let Some(default) = &config.default_backend
+            && !config.backends.is_empty()
+            && !config.backends.iter().any(|b| b.name == *default.get_ref())
+        {
+            let names: Vec<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();
+            r.error_help(
+                default.span(),
+                format!("`default_backend` names `{}`, which is not a configured backend instance", default.get_ref()),
+                format!("configured instances: {}", names.join(", ")),
+            );
         }
         if r.diagnostics.is_empty() {
             drop(r);

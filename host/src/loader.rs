@@ -29,10 +29,8 @@ pub fn search_path(config_dirs: &[PathBuf], include_exe_dir: bool) -> Vec<PathBu
     if let Some(env) = std::env::var_os(PLUGIN_PATH_ENV) {
         dirs.extend(std::env::split_paths(&env).filter(|p| !p.as_os_str().is_empty()));
     }
-    if include_exe_dir {
-        if let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
-            dirs.push(dir);
-        }
+    if include_exe_dir && let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        dirs.push(dir);
     }
     let mut seen = HashSet::new();
     dirs.retain(|d| seen.insert(d.canonicalize().unwrap_or_else(|_| d.clone())));

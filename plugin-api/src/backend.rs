@@ -1,5 +1,8 @@
 //! Backends: factories, live instances, tasks and the completion sink.
 
+// `#[sabi_trait]` expands a by-value `self` method into a no-op pointer cast.
+#![allow(clippy::unnecessary_cast)]
+
 use crate::{
     error::{PluginError, PluginError_NE, PluginResult},
     guard::guard,
@@ -133,10 +136,22 @@ impl<B: BackendPlugin> Backend for GuardedBackend<B> {
     }
     fn submit(&self, task: NodeTask, sink: CompletionSinkBox) {
         // A panic drops the sink while unwinding, which the host sees as an error.
-        report_panic("submit", guard(|| Ok(self.0.submit(task, sink))));
+        report_panic(
+            "submit",
+            guard(|| {
+                self.0.submit(task, sink);
+                Ok(())
+            }),
+        );
     }
     fn cancel(&self, task_id: u64) {
-        report_panic("cancel", guard(|| Ok(self.0.cancel(task_id))));
+        report_panic(
+            "cancel",
+            guard(|| {
+                self.0.cancel(task_id);
+                Ok(())
+            }),
+        );
     }
     fn health(&self) -> Health {
         match guard(|| Ok(self.0.health())) {
@@ -145,7 +160,13 @@ impl<B: BackendPlugin> Backend for GuardedBackend<B> {
         }
     }
     fn shutdown(&self) {
-        report_panic("shutdown", guard(|| Ok(self.0.shutdown())));
+        report_panic(
+            "shutdown",
+            guard(|| {
+                self.0.shutdown();
+                Ok(())
+            }),
+        );
     }
 }
 

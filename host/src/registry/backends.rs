@@ -60,8 +60,8 @@ impl BackendRegistry {
             return Err(RegistryError::Duplicate {
                 what: "backend type",
                 name: name.to_owned(),
-                first: existing.origin.clone(),
-                second: origin,
+                first: Box::new(existing.origin.clone()),
+                second: Box::new(origin),
             });
         }
         self.factories.push(FactoryEntry { factory, origin });

@@ -40,7 +40,7 @@ pub enum RegistryError {
     #[error(
         "{what} `{name}` is defined twice: by {first} and by {second}\n  help: remove one of the two plugins from the plugin path"
     )]
-    Duplicate { what: &'static str, name: String, first: Origin, second: Origin },
+    Duplicate { what: &'static str, name: String, first: Box<Origin>, second: Box<Origin> },
     #[error("unknown backend type `{name}`; available: {}", known.join(", "))]
     UnknownFactory { name: String, known: Vec<String> },
     #[error("backend instance `{0}` is defined twice")]

@@ -77,8 +77,8 @@ impl NodeRegistry {
             return Err(RegistryError::Duplicate {
                 what: "node type",
                 name: name.to_owned(),
-                first: self.entries[i].origin.clone(),
-                second: origin,
+                first: Box::new(self.entries[i].origin.clone()),
+                second: Box::new(origin),
             });
         }
         self.by_name.insert(name, self.entries.len());

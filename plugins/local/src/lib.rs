@@ -35,6 +35,8 @@ pub struct LocalConfig {
     pub threads: Option<usize>,
 }
 
+// `Stop` is rare and boxing `Run` would cost an allocation per task.
+#[allow(clippy::large_enum_variant)]
 enum Message {
     Run(NodeTask, CompletionSinkBox),
     Stop,
