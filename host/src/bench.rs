@@ -62,7 +62,9 @@ pub fn synthetic_plan(host: &Host, nodes: usize, chained: bool) -> Result<Plan, 
             id: format!("n{i}"),
             type_index: 0,
             backend: 0,
-            route: RouteReason::Default,
+            route: RouteReason::Default { rule: None },
+            rule: plan::NO_RULE,
+            pinned: false,
             settings: settings.clone(),
             inputs: if chained && i > 0 {
                 vec![PlannedInput { port: input, from: i as u32 - 1, from_port: output }]
@@ -81,10 +83,16 @@ pub fn synthetic_plan(host: &Host, nodes: usize, chained: bool) -> Result<Plan, 
     Ok(Plan {
         name: if chained { "chain".into() } else { "wide".into() },
         working_dir: std::env::current_dir().unwrap_or_default(),
-        types: vec![PlannedType { name: entry.type_name(), version: entry.version(), compute: entry.spec.compute() }],
+        types: vec![PlannedType {
+            name: entry.type_name(),
+            version: entry.version(),
+            compute: entry.spec.compute(),
+            requirements: entry.spec.requirements(),
+        }],
         nodes,
         outputs: Vec::new(),
         instances: vec![instance],
+        rule_requirements: Vec::new(),
     })
 }
 
@@ -194,7 +202,7 @@ pub fn run(host: &Host, settings: &BenchSettings) -> Result<BenchResults, String
     let text = workflow_text(settings.wide);
     let start = Instant::now();
     let workflow = Workflow::parse(SourceFile::new("bench.toml", text)).map_err(|d| d.to_string())?;
-    let parsed = plan::build(&workflow, &host.nodes, &host.backends).map_err(|d| d.to_string())?;
+    let parsed = plan::build(&workflow, &host.nodes, &host.backends, &[]).map_err(|d| d.to_string())?;
     let parse_plan_secs = start.elapsed().as_secs_f64();
     drop((parsed, workflow));
 

@@ -52,7 +52,12 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: error: {}", self.file.display(), self.line, self.column, self.message)?;
+        // Line 0: not from a file position (an environment variable, a built-in default).
+        if self.line == 0 {
+            write!(f, "{}: error: {}", self.file.display(), self.message)?;
+        } else {
+            write!(f, "{}:{}:{}: error: {}", self.file.display(), self.line, self.column, self.message)?;
+        }
         if let Some(help) = &self.help {
             write!(f, "\n  help: {help}")?;
         }

@@ -1,7 +1,7 @@
 //! The host as a library: plugins loaded, registries filled, instances created.
 
 use crate::{
-    config::{Config, ConfigError},
+    config::{Config, ConfigError, RouteRule},
     loader::{self, LoadError},
     registry::{BackendRegistry, NodeRegistry, Origin, RegistryError},
 };
@@ -31,6 +31,8 @@ pub struct Host {
     pub conflicts: Vec<RegistryError>,
     pub backends: BackendRegistry,
     pub nodes: NodeRegistry,
+    /// The config's `[[route]]` rules, in order.
+    pub routes: Vec<RouteRule>,
 }
 
 impl Host {
@@ -87,8 +89,10 @@ impl Host {
         }
     }
 
-    /// Creates the backend instances the config declares.
+    /// Creates the backend instances the config declares and takes its routes.
     pub fn instantiate(&mut self, config: &Config) -> Result<(), ConfigError> {
-        config.instantiate(&mut self.backends)
+        config.instantiate(&mut self.backends)?;
+        self.routes = config.routes.clone();
+        Ok(())
     }
 }

@@ -40,6 +40,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Check a workflow (and config) without running anything.
     Validate(cli::run::ValidateArgs),
+    /// Show where every node would run, and why.
+    Plan(cli::run::PlanArgs),
     /// List loaded plugins and files that failed to load.
     Plugins(cli::inspect::JsonArg),
     /// List backend types and configured instances with capabilities.
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cli::run::run(&cli.global, args),
         Command::Validate(args) => cli::run::validate(&cli.global, args),
+        Command::Plan(args) => cli::run::plan(&cli.global, args),
         Command::Plugins(args) => cli::inspect::plugins(&cli.global, args),
         Command::Backends(args) => cli::inspect::backends(&cli.global, args),
         Command::Nodes(args) => cli::inspect::nodes(&cli.global, args),

@@ -10,13 +10,11 @@ use backplane_host::{
     config::{Config, ConfigError},
 };
 
-/// The config named by `--config`/`BACKPLANE_CONFIG`, or the built-in default
-/// (one `local` instance).
+/// The config named by `--config`/`BACKPLANE_CONFIG`, else the XDG config
+/// file, else the built-in default (one `local` instance); with
+/// `BACKPLANE_*` overrides applied.
 pub fn load_config(global: &GlobalArgs) -> Result<Config, Failure> {
-    match &global.config {
-        Some(path) => Config::load(path).map_err(config_failure),
-        None => Ok(Config::default()),
-    }
+    Config::discover(global.config.as_deref()).map_err(config_failure)
 }
 
 pub fn config_failure(e: ConfigError) -> Failure {

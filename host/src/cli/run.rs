@@ -22,6 +22,17 @@ pub struct RunArgs {
     /// Never show a progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Plan only: print where every node would run, like `backplane plan`.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    workflow: PathBuf,
+    /// Print the routing table as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -37,7 +48,8 @@ fn load_plan(
     path: &std::path::Path,
 ) -> Result<Plan, (Failure, Vec<backplane_host::diagnostic::Diagnostic>)> {
     let source = workflow::read_source(path).map_err(|e| (Failure::Environment(e.to_string()), Vec::new()))?;
-    plan::plan_source(source, &host.nodes, &host.backends).map_err(|d| (Failure::Invalid(d.to_string()), d.0))
+    plan::plan_source(source, &host.nodes, &host.backends, &host.routes)
+        .map_err(|d| (Failure::Invalid(d.to_string()), d.0))
 }
 
 pub fn validate(global: &GlobalArgs, args: ValidateArgs) -> Result<(), Failure> {
@@ -62,9 +74,49 @@ pub fn validate(global: &GlobalArgs, args: ValidateArgs) -> Result<(), Failure> 
     }
 }
 
+pub fn plan(global: &GlobalArgs, args: PlanArgs) -> Result<(), Failure> {
+    let host = setup(global)?;
+    let plan = load_plan(&host, &args.workflow).map_err(|(f, _)| f)?;
+    print_plan(&plan, args.json)
+}
+
+fn print_plan(plan: &Plan, json: bool) -> Result<(), Failure> {
+    let rows = plan.routing_table();
+    if json {
+        let mut per_instance = vec![0usize; plan.instances.len()];
+        for node in &plan.nodes {
+            per_instance[node.backend as usize] += 1;
+        }
+        let instances: Vec<serde_json::Value> = plan
+            .instances
+            .iter()
+            .zip(&per_instance)
+            .map(|(i, nodes)| {
+                serde_json::json!({
+                    "name": i.name, "type": i.factory, "derived_from": i.derived_from,
+                    "config": i.config, "nodes": nodes,
+                })
+            })
+            .collect();
+        return print_json(&serde_json::json!({ "workflow": plan.name, "nodes": rows, "instances": instances }));
+    }
+    let width = |f: fn(&plan::RouteRow) -> &str, title: &str| {
+        rows.iter().map(|r| f(r).len()).chain([title.len()]).max().unwrap_or(0)
+    };
+    let (wn, wt, wb) = (width(|r| &r.node, "NODE"), width(|r| &r.type_name, "TYPE"), width(|r| &r.backend, "BACKEND"));
+    println!("{:wn$}  {:wt$}  {:wb$}  REASON", "NODE", "TYPE", "BACKEND");
+    for r in &rows {
+        println!("{:wn$}  {:wt$}  {:wb$}  {}", r.node, r.type_name, r.backend, r.reason);
+    }
+    Ok(())
+}
+
 pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
     let host = setup(global)?;
     let plan = load_plan(&host, &args.workflow).map_err(|(f, _)| f)?;
+    if args.dry_run {
+        return print_plan(&plan, args.json);
+    }
     let options = RunOptions {
         progress: !args.no_progress && !global.quiet && std::io::stderr().is_terminal(),
         ..RunOptions::default()
@@ -99,6 +151,9 @@ fn print_summary(report: &RunReport, written: &[PathBuf]) {
                 if report.abandoned > 0 { format!(", {} abandoned", report.abandoned) } else { String::new() }
             );
         }
+    }
+    for reroute in &report.rerouted {
+        eprintln!("  rerouted {} nodes from {} ({}) to {}", reroute.nodes, reroute.from, reroute.reason, reroute.to);
     }
     for backend in &report.backends {
         eprintln!(

@@ -13,16 +13,19 @@
 //!   instance.
 //! - Fail-fast: the first failure stops submission, cancels what is in
 //!   flight and waits a bounded grace period for it to finish.
+//! - Health-aware: an instance with queued nodes has its `health()` read at
+//!   most every 100 ms; when it is down, its queued and future nodes move to
+//!   the next capable healthy instance (pinned nodes fail instead).
 
 mod report;
 mod sink;
 
-pub use report::{BackendSummary, NodeFailure, RunReport};
+pub use report::{BackendSummary, NodeFailure, Reroute, RunReport};
 pub use sink::Completion;
 
 use crate::plan::{Plan, Target};
 use backplane_plugin_api::{
-    NodeTask, Payload, PluginError_NE,
+    HealthStatus, NodeTask, Payload, PluginError_NE,
     abi_stable::std_types::{RString, RVec},
     describe,
 };
@@ -68,6 +71,12 @@ struct Run<'p> {
     slots: Vec<Vec<Option<Payload>>>,
     state: Vec<State>,
     ready: Vec<VecDeque<u32>>,
+    /// The instance each node runs on (the plan's, unless rerouted).
+    assigned: Vec<u32>,
+    /// `Some(reason)` for instances found down during the run.
+    down: Vec<Option<String>>,
+    next_health_check: Vec<Instant>,
+    reroutes: Vec<Reroute>,
     in_flight: Vec<usize>,
     in_flight_total: usize,
     per_backend_done: Vec<usize>,
@@ -90,6 +99,10 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
         slots: (0..plan.nodes.len()).map(|_| Vec::new()).collect(),
         state: vec![State::Waiting; plan.nodes.len()],
         ready: vec![VecDeque::new(); backends],
+        assigned: plan.nodes.iter().map(|n| n.backend).collect(),
+        down: vec![None; backends],
+        next_health_check: vec![started; backends],
+        reroutes: Vec::new(),
         in_flight: vec![0; backends],
         in_flight_total: 0,
         per_backend_done: vec![0; backends],
@@ -102,7 +115,7 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
     };
     for (i, node) in plan.nodes.iter().enumerate() {
         if node.inputs.is_empty() {
-            run.ready[node.backend as usize].push_back(i as u32);
+            run.make_ready(i as u32);
         }
     }
 
@@ -188,7 +201,77 @@ fn new_progress_bar(total: usize) -> ProgressBar {
 }
 
 impl Run<'_> {
+    /// Queues a node on its instance, or on another one when that is down.
+    fn make_ready(&mut self, node: u32) {
+        let backend = self.assigned[node as usize] as usize;
+        if self.down[backend].is_none() {
+            self.ready[backend].push_back(node);
+        } else {
+            self.reroute(node);
+        }
+    }
+
+    fn reroute(&mut self, node: u32) {
+        let i = node as usize;
+        let from = self.assigned[i] as usize;
+        let planned = &self.plan.nodes[i];
+        let reason = self.down[from].clone().unwrap_or_default();
+        if planned.pinned {
+            let message = format!(
+                "its backend `{}` is down ({reason}) and the node is pinned to it, so it is not moved elsewhere",
+                self.plan.instances[from].name
+            );
+            return self.fail(i, "infrastructure", message);
+        }
+        let resources = planned.resources.as_deref().cloned().unwrap_or_default();
+        match crate::plan::alternative(&self.plan.instances, &self.down, &self.plan.requirements(i), &resources) {
+            Ok(to) => {
+                self.assigned[i] = to as u32;
+                match self.reroutes.iter_mut().find(|r| r.from_index == from && r.to_index == to) {
+                    Some(r) => r.nodes += 1,
+                    None => self.reroutes.push(Reroute {
+                        from: self.plan.instances[from].name.clone(),
+                        to: self.plan.instances[to].name.clone(),
+                        reason,
+                        nodes: 1,
+                        from_index: from,
+                        to_index: to,
+                    }),
+                }
+                self.ready[to].push_back(node);
+            }
+            Err(reasons) => {
+                let message = format!("no healthy backend can take it: {}", reasons.join("; "));
+                self.fail(i, "infrastructure", message);
+            }
+        }
+    }
+
+    /// Reads the health of instances with queued nodes (at most every 100 ms
+    /// each) and moves the queue of any that is down.
+    fn check_health(&mut self, now: Instant) {
+        for backend in 0..self.ready.len() {
+            if self.ready[backend].is_empty() || self.down[backend].is_some() || now < self.next_health_check[backend] {
+                continue;
+            }
+            self.next_health_check[backend] = now + HOUSEKEEPING_INTERVAL;
+            let health = self.plan.instances[backend].backend.health();
+            if health.status == HealthStatus::DOWN {
+                let name = &self.plan.instances[backend].name;
+                tracing::warn!("backend `{name}` is down ({}); moving its queued nodes", health.message);
+                self.down[backend] = Some(format!("down: {}", health.message));
+                for node in std::mem::take(&mut self.ready[backend]) {
+                    self.reroute(node);
+                }
+            }
+        }
+    }
+
     fn dispatch_all(&mut self) {
+        self.check_health(Instant::now());
+        if self.failure.is_some() {
+            return;
+        }
         for backend in 0..self.ready.len() {
             let limit = self.plan.instances[backend].max_in_flight;
             while self.in_flight[backend] < limit {
@@ -201,7 +284,7 @@ impl Run<'_> {
     fn submit(&mut self, node: u32) {
         let planned = &self.plan.nodes[node as usize];
         let node_type = &self.plan.types[planned.type_index as usize];
-        let backend = planned.backend as usize;
+        let backend = self.assigned[node as usize] as usize;
         let inputs: RVec<Payload> = std::mem::take(&mut self.slots[node as usize]).into_iter().flatten().collect();
         let task = NodeTask {
             task_id: u64::from(node) + 1,
@@ -231,7 +314,7 @@ impl Run<'_> {
             tracing::warn!(node = %self.plan.nodes[node].id, "ignoring a second completion of the same task");
             return;
         }
-        let backend = self.plan.nodes[node].backend as usize;
+        let backend = self.assigned[node] as usize;
         self.in_flight[backend] -= 1;
         self.in_flight_total -= 1;
         self.per_backend_done[backend] += 1;
@@ -262,7 +345,7 @@ impl Run<'_> {
         let failure = NodeFailure {
             node: planned.id.clone(),
             node_type: self.plan.types[planned.type_index as usize].name.to_owned(),
-            backend: self.plan.instances[planned.backend as usize].name.clone(),
+            backend: self.plan.instances[self.assigned[node] as usize].name.clone(),
             kind: kind.to_owned(),
             message,
         };
@@ -273,7 +356,7 @@ impl Run<'_> {
     fn cancel_in_flight(&mut self) {
         for (i, state) in self.state.iter().enumerate() {
             if *state == State::Running {
-                let backend = self.plan.nodes[i].backend as usize;
+                let backend = self.assigned[i] as usize;
                 self.plan.instances[backend].backend.cancel(i as u64 + 1);
             }
         }
@@ -301,7 +384,7 @@ impl Run<'_> {
                     slots[slot as usize] = Some(payload);
                     self.remaining[target] -= 1;
                     if self.remaining[target] == 0 {
-                        self.ready[self.plan.nodes[target].backend as usize].push_back(target as u32);
+                        self.make_ready(target as u32);
                     }
                 }
             }
@@ -311,11 +394,16 @@ impl Run<'_> {
 
     fn into_outcome(self, elapsed: Duration, abandoned: usize) -> RunOutcome {
         let count = |s: State| self.state.iter().filter(|&&x| x == s).count();
+        let mut planned = vec![0usize; self.plan.instances.len()];
+        for node in &self.plan.nodes {
+            planned[node.backend as usize] += 1;
+        }
         let backends = self
             .plan
             .instances
             .iter()
             .enumerate()
+            .filter(|&(i, _)| planned[i] > 0 || self.per_backend_done[i] > 0)
             .map(|(i, instance)| BackendSummary {
                 instance: instance.name.clone(),
                 factory: instance.factory.clone(),
@@ -336,6 +424,7 @@ impl Run<'_> {
             abandoned,
             elapsed,
             backends,
+            rerouted: self.reroutes,
             failure: self.failure,
         };
         RunOutcome { report, outputs: self.outputs }

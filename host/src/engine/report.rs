@@ -13,6 +13,19 @@ pub struct BackendSummary {
     pub active: Duration,
 }
 
+/// Nodes moved off an instance that went down during the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reroute {
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+    pub nodes: usize,
+    #[serde(skip)]
+    pub(crate) from_index: usize,
+    #[serde(skip)]
+    pub(crate) to_index: usize,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeFailure {
     pub node: String,
@@ -44,6 +57,7 @@ pub struct RunReport {
     #[serde(serialize_with = "as_secs")]
     pub elapsed: Duration,
     pub backends: Vec<BackendSummary>,
+    pub rerouted: Vec<Reroute>,
     pub failure: Option<NodeFailure>,
 }
 

@@ -1,7 +1,11 @@
 //! Workflow + registries -> [`Plan`], reporting every problem at once.
 
-use super::{Consumer, Plan, PlannedInput, PlannedNode, PlannedOutput, PlannedType, Target, route::route_node};
+use super::{
+    Consumer, NO_RULE, Plan, PlannedInput, PlannedNode, PlannedOutput, PlannedType, Target,
+    route::{RouteRequest, Router},
+};
 use crate::{
+    config::RouteRule,
     diagnostic::{Diagnostic, Diagnostics},
     registry::{BackendRegistry, NodeEntry, NodeRegistry},
     spanned_toml::{span_for_pointer, suggest},
@@ -29,8 +33,14 @@ fn port_names(ports: &[backplane_plugin_api::PortSpec]) -> String {
     }
 }
 
-/// Validates `workflow` against the registries and routes every node.
-pub fn build(workflow: &Workflow, nodes: &NodeRegistry, backends: &BackendRegistry) -> Result<Plan, Diagnostics> {
+/// Validates `workflow` against the registries and routes every node
+/// (`rules` are the config's `[[route]]` rules).
+pub fn build(
+    workflow: &Workflow,
+    nodes: &NodeRegistry,
+    backends: &BackendRegistry,
+    rules: &[RouteRule],
+) -> Result<Plan, Diagnostics> {
     let mut b = Builder { workflow, diagnostics: Vec::new() };
     let decls = &workflow.nodes;
 
@@ -217,38 +227,41 @@ pub fn build(workflow: &Workflow, nodes: &NodeRegistry, backends: &BackendRegist
     }
 
     // Routing.
+    let mut router = Router::new(backends, rules);
     let mut types: Vec<PlannedType> = Vec::new();
     let mut type_index: HashMap<&str, u32> = HashMap::new();
-    let mut instances: Vec<std::sync::Arc<crate::registry::BackendInstance>> = Vec::new();
     let mut planned = Vec::with_capacity(decls.len());
     for (i, node) in decls.iter().enumerate() {
         let Some(entry) = entries[i] else { continue };
         if unknown_backend[i] {
             continue;
         }
-        let requirements = entry.spec.requirements();
-        match route_node(backends, node.backend.as_ref().map(|b| b.get_ref().as_str()), requirements, &node.resources) {
-            Ok((instance, reason)) => {
-                let backend = match instances.iter().position(|x| std::sync::Arc::ptr_eq(x, &instance)) {
-                    Some(p) => p,
-                    None => {
-                        instances.push(instance);
-                        instances.len() - 1
-                    }
-                } as u32;
+        let request = RouteRequest {
+            node_id: node.id.get_ref(),
+            node_type: entry.type_name(),
+            explicit: node.backend.as_ref().map(|b| b.get_ref().as_str()),
+            labels: &node.labels,
+            requirements: entry.spec.requirements(),
+            resources: &node.resources,
+        };
+        match router.route(&request, backends) {
+            Ok(decision) => {
                 let t = *type_index.entry(entry.type_name()).or_insert_with(|| {
                     types.push(PlannedType {
                         name: entry.type_name(),
                         version: entry.version(),
                         compute: entry.spec.compute(),
+                        requirements: entry.spec.requirements(),
                     });
                     types.len() as u32 - 1
                 });
                 planned.push(PlannedNode {
                     id: node.id.get_ref().clone(),
                     type_index: t,
-                    backend,
-                    route: reason,
+                    backend: decision.instance as u32,
+                    route: decision.reason,
+                    rule: decision.rule.map_or(NO_RULE, |r| r as u16),
+                    pinned: decision.pinned,
                     settings: std::mem::take(&mut settings[i]),
                     inputs: std::mem::take(&mut inputs[i]),
                     consumers: std::mem::take(&mut consumers[i]),
@@ -267,7 +280,8 @@ pub fn build(workflow: &Workflow, nodes: &NodeRegistry, backends: &BackendRegist
             types,
             nodes: planned,
             outputs,
-            instances,
+            instances: router.into_instances(),
+            rule_requirements: rules.iter().map(|r| r.require.clone()).collect(),
         })
     } else {
         Err(Diagnostics::sorted(b.diagnostics))

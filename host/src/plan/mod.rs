@@ -12,6 +12,7 @@ mod route;
 pub use build::build;
 
 use crate::{
+    config::RouteRule,
     diagnostic::{Diagnostics, SourceFile},
     registry::{BackendRegistry, NodeRegistry},
     workflow::Workflow,
@@ -19,10 +20,15 @@ use crate::{
 
 /// Parses and plans a workflow file in one go, reporting the problems of
 /// both passes together.
-pub fn plan_source(source: SourceFile, nodes: &NodeRegistry, backends: &BackendRegistry) -> Result<Plan, Diagnostics> {
+pub fn plan_source(
+    source: SourceFile,
+    nodes: &NodeRegistry,
+    backends: &BackendRegistry,
+    rules: &[RouteRule],
+) -> Result<Plan, Diagnostics> {
     let (workflow, mut diagnostics) = Workflow::parse_lenient(source);
     let Some(workflow) = workflow else { return Err(Diagnostics::sorted(diagnostics)) };
-    match build(&workflow, nodes, backends) {
+    match build(&workflow, nodes, backends, rules) {
         Ok(plan) if diagnostics.is_empty() => Ok(plan),
         Ok(_) => Err(Diagnostics::sorted(diagnostics)),
         Err(more) => {
@@ -31,10 +37,10 @@ pub fn plan_source(source: SourceFile, nodes: &NodeRegistry, backends: &BackendR
         }
     }
 }
-pub use route::{RouteReason, route_node};
+pub use route::{RouteReason, RouteRequest, Router, alternative, merged_requirements};
 
 use crate::registry::BackendInstance;
-use backplane_plugin_api::{ComputeFn, Resources, abi_stable::std_types::ROption};
+use backplane_plugin_api::{ComputeFn, Requirements, Resources, abi_stable::std_types::ROption};
 use serde::Serialize;
 use std::{path::PathBuf, sync::Arc};
 
@@ -43,7 +49,11 @@ pub struct PlannedType {
     pub name: &'static str,
     pub version: &'static str,
     pub compute: ROption<ComputeFn>,
+    pub requirements: &'static Requirements,
 }
+
+/// `PlannedNode::rule` of a node no route rule matched.
+pub const NO_RULE: u16 = u16::MAX;
 
 /// Where an output port's payload goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +85,10 @@ pub struct PlannedNode {
     pub type_index: u32,
     pub backend: u32,
     pub route: RouteReason,
+    /// The matching route rule's index, or [`NO_RULE`].
+    pub rule: u16,
+    /// Placed explicitly: fails rather than moving when its instance is down.
+    pub pinned: bool,
     /// Canonical JSON (sorted keys, defaults merged in).
     pub settings: String,
     pub inputs: Vec<PlannedInput>,
@@ -96,8 +110,11 @@ pub struct Plan {
     pub types: Vec<PlannedType>,
     pub nodes: Vec<PlannedNode>,
     pub outputs: Vec<PlannedOutput>,
-    /// Backend instances the plan uses; `PlannedNode::backend` indexes this.
+    /// Every backend instance in config order, then instances derived by
+    /// route rules; `PlannedNode::backend` indexes this.
     pub instances: Vec<Arc<BackendInstance>>,
+    /// What each route rule requires, by rule index.
+    pub rule_requirements: Vec<Requirements>,
 }
 
 /// One row of `backplane plan`.
@@ -111,6 +128,13 @@ pub struct RouteRow {
 }
 
 impl Plan {
+    /// A node's requirements: its type's plus its route rule's.
+    pub fn requirements(&self, node: usize) -> Requirements {
+        let planned = &self.nodes[node];
+        let rule = self.rule_requirements.get(planned.rule as usize);
+        merged_requirements(self.types[planned.type_index as usize].requirements, rule)
+    }
+
     pub fn routing_table(&self) -> Vec<RouteRow> {
         self.nodes
             .iter()

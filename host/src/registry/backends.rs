@@ -15,6 +15,22 @@ impl FactoryEntry {
     }
 }
 
+/// What an instance is created from.
+#[derive(Debug, Clone)]
+pub struct InstanceSettings {
+    pub name: String,
+    pub factory: String,
+    /// The factory's own settings.
+    pub config: serde_json::Value,
+    /// Tasks the engine keeps submitted to the instance at once.
+    pub max_in_flight: Option<usize>,
+    /// Tags the operator adds to what the backend reports.
+    pub tags: Vec<String>,
+    /// For instances derived by a route's `backend_options`: the instance they
+    /// were derived from.
+    pub derived_from: Option<String>,
+}
+
 /// A configured, running backend. Immutable once created: different options
 /// mean a different instance.
 pub struct BackendInstance {
@@ -25,12 +41,21 @@ pub struct BackendInstance {
     pub config: serde_json::Value,
     /// Tasks the engine keeps submitted to this instance at once.
     pub max_in_flight: usize,
+    pub tags: Vec<String>,
+    pub derived_from: Option<String>,
     pub backend: BackendBox,
 }
 
 impl BackendInstance {
+    /// The backend's live capabilities plus the operator's tags.
     pub fn capabilities(&self) -> Capabilities {
-        self.backend.capabilities()
+        let mut capabilities = self.backend.capabilities();
+        for tag in &self.tags {
+            if !capabilities.tags.iter().any(|t| t == tag.as_str()) {
+                capabilities.tags.push(tag.as_str().into());
+            }
+        }
+        capabilities
     }
 }
 
@@ -76,8 +101,8 @@ impl BackendRegistry {
         &self.factories
     }
 
-    /// Creates the instance `instance` of backend type `factory` after checking
-    /// `config` against the factory's schema.
+    /// Creates and registers the instance `instance` of backend type `factory`
+    /// after checking `config` against the factory's schema.
     pub fn create(
         &mut self,
         instance: &str,
@@ -85,9 +110,31 @@ impl BackendRegistry {
         config: serde_json::Value,
         max_in_flight: Option<usize>,
     ) -> Result<Arc<BackendInstance>, RegistryError> {
-        if self.instance(instance).is_some() {
-            return Err(RegistryError::DuplicateInstance(instance.to_owned()));
+        self.create_instance(InstanceSettings {
+            name: instance.into(),
+            factory: factory.into(),
+            config,
+            max_in_flight,
+            tags: Vec::new(),
+            derived_from: None,
+        })
+    }
+
+    /// Creates and registers an instance.
+    pub fn create_instance(&mut self, settings: InstanceSettings) -> Result<Arc<BackendInstance>, RegistryError> {
+        if self.instance(&settings.name).is_some() {
+            return Err(RegistryError::DuplicateInstance(settings.name));
         }
+        let created = self.create_detached(settings)?;
+        self.instances.push(created.clone());
+        Ok(created)
+    }
+
+    /// Creates an instance without registering it (route-derived instances
+    /// live in the plan that needs them).
+    pub fn create_detached(&self, settings: InstanceSettings) -> Result<Arc<BackendInstance>, RegistryError> {
+        let InstanceSettings { name: instance, factory, config, max_in_flight, tags, derived_from } = settings;
+        let (instance, factory) = (instance.as_str(), factory.as_str());
         let entry = self.factory(factory).ok_or_else(|| RegistryError::UnknownFactory {
             name: factory.to_owned(),
             known: self.factories.iter().map(|f| f.name().to_owned()).collect(),
@@ -102,15 +149,15 @@ impl BackendRegistry {
         let backend = (entry.factory.create())(config.to_string().as_str().into()).into_result().map_err(|e| {
             RegistryError::CreateFailed { instance: instance.into(), factory: factory.into(), message: e.to_string() }
         })?;
-        let created = Arc::new(BackendInstance {
+        Ok(Arc::new(BackendInstance {
             name: instance.to_owned(),
             factory: factory.to_owned(),
             config,
             max_in_flight: max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT).max(1),
+            tags,
+            derived_from,
             backend,
-        });
-        self.instances.push(created.clone());
-        Ok(created)
+        }))
     }
 
     pub fn instances(&self) -> &[Arc<BackendInstance>] {

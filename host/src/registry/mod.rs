@@ -4,7 +4,9 @@ mod backends;
 mod matching;
 mod nodes;
 
-pub use backends::{BackendInstance, BackendRegistry, DEFAULT_MAX_IN_FLIGHT, FactoryEntry, config_problems};
+pub use backends::{
+    BackendInstance, BackendRegistry, DEFAULT_MAX_IN_FLIGHT, FactoryEntry, InstanceSettings, config_problems,
+};
 pub use matching::unmet_requirements;
 pub use nodes::{NodeEntry, NodeRegistry};
 

@@ -1,8 +1,11 @@
-//! `backplane.toml`: where plugins are, which backend instances exist, the default.
+//! `backplane.toml`: where plugins are, which backend instances exist, the
+//! default, and routing rules.
 //!
 //! Passes: TOML text -> spanned document -> [`Config`] (every key checked,
-//! all problems reported at once) -> instances created in the
-//! [`BackendRegistry`] after each instance's settings pass its factory's schema.
+//! all problems reported at once) -> environment overrides ([`env`]) ->
+//! instances created in the [`BackendRegistry`] after each instance's
+//! settings pass its factory's schema. Routing rules ([`routes`]) are used by
+//! the planner.
 //!
 //! ```toml
 //! plugin_dirs = ["plugins"]      # relative to this file
@@ -11,11 +14,22 @@
 //! [backends.local]
 //! type = "local"                 # the backend factory
 //! max_in_flight = 4096           # host-side: tasks submitted at once
+//! tags = ["ssd"]                 # host-side: tags the operator adds to the instance
 //! threads = 4                    # everything else goes to the factory
+//!
+//! [[route]]
+//! match = { type = "std.shell" }
+//! backend = "local"
 //! ```
+
+pub mod env;
+pub mod routes;
+
+pub use routes::RouteRule;
 
 use crate::{
     diagnostic::{Diagnostic, Diagnostics, SourceFile},
+    registry::InstanceSettings,
     registry::{BackendRegistry, RegistryError, config_problems},
     spanned_toml::{Reader, TableView, span_for_pointer, suggest, to_json},
 };
@@ -26,7 +40,7 @@ use std::{
 use toml::{Spanned, de::DeValue};
 
 /// Keys of `[backends.<name>]` the host reads itself; the rest go to the factory.
-const HOST_INSTANCE_KEYS: &[&str] = &["type", "max_in_flight"];
+const HOST_INSTANCE_KEYS: &[&str] = &["type", "max_in_flight", "tags"];
 
 #[derive(Debug, Clone)]
 pub struct BackendDecl {
@@ -34,8 +48,12 @@ pub struct BackendDecl {
     pub span: Range<usize>,
     pub factory: Spanned<String>,
     pub max_in_flight: Option<usize>,
+    /// Tags the operator adds to what the backend reports.
+    pub tags: Vec<String>,
     pub settings: serde_json::Value,
     setting_spans: Vec<(String, Range<usize>)>,
+    /// Some setting came from the environment (its span then points at the instance).
+    overridden: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -44,7 +62,9 @@ pub struct Config {
     pub source: Option<SourceFile>,
     pub plugin_dirs: Vec<PathBuf>,
     pub default_backend: Option<Spanned<String>>,
+    default_from_env: bool,
     pub backends: Vec<BackendDecl>,
+    pub routes: Vec<RouteRule>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +108,22 @@ impl Config {
                 };
                 let mut view = TableView::new(table, value.span(), format!("[backends.{name}]"));
                 let factory = view.required_string(&mut r, "type");
-                let max_in_flight = view.unsigned(&mut r, "max_in_flight").map(|n| n.into_inner() as usize);
+                let max_in_flight = match view.unsigned(&mut r, "max_in_flight") {
+                    Some(n) if *n.get_ref() == 0 => {
+                        r.error(n.span(), "`max_in_flight` must be at least 1");
+                        None
+                    }
+                    n => n.map(|n| n.into_inner() as usize),
+                };
+                let mut tags = Vec::new();
+                if let Some(list) = view.array(&mut r, "tags") {
+                    for tag in list.iter() {
+                        match tag.get_ref() {
+                            DeValue::String(t) => tags.push(t.to_string()),
+                            _ => r.error(tag.span(), "`tags` must be strings"),
+                        }
+                    }
+                }
                 let mut settings = serde_json::Map::new();
                 let mut setting_spans = Vec::new();
                 for (key, _, item) in view.entries() {
@@ -109,13 +144,49 @@ impl Config {
                         span: value.span(),
                         factory,
                         max_in_flight,
+                        tags,
                         settings: serde_json::Value::Object(settings),
                         setting_spans,
+                        overridden: false,
                     });
                 }
             }
         }
-        top.finish(&mut r, &["plugin_dirs", "default_backend", "backends"]);
+        if let Some(rules) = top.array(&mut r, "route") {
+            for (i, item) in rules.iter().enumerate() {
+                match item.get_ref() {
+                    DeValue::Table(t) => {
+                        let view = TableView::new(t, item.span(), format!("route #{}", i + 1));
+                        if let Some(rule) = routes::parse_rule(&mut r, view, i + 1) {
+                            config.routes.push(rule);
+                        }
+                    }
+                    _ => r.error(item.span(), "each `route` entry must be a table ([[route]])"),
+                }
+            }
+        }
+        top.finish(&mut r, &["plugin_dirs", "default_backend", "backends", "route"]);
+
+        let names: Vec<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();
+        for rule in &config.routes {
+            if let Some(backend) = &rule.backend
+                && !names.contains(&backend.get_ref().as_str())
+            {
+                let help = match suggest(backend.get_ref(), &names) {
+                    Some(near) => format!("did you mean `{near}`? configured instances: {}", names.join(", ")),
+                    None => format!("configured instances: {}", names.join(", ")),
+                };
+                r.error_help(
+                    backend.span(),
+                    format!(
+                        "route #{} sends nodes to `{}`, which is not a configured backend instance",
+                        rule.number,
+                        backend.get_ref()
+                    ),
+                    help,
+                );
+            }
+        }
 
         if let Some(default) = &config.default_backend
             && !config.backends.is_empty()
@@ -137,10 +208,36 @@ impl Config {
         }
     }
 
+    /// The file named by `--config`/`BACKPLANE_CONFIG`, else the XDG config
+    /// file if there is one, else the built-in default; then environment
+    /// overrides.
+    pub fn discover(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match explicit.map(Path::to_path_buf).or_else(env::default_config_path) {
+            Some(path) => Self::load(&path)?,
+            None => Self::default(),
+        };
+        config.apply_env(std::env::vars()).map_err(|d| ConfigError::Invalid(Diagnostics(d)))?;
+        Ok(config)
+    }
+
+    /// Where an error about this config points when no file span applies.
+    fn describe_source(&self) -> String {
+        self.source.as_ref().map_or_else(|| "the built-in config".into(), |s| s.path.display().to_string())
+    }
+
     /// Creates every configured instance (or one `local` instance when none is
     /// configured) and sets the default. Problems point into the file.
     pub fn instantiate(&self, registry: &mut BackendRegistry) -> Result<(), ConfigError> {
         if self.backends.is_empty() {
+            if let Some(default) = self.default_backend.as_ref().filter(|d| d.get_ref() != "local") {
+                return Err(ConfigError::Invalid(Diagnostics(vec![Diagnostic {
+                    file: self.describe_source().into(),
+                    line: 0,
+                    column: 0,
+                    message: format!("the default backend `{}` is not configured", default.get_ref()),
+                    help: Some("without [backends.*] tables the only instance is `local`".into()),
+                }])));
+            }
             registry.create("local", "local", serde_json::json!({}), None)?;
             registry.set_default(self.default_backend.as_ref().map_or("local", |d| d.get_ref()));
             return Ok(());
@@ -171,16 +268,40 @@ impl Config {
             if !problems.is_empty() {
                 for (pointer, message) in problems {
                     let span = span_for_pointer(&decl.setting_spans, &pointer, decl.span.clone());
-                    diagnostics.push(locate(span, format!("backend instance `{}`: {message}", decl.name)));
+                    let from_env = if decl.overridden { " (settings include environment overrides)" } else { "" };
+                    diagnostics.push(locate(span, format!("backend instance `{}`: {message}{from_env}", decl.name)));
                 }
                 continue;
             }
-            if let Err(e) = registry.create(&decl.name, factory_name, decl.settings.clone(), decl.max_in_flight) {
+            let settings = InstanceSettings {
+                name: decl.name.clone(),
+                factory: factory_name.clone(),
+                config: decl.settings.clone(),
+                max_in_flight: decl.max_in_flight,
+                tags: decl.tags.clone(),
+                derived_from: None,
+            };
+            if let Err(e) = registry.create_instance(settings) {
                 diagnostics.push(locate(decl.span.clone(), e.to_string()));
             }
         }
+        if let Some(default) = &self.default_backend
+            && self.default_from_env
+            && registry.instance(default.get_ref()).is_none()
+        {
+            diagnostics.push(Diagnostic {
+                file: "environment variable BACKPLANE_DEFAULT_BACKEND".into(),
+                line: 0,
+                column: 0,
+                message: format!("`{}` is not a configured backend instance", default.get_ref()),
+                help: Some(format!(
+                    "configured instances: {}",
+                    self.backends.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(", ")
+                )),
+            });
+        }
         if !diagnostics.is_empty() {
-            return Err(ConfigError::Invalid(Diagnostics(diagnostics)));
+            return Err(ConfigError::Invalid(Diagnostics::sorted(diagnostics)));
         }
         if let Some(default) = &self.default_backend {
             registry.set_default(default.get_ref());

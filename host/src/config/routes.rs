@@ -1,0 +1,187 @@
+//! `[[route]]` rules: which nodes go where, checked in order, first match wins.
+//!
+//! ```toml
+//! [[route]]
+//! match = { type = "std.shell", id = "fetch-*", labels = { team = "nlp" } }  # all given must match (globs)
+//! backend = "big"                                  # send matching nodes to this instance, or
+//! require = { tags = ["gpu"], flags = ["remote"], isolation = "process" }  # let capabilities decide
+//! backend_options = { threads = 1 }                # derive an instance with these settings
+//! ```
+
+use crate::spanned_toml::{Reader, TableView};
+use backplane_plugin_api::{CapabilityFlags, Isolation, Requirements, abi_stable::std_types::RString};
+use globset::{Glob, GlobMatcher};
+use std::ops::Range;
+use toml::{Spanned, de::DeValue};
+
+/// A glob with the text it was written as.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    pub text: String,
+    matcher: GlobMatcher,
+}
+
+impl Pattern {
+    pub fn new(text: &str) -> Result<Self, globset::Error> {
+        Ok(Self { text: text.to_owned(), matcher: Glob::new(text)?.compile_matcher() })
+    }
+    pub fn is_match(&self, value: &str) -> bool {
+        self.matcher.is_match(value)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteRule {
+    /// 1-based position among the rules, for messages.
+    pub number: usize,
+    /// Line of the rule in the config file.
+    pub line: usize,
+    pub node_type: Option<Pattern>,
+    pub node_id: Option<Pattern>,
+    pub labels: Vec<(String, Pattern)>,
+    pub backend: Option<Spanned<String>>,
+    pub require: Requirements,
+    pub backend_options: Option<serde_json::Value>,
+    pub span: Range<usize>,
+}
+
+impl RouteRule {
+    pub fn matches(&self, node_type: &str, node_id: &str, labels: &[(String, String)]) -> bool {
+        self.node_type.as_ref().is_none_or(|p| p.is_match(node_type))
+            && self.node_id.as_ref().is_none_or(|p| p.is_match(node_id))
+            && self.labels.iter().all(|(key, p)| labels.iter().any(|(k, v)| k == key && p.is_match(v)))
+    }
+
+    /// How the rule reads in `backplane plan`: `route #2 (type = "std.*")`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(p) = &self.node_type {
+            parts.push(format!("type = \"{}\"", p.text));
+        }
+        if let Some(p) = &self.node_id {
+            parts.push(format!("id = \"{}\"", p.text));
+        }
+        for (k, p) in &self.labels {
+            parts.push(format!("labels.{k} = \"{}\"", p.text));
+        }
+        if parts.is_empty() {
+            parts.push("every node".into());
+        }
+        format!("route #{} ({})", self.number, parts.join(", "))
+    }
+}
+
+fn pattern(r: &mut Reader<'_>, value: &Spanned<DeValue<'_>>, what: &str) -> Option<Pattern> {
+    let DeValue::String(text) = value.get_ref() else {
+        r.error(value.span(), format!("{what} must be a glob string"));
+        return None;
+    };
+    match Pattern::new(text) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            r.error(value.span(), format!("invalid glob `{text}` in {what}: {e}"));
+            None
+        }
+    }
+}
+
+fn strings(r: &mut Reader<'_>, value: &Spanned<DeValue<'_>>, what: &str) -> Vec<String> {
+    match value.get_ref() {
+        DeValue::Array(items) => items
+            .iter()
+            .filter_map(|item| match item.get_ref() {
+                DeValue::String(s) => Some(s.to_string()),
+                _ => {
+                    r.error(item.span(), format!("{what} must be strings"));
+                    None
+                }
+            })
+            .collect(),
+        _ => {
+            r.error(value.span(), format!("{what} must be an array of strings"));
+            Vec::new()
+        }
+    }
+}
+
+/// Reads one `[[route]]` table.
+pub fn parse_rule(r: &mut Reader<'_>, mut view: TableView<'_, '_>, number: usize) -> Option<RouteRule> {
+    let line = r.file.location(view.span.start).0;
+    let span = view.span.clone();
+    let (mut node_type, mut node_id, mut labels) = (None, None, Vec::new());
+    match view.table(r, "match", format!("the match of route #{number}")) {
+        Some(mut m) => {
+            if let Some(v) = m.get("type") {
+                node_type = pattern(r, v, "`match.type`");
+            }
+            if let Some(v) = m.get("id") {
+                node_id = pattern(r, v, "`match.id`");
+            }
+            if let Some(table) = m.table(r, "labels", "`match.labels`") {
+                for (key, _, value) in table.entries() {
+                    if let Some(p) = pattern(r, value, &format!("`match.labels.{key}`")) {
+                        labels.push((key.to_owned(), p));
+                    }
+                }
+            }
+            m.finish(r, &["type", "id", "labels"]);
+        }
+        None => r.error_help(
+            span.clone(),
+            format!("route #{number} has no `match`"),
+            "add e.g. `match = { type = \"std.*\" }` (use `match = {}` to match every node)",
+        ),
+    }
+    let backend = view.string(r, "backend");
+    let mut require = Requirements::default();
+    if let Some(mut req) = view.table(r, "require", format!("the requirements of route #{number}")) {
+        if let Some(v) = req.get("tags") {
+            require.tags = strings(r, v, "`require.tags`").into_iter().map(RString::from).collect();
+        }
+        if let Some(v) = req.get("flags") {
+            for flag in strings(r, v, "`require.flags`") {
+                match CapabilityFlags::from_name(&flag) {
+                    Some(f) => require.flags = require.flags | f,
+                    None => {
+                        let known: Vec<&str> = CapabilityFlags::NAMES.iter().map(|(n, _)| *n).collect();
+                        r.error_help(
+                            v.span(),
+                            format!("unknown capability `{flag}`"),
+                            format!("known: {}", known.join(", ")),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(isolation) = req.string(r, "isolation") {
+            match Isolation::from_name(isolation.get_ref()) {
+                Some(i) => require.isolation = i,
+                None => r.error_help(
+                    isolation.span(),
+                    format!("unknown isolation `{}`", isolation.get_ref()),
+                    "use none, process or sandbox",
+                ),
+            }
+        }
+        req.finish(r, &["tags", "flags", "isolation"]);
+    }
+    let mut backend_options = None;
+    if let Some(value) = view.get("backend_options") {
+        match value.get_ref() {
+            DeValue::Table(_) => match crate::spanned_toml::to_json(value, &mut String::new(), &mut Vec::new()) {
+                Ok(json) => backend_options = Some(json),
+                Err((span, message)) => r.error(span, message),
+            },
+            _ => r.error(value.span(), "`backend_options` must be a table of backend settings"),
+        }
+    }
+    if backend.is_none() && require == Requirements::default() && backend_options.is_none() {
+        r.error_help(
+            span.clone(),
+            format!("route #{number} has no action"),
+            "add `backend = \"<instance>\"`, `require = { tags = [...] }` or `backend_options = { ... }`",
+        );
+    }
+    view.finish(r, &["match", "backend", "require", "backend_options"]);
+    Some(RouteRule { number, line, node_type, node_id, labels, backend, require, backend_options, span })
+}
