@@ -188,7 +188,10 @@ impl Workflow {
                 }
             }
         }
-        let base = source.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = match source.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         let mut outputs = Vec::new();
         if let Some(array) = top.array(&mut r, "output") {
             for (i, item) in array.iter().enumerate() {

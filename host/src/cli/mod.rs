@@ -14,7 +14,9 @@ use backplane_host::{
 /// file, else the built-in default (one `local` instance); with
 /// `BACKPLANE_*` overrides applied.
 pub fn load_config(global: &GlobalArgs) -> Result<Config, Failure> {
-    Config::discover(global.config.as_deref()).map_err(config_failure)
+    let config = Config::discover(global.config.as_deref()).map_err(config_failure)?;
+    config.check().map_err(config_failure)?;
+    Ok(config)
 }
 
 pub fn config_failure(e: ConfigError) -> Failure {
@@ -36,7 +38,8 @@ pub fn load_host(global: &GlobalArgs, config: &Config) -> Host {
 
 /// Loads plugins and creates backend instances; conflicts are fatal.
 pub fn setup(global: &GlobalArgs) -> Result<Host, Failure> {
-    let config = load_config(global)?;
+    // Problems in the file are reported together with instantiation's.
+    let config = Config::discover(global.config.as_deref()).map_err(config_failure)?;
     let mut host = load_host(global, &config);
     if !host.conflicts.is_empty() {
         let text: Vec<String> = host.conflicts.iter().map(|c| format!("error: {c}")).collect();

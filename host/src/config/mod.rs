@@ -65,6 +65,9 @@ pub struct Config {
     default_from_env: bool,
     pub backends: Vec<BackendDecl>,
     pub routes: Vec<RouteRule>,
+    /// Problems found while reading, reported together with the ones
+    /// [`Config::instantiate`] finds (so a user sees them all at once).
+    deferred: Vec<Diagnostic>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,16 +80,35 @@ pub enum ConfigError {
     Registry(#[from] RegistryError),
 }
 
+fn read_source(path: &Path) -> Result<SourceFile, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    Ok(SourceFile::new(path, text))
+}
+
 impl Config {
+    /// Reads and checks a config file, failing on any problem.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(SourceFile::new(path, text)).map_err(ConfigError::Invalid)
+        Self::parse(read_source(path)?).map_err(ConfigError::Invalid)
     }
 
+    /// Checks a config, failing on any problem.
     pub fn parse(source: SourceFile) -> Result<Self, Diagnostics> {
+        let mut config = Self::parse_lenient(source);
+        match std::mem::take(&mut config.deferred) {
+            problems if problems.is_empty() => Ok(config),
+            problems => Err(Diagnostics::sorted(problems)),
+        }
+    }
+
+    /// The config as far as it could be read, with its problems deferred to
+    /// [`Config::check`] or [`Config::instantiate`].
+    pub fn parse_lenient(source: SourceFile) -> Self {
         let mut r = Reader::new(&source);
-        let Some(doc) = r.parse() else { return Err(Diagnostics(r.diagnostics)) };
+        let Some(doc) = r.parse() else {
+            let deferred = std::mem::take(&mut r.diagnostics);
+            drop(r);
+            return Self { source: Some(source), deferred, ..Self::default() };
+        };
         let base = source.path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut top = TableView::new(doc.get_ref(), doc.span(), "the config");
         let mut config = Config::default();
@@ -199,25 +221,34 @@ impl Config {
                 format!("configured instances: {}", names.join(", ")),
             );
         }
-        if r.diagnostics.is_empty() {
-            drop(r);
-            config.source = Some(source);
-            Ok(config)
-        } else {
-            Err(Diagnostics(r.diagnostics))
-        }
+        config.deferred = std::mem::take(&mut r.diagnostics);
+        drop(r);
+        config.source = Some(source);
+        config
     }
 
     /// The file named by `--config`/`BACKPLANE_CONFIG`, else the XDG config
     /// file if there is one, else the built-in default; then environment
-    /// overrides.
+    /// overrides. Only an unreadable file fails here; other problems wait for
+    /// [`Config::check`] or [`Config::instantiate`].
     pub fn discover(explicit: Option<&Path>) -> Result<Self, ConfigError> {
         let mut config = match explicit.map(Path::to_path_buf).or_else(env::default_config_path) {
-            Some(path) => Self::load(&path)?,
+            Some(path) => Self::parse_lenient(read_source(&path)?),
             None => Self::default(),
         };
-        config.apply_env(std::env::vars()).map_err(|d| ConfigError::Invalid(Diagnostics(d)))?;
+        if let Err(problems) = config.apply_env(std::env::vars()) {
+            config.deferred.extend(problems);
+        }
         Ok(config)
+    }
+
+    /// Fails with every problem found while reading.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.deferred.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(Diagnostics::sorted(self.deferred.clone())))
+        }
     }
 
     /// Where an error about this config points when no file span applies.
@@ -229,6 +260,7 @@ impl Config {
     /// configured) and sets the default. Problems point into the file.
     pub fn instantiate(&self, registry: &mut BackendRegistry) -> Result<(), ConfigError> {
         if self.backends.is_empty() {
+            self.check()?;
             if let Some(default) = self.default_backend.as_ref().filter(|d| d.get_ref() != "local") {
                 return Err(ConfigError::Invalid(Diagnostics(vec![Diagnostic {
                     file: self.describe_source().into(),
@@ -242,7 +274,7 @@ impl Config {
             registry.set_default(self.default_backend.as_ref().map_or("local", |d| d.get_ref()));
             return Ok(());
         }
-        let mut diagnostics = Vec::new();
+        let mut diagnostics = self.deferred.clone();
         let locate = |span: Range<usize>, message: String| -> Diagnostic {
             match &self.source {
                 Some(source) => source.diagnostic(span, message),

@@ -193,12 +193,8 @@ impl BackendRegistry {
 
 /// Schema violations of a backend instance's config as (JSON pointer, message).
 pub fn config_problems(entry: &FactoryEntry, config: &serde_json::Value) -> Vec<(String, String)> {
-    let schema: serde_json::Value = match serde_json::from_str(entry.factory.config_schema().as_str()) {
-        Ok(schema) => schema,
-        Err(e) => return vec![(String::new(), format!("the plugin's config schema is not valid JSON: {e}"))],
-    };
-    match jsonschema::validator_for(&schema) {
-        Ok(validator) => validator.iter_errors(config).map(|e| (e.instance_path.to_string(), e.to_string())).collect(),
-        Err(e) => vec![(String::new(), format!("the plugin's config schema is invalid: {e}"))],
+    match super::schema::compile(entry.factory.config_schema().as_str()) {
+        Ok((validator, schema)) => super::schema::problems(&validator, &schema, config),
+        Err(e) => vec![(String::new(), e)],
     }
 }

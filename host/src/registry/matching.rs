@@ -21,7 +21,7 @@ pub fn unmet_requirements(
     }
     if capabilities.isolation < requirements.isolation {
         missing.push(format!(
-            "needs isolation {}, has {}",
+            "needs isolation {} (has {})",
             requirements.isolation.name(),
             capabilities.isolation.name()
         ));
@@ -34,18 +34,18 @@ pub fn unmet_requirements(
     let cap = &capabilities.capacity;
     for need in [&requirements.resources, resources] {
         if cap.cpus > 0.0 && need.cpus > cap.cpus {
-            missing.push(format!("needs {} cpus, has {}", fmt_amount(need.cpus), fmt_amount(cap.cpus)));
+            missing.push(format!("needs {} cpus (has {})", fmt_amount(need.cpus), fmt_amount(cap.cpus)));
         }
         if cap.memory_bytes > 0 && need.memory_bytes > cap.memory_bytes {
-            missing.push(format!("needs {} bytes of memory, has {}", need.memory_bytes, cap.memory_bytes));
+            missing.push(format!("needs {} bytes of memory (has {})", need.memory_bytes, cap.memory_bytes));
         }
         if need.gpus > cap.gpus {
-            missing.push(format!("needs {} gpus, has {}", fmt_amount(need.gpus), fmt_amount(cap.gpus)));
+            missing.push(format!("needs {} gpus (has {})", fmt_amount(need.gpus), fmt_amount(cap.gpus)));
         }
         for custom in need.custom.iter() {
             let has = cap.custom_amount(&custom.0);
             if custom.1 > has {
-                missing.push(format!("needs {} {}, has {}", fmt_amount(custom.1), custom.0, fmt_amount(has)));
+                missing.push(format!("needs {} {} (has {})", fmt_amount(custom.1), custom.0, fmt_amount(has)));
             }
         }
     }
@@ -95,11 +95,11 @@ mod tests {
             unmet_requirements(&caps(), &req, &resources),
             vec![
                 "lacks capability remote",
-                "needs isolation process, has none",
+                "needs isolation process (has none)",
                 "missing tag gpu",
-                "needs 4 cpus, has 2",
-                "needs 1 gpus, has 0",
-                "needs 1 licence, has 0",
+                "needs 4 cpus (has 2)",
+                "needs 1 gpus (has 0)",
+                "needs 1 licence (has 0)",
             ]
         );
     }

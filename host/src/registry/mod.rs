@@ -3,6 +3,7 @@
 mod backends;
 mod matching;
 mod nodes;
+pub mod schema;
 
 pub use backends::{
     BackendInstance, BackendRegistry, DEFAULT_MAX_IN_FLIGHT, FactoryEntry, InstanceSettings, config_problems,

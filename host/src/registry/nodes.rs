@@ -8,7 +8,7 @@ pub struct NodeEntry {
     pub spec: NodeSpecRef,
     pub origin: Origin,
     defaults: serde_json::Value,
-    validator: OnceLock<Result<jsonschema::Validator, String>>,
+    validator: OnceLock<Result<(jsonschema::Validator, serde_json::Value), String>>,
 }
 
 impl NodeEntry {
@@ -52,13 +52,8 @@ impl NodeEntry {
 
     /// Schema violations as (JSON pointer, message).
     pub fn settings_problems(&self, settings: &serde_json::Value) -> Vec<(String, String)> {
-        let validator = self.validator.get_or_init(|| {
-            let schema: serde_json::Value = serde_json::from_str(self.spec.settings_schema().as_str())
-                .map_err(|e| format!("the plugin's settings schema is not valid JSON: {e}"))?;
-            jsonschema::validator_for(&schema).map_err(|e| format!("the plugin's settings schema is invalid: {e}"))
-        });
-        match validator {
-            Ok(v) => v.iter_errors(settings).map(|e| (e.instance_path.to_string(), e.to_string())).collect(),
+        match self.validator.get_or_init(|| super::schema::compile(self.spec.settings_schema().as_str())) {
+            Ok((validator, schema)) => super::schema::problems(validator, schema, settings),
             Err(e) => vec![(String::new(), e.clone())],
         }
     }

@@ -98,7 +98,7 @@ to = "-"
         .into(),
     ))
     .unwrap();
-    let plan = plan::build(&workflow, &host.nodes, &host.backends).unwrap();
+    let plan = plan::build(&workflow, &host.nodes, &host.backends, &[]).unwrap();
     let before = INLINE_TASKS.load(Ordering::Relaxed);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let outcome = runtime.block_on(engine::execute(&plan, &RunOptions::default()));

@@ -7,9 +7,11 @@
 //! - `runs`: workflows end to end, node failures and panics, misbehaving backends
 //! - `diagnostics`: every class of workflow error, snapshot-tested
 //! - `library`: the host used as a Rust library with a backend written in Rust
+//! - `routing`: rules, precedence, derived instances, env overrides, rerouting
 
 mod diagnostics;
 mod fixtures;
 mod library;
 mod loading;
+mod routing;
 mod runs;
