@@ -27,6 +27,7 @@ pub mod output;
 pub mod plan;
 pub mod registry;
 mod spanned_toml;
+pub mod task_runner;
 pub mod workflow;
 
 pub use host::{Host, PluginInfo};

@@ -50,6 +50,10 @@ enum Command {
     Nodes(cli::inspect::NodesArgs),
     /// Measure engine throughput and latency on this machine.
     Bench(cli::bench::BenchArgs),
+    /// Run one task read from stdin, write its result to stdout (used by
+    /// backends that isolate tasks in child processes).
+    #[command(hide = true)]
+    RunTask,
 }
 
 pub enum Failure {
@@ -80,11 +84,6 @@ fn init_logging(global: &GlobalArgs) {
 }
 
 fn main() -> ExitCode {
-    // Die quietly on a closed pipe (`backplane nodes | head`) like other CLI tools.
-    // SAFETY: called before any thread starts; SIG_DFL is a valid handler.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
     init_logging(&cli.global);
     let result = match cli.command {
@@ -95,6 +94,7 @@ fn main() -> ExitCode {
         Command::Backends(args) => cli::inspect::backends(&cli.global, args),
         Command::Nodes(args) => cli::inspect::nodes(&cli.global, args),
         Command::Bench(args) => cli::bench::bench(&cli.global, args),
+        Command::RunTask => cli::task::run_task(&cli.global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

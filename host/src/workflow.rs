@@ -108,6 +108,9 @@ pub fn read_source(path: &Path) -> Result<SourceFile, WorkflowError> {
     Ok(SourceFile::new(path, text))
 }
 
+/// A year: longer "timeouts" are mistakes, and would overflow deadlines.
+const MAX_TIMEOUT_SECS: f64 = 31_536_000.0;
+
 const NODE_KEYS: &[&str] = &["id", "type", "settings", "inputs", "backend", "labels", "resources", "timeout_secs"];
 
 fn valid_id(id: &str) -> bool {
@@ -274,6 +277,11 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDec
                 _ => r.error(v.span(), format!("input `{port}` must be a `node.port` string or an array of them")),
             };
             match value.get_ref() {
+                DeValue::Array(items) if items.is_empty() => r.error_help(
+                    value.span(),
+                    format!("input `{port}` has an empty list of edges"),
+                    "connect it (`\"node.port\"`) or remove the key",
+                ),
                 DeValue::Array(items) => items.iter().for_each(|v| add(r, v)),
                 _ => add(r, value),
             }
@@ -321,7 +329,20 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDec
         }
         table.finish(r, &["cpus", "memory", "gpus", "custom"]);
     }
-    let timeout_ms = view.number(r, "timeout_secs").map_or(0, |t| (t.into_inner().max(0.0) * 1000.0) as u64);
+    let timeout_ms = match view.number(r, "timeout_secs") {
+        Some(t) if t.get_ref().is_finite() && *t.get_ref() > 0.0 && *t.get_ref() <= MAX_TIMEOUT_SECS => {
+            (t.into_inner() * 1000.0).ceil() as u64
+        }
+        Some(t) => {
+            r.error_help(
+                t.span(),
+                "invalid `timeout_secs`",
+                "use a number of seconds greater than 0 and at most 31536000 (a year)",
+            );
+            0
+        }
+        None => 0,
+    };
     let span = view.span.clone();
     view.finish(r, NODE_KEYS);
     Some(NodeDecl {

@@ -18,7 +18,10 @@ use abi_stable::{
     std_types::{RBox, ROption, RResult, RStr, RString, RVec, Tuple2},
 };
 use serde::de::DeserializeOwned;
-use std::time::{Duration, Instant};
+use std::{
+    mem::ManuallyDrop,
+    time::{Duration, Instant},
+};
 
 /// One execution of one node, handed to a backend.
 #[repr(C)]
@@ -78,7 +81,6 @@ pub type BackendBox = Backend_TO<'static, RBox<()>>;
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = BackendFactoryRef)))]
-#[sabi(missing_field(panic))]
 pub struct BackendFactory {
     /// The `type` operators write in `backplane.toml`, e.g. `local`.
     pub name: RStr<'static>,
@@ -117,8 +119,26 @@ pub trait BackendPlugin: Send + Sync + Sized + 'static {
     fn shutdown(&self) {}
 }
 
-/// Implements the ABI trait for a [`BackendPlugin`], catching every panic.
-pub struct GuardedBackend<B>(pub B);
+/// Implements the ABI trait for a [`BackendPlugin`], catching every panic,
+/// including one in the backend's `Drop`.
+pub struct GuardedBackend<B>(pub ManuallyDrop<B>);
+
+impl<B> GuardedBackend<B> {
+    pub fn new(backend: B) -> Self {
+        Self(ManuallyDrop::new(backend))
+    }
+}
+
+impl<B> Drop for GuardedBackend<B> {
+    fn drop(&mut self) {
+        // SAFETY: dropped exactly once, here; `self.0` is not used afterwards.
+        let dropped = guard(|| {
+            unsafe { ManuallyDrop::drop(&mut self.0) };
+            Ok(())
+        });
+        report_panic("drop", dropped);
+    }
+}
 
 fn report_panic<T>(method: &str, result: Result<T, PluginError_NE>) -> Option<T> {
     match result {
@@ -176,7 +196,7 @@ extern "C" fn create_adapter<B: BackendPlugin>(config_json: RStr<'_>) -> PluginR
         let config: B::Config = serde_json::from_str(text)
             .map_err(|e| PluginError::invalid_config(format!("backend `{}`: {e}", B::NAME)))?;
         let backend = B::create(config)?;
-        Ok(Backend_TO::from_value(GuardedBackend(backend), TD_Opaque))
+        Ok(Backend_TO::from_value(GuardedBackend::new(backend), TD_Opaque))
     })
     .into()
 }
@@ -203,7 +223,9 @@ pub fn run_compute(mut task: NodeTask, cancelled: &(dyn Fn() -> bool + Sync)) ->
             task.node_type
         )));
     };
-    let deadline = (task.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(task.timeout_ms));
+    // `checked_add`: an absurd timeout means "no deadline", not a panic.
+    let deadline =
+        (task.timeout_ms > 0).then(|| Instant::now().checked_add(Duration::from_millis(task.timeout_ms))).flatten();
     let inputs = std::mem::take(&mut task.inputs);
     let ctx = TaskContext {
         node_id: task.node_id.as_str(),

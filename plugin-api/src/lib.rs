@@ -38,6 +38,7 @@ pub mod node;
 pub mod payload;
 pub mod resources;
 pub mod testing;
+pub mod wire;
 
 pub use abi_stable;
 pub use serde_json;

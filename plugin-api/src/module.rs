@@ -22,7 +22,6 @@ pub const INTERFACE_VERSION: &str = env!("CARGO_PKG_VERSION");
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
-#[sabi(missing_field(panic))]
 pub struct PluginMod {
     /// The `plugin-api` version the plugin was built against.
     pub interface_version: RStr<'static>,

@@ -11,7 +11,7 @@ use abi_stable::{
     prefix_type::PrefixTypeTrait,
     sabi_trait,
     sabi_trait::TD_Opaque,
-    std_types::{ROption, RSlice, RSome, RStr, RString, RVec},
+    std_types::{ROption, RSlice, RSome, RStr, RString, RVec, Tuple2},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use std::{
@@ -31,6 +31,8 @@ pub struct PortSpec {
     pub required: bool,
     /// An input that accepts several edges, delivered in the order written.
     pub multiple: bool,
+    /// Key/value attributes added in later 1.x versions.
+    pub extensions: RVec<Tuple2<RString, RString>>,
 }
 
 impl PortSpec {
@@ -42,6 +44,7 @@ impl PortSpec {
             description: RString::new(),
             required: true,
             multiple: false,
+            extensions: RVec::new(),
         }
     }
     pub fn text(name: &str) -> Self {
@@ -99,7 +102,6 @@ impl fmt::Debug for ComputeFn {
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = NodeSpecRef)))]
-#[sabi(missing_field(panic))]
 pub struct NodeSpec {
     /// Globally unique, dotted: `std.word_count`.
     pub type_name: RStr<'static>,

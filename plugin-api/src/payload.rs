@@ -2,7 +2,7 @@
 
 use abi_stable::{
     StableAbi,
-    std_types::{RString, RVec},
+    std_types::{RString, RVec, Tuple2},
 };
 
 /// One value on one port.
@@ -21,6 +21,8 @@ pub struct Payload {
     /// A backend-owned object reference when the value stays where it was
     /// produced (an object store); empty for inline values.
     pub object_ref: RString,
+    /// Key/value attributes added in later 1.x versions (empty: no allocation).
+    pub extensions: RVec<Tuple2<RString, RString>>,
 }
 
 pub const TEXT: &str = "text/plain; charset=utf-8";
@@ -29,7 +31,7 @@ pub const JSON: &str = "application/json";
 
 impl Payload {
     pub fn bytes(port: &str, content_type: &str, data: Vec<u8>) -> Self {
-        Self { port: port.into(), content_type: content_type.into(), data: data.into(), object_ref: RString::new() }
+        Self { port: port.into(), content_type: content_type.into(), data: data.into(), ..Self::default() }
     }
 
     pub fn text(port: &str, text: String) -> Self {

@@ -127,6 +127,8 @@ pub struct Capabilities {
     pub capacity: Resources,
     /// Free-form tags: `gpu`, `cuda12`, `arm64`...
     pub tags: RVec<RString>,
+    /// Key/value attributes added in later 1.x versions.
+    pub extensions: RVec<Tuple2<RString, RString>>,
 }
 
 /// What a node type needs from a backend.
@@ -137,6 +139,8 @@ pub struct Requirements {
     pub isolation: Isolation,
     pub resources: Resources,
     pub tags: RVec<RString>,
+    /// Key/value attributes added in later 1.x versions.
+    pub extensions: RVec<Tuple2<RString, RString>>,
 }
 
 #[repr(transparent)]
@@ -163,6 +167,8 @@ impl HealthStatus {
 pub struct Health {
     pub status: HealthStatus,
     pub message: RString,
+    /// Key/value attributes added in later 1.x versions.
+    pub extensions: RVec<Tuple2<RString, RString>>,
 }
 
 impl Health {
@@ -170,6 +176,6 @@ impl Health {
         Self::default()
     }
     pub fn down(message: impl Into<String>) -> Self {
-        Self { status: HealthStatus::DOWN, message: message.into().into() }
+        Self { status: HealthStatus::DOWN, message: message.into().into(), extensions: RVec::new() }
     }
 }

@@ -1,5 +1,6 @@
 //! `backplane bench`.
 
+use super::say;
 use super::setup;
 use crate::{Failure, GlobalArgs};
 use clap::Args;
@@ -39,7 +40,7 @@ pub fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<(), Failure> {
     if args.json {
         super::print_json(&results)
     } else {
-        println!("{}", results.to_markdown());
+        say!("{}", results.to_markdown());
         Ok(())
     }
 }

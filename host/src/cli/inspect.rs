@@ -1,5 +1,6 @@
 //! `backplane plugins`, `backends`, `nodes`.
 
+use super::say;
 use super::{load_config, load_host, print_json, setup};
 use crate::{Failure, GlobalArgs};
 use backplane_host::describe::{FactoryView, InstanceView, NodeView};
@@ -29,21 +30,21 @@ pub fn plugins(global: &GlobalArgs, args: JsonArg) -> Result<(), Failure> {
         return print_json(&serde_json::json!({ "plugins": host.plugins, "errors": errors, "conflicts": conflicts }));
     }
     for p in &host.plugins {
-        println!("{} {} (plugin-api {})  {}", p.name, p.version, p.interface_version, p.path.display());
+        say!("{} {} (plugin-api {})  {}", p.name, p.version, p.interface_version, p.path.display());
         if !p.backends.is_empty() {
-            println!("    backends: {}", p.backends.join(", "));
+            say!("    backends: {}", p.backends.join(", "));
         }
         if !p.nodes.is_empty() {
-            println!("    nodes: {}", p.nodes.join(", "));
+            say!("    nodes: {}", p.nodes.join(", "));
         }
     }
     if host.plugins.is_empty() {
-        println!(
+        say!(
             "no plugins found (searched --plugin-dir, config plugin_dirs, BACKPLANE_PLUGIN_PATH and the executable's directory)"
         );
     }
     for e in errors.iter().chain(&conflicts) {
-        println!("error: {e}");
+        say!("error: {e}");
     }
     Ok(())
 }
@@ -57,14 +58,14 @@ pub fn backends(global: &GlobalArgs, args: JsonArg) -> Result<(), Failure> {
     if args.json {
         return print_json(&serde_json::json!({ "types": factories, "instances": instances }));
     }
-    println!("backend types:");
+    say!("backend types:");
     for f in &factories {
-        println!("  {} {} — {}\n      {}\n      from {}", f.name, f.version, f.description, f.capabilities, f.origin);
+        say!("  {} {} — {}\n      {}\n      from {}", f.name, f.version, f.description, f.capabilities, f.origin);
     }
-    println!("instances:");
+    say!("instances:");
     for i in &instances {
         let default = if i.is_default { " (default)" } else { "" };
-        println!("  {}{default}: type {}, health {}\n      {}", i.name, i.factory, i.health, i.capabilities);
+        say!("  {}{default}: type {}, health {}\n      {}", i.name, i.factory, i.health, i.capabilities);
     }
     Ok(())
 }
@@ -85,7 +86,7 @@ pub fn nodes(global: &GlobalArgs, args: NodesArgs) -> Result<(), Failure> {
         return print_json(&views);
     }
     for v in &views {
-        println!("{} {} — {}", v.type_name, v.version, v.description);
+        say!("{} {} — {}", v.type_name, v.version, v.description);
         let ports = |ports: &[backplane_host::describe::PortView]| {
             ports
                 .iter()
@@ -102,10 +103,10 @@ pub fn nodes(global: &GlobalArgs, args: NodesArgs) -> Result<(), Failure> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        println!("    inputs: {}  outputs: {}", ports(&v.inputs), ports(&v.outputs));
-        println!("    defaults: {}", v.defaults);
+        say!("    inputs: {}  outputs: {}", ports(&v.inputs), ports(&v.outputs));
+        say!("    defaults: {}", v.defaults);
         if args.node_type.is_some() {
-            println!("    settings schema: {}", serde_json::to_string_pretty(&v.settings_schema).unwrap_or_default());
+            say!("    settings schema: {}", serde_json::to_string_pretty(&v.settings_schema).unwrap_or_default());
         }
     }
     Ok(())

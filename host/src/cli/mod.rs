@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod inspect;
 pub mod run;
+pub mod task;
 
 use crate::{Failure, GlobalArgs};
 use backplane_host::{
@@ -51,6 +52,26 @@ pub fn setup(global: &GlobalArgs) -> Result<Host, Failure> {
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Environment(e.to_string()))?;
-    println!("{text}");
+    out(format_args!("{text}"));
     Ok(())
 }
+
+/// Writes a line to stdout. A closed pipe (`backplane nodes | head`) ends the
+/// process quietly. SIGPIPE stays ignored (Rust's default) because plugin
+/// code writes to pipes too, and must get an error rather than kill the host.
+pub fn out(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(3);
+    }
+}
+
+/// `println!` that survives a closed stdout; see [`out`].
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::cli::out(format_args!($($arg)*)) };
+}
+pub(crate) use say;

@@ -1,5 +1,6 @@
 //! `backplane run` and `backplane validate`.
 
+use super::say;
 use super::{print_json, setup};
 use crate::{Failure, GlobalArgs};
 use backplane_host::{
@@ -59,7 +60,7 @@ pub fn validate(global: &GlobalArgs, args: ValidateArgs) -> Result<(), Failure> 
             if args.json {
                 print_json(&serde_json::json!({ "valid": true, "errors": [], "nodes": plan.nodes.len() }))
             } else {
-                println!("{}: valid ({} nodes)", args.workflow.display(), plan.nodes.len());
+                say!("{}: valid ({} nodes)", args.workflow.display(), plan.nodes.len());
                 Ok(())
             }
         }
@@ -104,9 +105,9 @@ fn print_plan(plan: &Plan, json: bool) -> Result<(), Failure> {
         rows.iter().map(|r| f(r).len()).chain([title.len()]).max().unwrap_or(0)
     };
     let (wn, wt, wb) = (width(|r| &r.node, "NODE"), width(|r| &r.type_name, "TYPE"), width(|r| &r.backend, "BACKEND"));
-    println!("{:wn$}  {:wt$}  {:wb$}  REASON", "NODE", "TYPE", "BACKEND");
+    say!("{:wn$}  {:wt$}  {:wb$}  REASON", "NODE", "TYPE", "BACKEND");
     for r in &rows {
-        println!("{:wn$}  {:wt$}  {:wb$}  {}", r.node, r.type_name, r.backend, r.reason);
+        say!("{:wn$}  {:wt$}  {:wb$}  {}", r.node, r.type_name, r.backend, r.reason);
     }
     Ok(())
 }

@@ -91,6 +91,14 @@ impl Config {
                     "the type of an instance cannot be overridden".into(),
                     "define another instance in the config file instead".into(),
                 )),
+                "tags" => match value.as_array().map(|a| a.iter().map(|t| t.as_str().map(str::to_owned)).collect()) {
+                    Some(Some(tags)) => decl.tags = tags,
+                    _ => problems.push(env_diagnostic(
+                        &name,
+                        "`tags` must be an array of strings".into(),
+                        "e.g. '[\"gpu\", \"cuda12\"]'".into(),
+                    )),
+                },
                 "max_in_flight" => match value.as_u64() {
                     Some(n) if n > 0 => decl.max_in_flight = Some(n as usize),
                     _ => problems.push(env_diagnostic(

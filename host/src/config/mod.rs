@@ -152,7 +152,7 @@ impl Config {
                     if HOST_INSTANCE_KEYS.contains(&key) {
                         continue;
                     }
-                    let mut pointer = format!("/{key}");
+                    let mut pointer = format!("/{}", key.replace('~', "~0").replace('/', "~1"));
                     match to_json(item, &mut pointer, &mut setting_spans) {
                         Ok(json) => {
                             settings.insert(key.to_owned(), json);
@@ -189,7 +189,12 @@ impl Config {
         }
         top.finish(&mut r, &["plugin_dirs", "default_backend", "backends", "route"]);
 
-        let names: Vec<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();
+        // Without [backends.*] tables the only instance is the implicit `local`.
+        let names: Vec<&str> = if config.backends.is_empty() {
+            vec!["local"]
+        } else {
+            config.backends.iter().map(|b| b.name.as_str()).collect()
+        };
         for rule in &config.routes {
             if let Some(backend) = &rule.backend
                 && !names.contains(&backend.get_ref().as_str())

@@ -32,6 +32,7 @@ use backplane_plugin_api::{
 use indicatif::{ProgressBar, ProgressStyle};
 use std::{
     collections::VecDeque,
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 use tokio::sync::mpsc;
@@ -65,8 +66,14 @@ enum State {
     Cancelled,
 }
 
+/// Task ids are unique for the life of the process: instances are shared by
+/// every run, and a late cancel must never hit another run's task.
+static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
+
 struct Run<'p> {
     plan: &'p Plan,
+    /// Task id of node 0; node `i` is task `first_task_id + i`.
+    first_task_id: u64,
     remaining: Vec<u32>,
     slots: Vec<Vec<Option<Payload>>>,
     state: Vec<State>,
@@ -95,6 +102,7 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
     let backends = plan.instances.len();
     let mut run = Run {
         plan,
+        first_task_id: NEXT_TASK_ID.fetch_add(plan.nodes.len() as u64 + 1, Ordering::Relaxed),
         remaining: plan.nodes.iter().map(|n| n.inputs.len() as u32).collect(),
         slots: (0..plan.nodes.len()).map(|_| Vec::new()).collect(),
         state: vec![State::Waiting; plan.nodes.len()],
@@ -164,6 +172,10 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
         }
         if run.failure.is_some() && drain_deadline.is_none() {
             drain_deadline = Some(Instant::now() + options.cancel_grace);
+            // Take what already finished first, so cancels go only to tasks still running.
+            while let Ok(completion) = completions.try_recv() {
+                run.complete(completion);
+            }
             run.cancel_in_flight();
         }
     }
@@ -287,7 +299,7 @@ impl Run<'_> {
         let backend = self.assigned[node as usize] as usize;
         let inputs: RVec<Payload> = std::mem::take(&mut self.slots[node as usize]).into_iter().flatten().collect();
         let task = NodeTask {
-            task_id: u64::from(node) + 1,
+            task_id: self.first_task_id + u64::from(node),
             attempt: 1,
             node_id: planned.id.as_str().into(),
             node_type: node_type.name.into(),
@@ -320,18 +332,15 @@ impl Run<'_> {
         self.per_backend_done[backend] += 1;
         self.last_complete[backend] = Some(Instant::now());
         match completion.result {
-            Ok(outputs) if self.failure.is_none() => match self.deliver(node, outputs) {
+            // While the run is being cancelled, a node that still finishes feeds
+            // no other node, but its workflow outputs are kept.
+            Ok(outputs) => match self.deliver(node, outputs, self.failure.is_none()) {
                 Ok(()) => {
                     self.state[node] = State::Succeeded;
                     self.succeeded += 1;
                 }
                 Err(message) => self.fail(node, "node-failed", message),
             },
-            // Finished while the run was being cancelled: counts, but feeds nothing.
-            Ok(_) => {
-                self.state[node] = State::Succeeded;
-                self.succeeded += 1;
-            }
             Err(error) if self.failure.is_some() => {
                 self.state[node] = if describe(&error) == "cancelled" { State::Cancelled } else { State::Failed };
             }
@@ -357,20 +366,27 @@ impl Run<'_> {
         for (i, state) in self.state.iter().enumerate() {
             if *state == State::Running {
                 let backend = self.assigned[i] as usize;
-                self.plan.instances[backend].backend.cancel(i as u64 + 1);
+                self.plan.instances[backend].backend.cancel(self.first_task_id + i as u64);
             }
         }
     }
 
-    /// Moves a node's outputs into its consumers' input slots.
-    fn deliver(&mut self, node: usize, outputs: RVec<Payload>) -> Result<(), String> {
+    /// Moves a node's outputs into its consumers' input slots (or, with
+    /// `to_nodes` false, only into workflow outputs). Checks every needed port
+    /// first, so a node's outputs are delivered all or not at all.
+    fn deliver(&mut self, node: usize, outputs: RVec<Payload>, to_nodes: bool) -> Result<(), String> {
         let mut outputs = outputs.into_vec();
         let consumers = &self.plan.nodes[node].consumers;
+        let wanted = |c: &&crate::plan::Consumer| to_nodes || matches!(c.target, Target::Output(_));
+        if let Some(missing) = consumers.iter().filter(wanted).find(|c| !outputs.iter().any(|p| p.port == c.port)) {
+            return Err(format!("the node produced no `{}` output, which its consumers need", missing.port));
+        }
         for (c, consumer) in consumers.iter().enumerate() {
-            let Some(at) = outputs.iter().position(|p| p.port == consumer.port) else {
-                return Err(format!("the node produced no `{}` output, which its consumers need", consumer.port));
-            };
-            let later_consumer = consumers[c + 1..].iter().any(|other| other.port == consumer.port);
+            if !wanted(&consumer) {
+                continue;
+            }
+            let Some(at) = outputs.iter().position(|p| p.port == consumer.port) else { continue };
+            let later_consumer = consumers[c + 1..].iter().filter(wanted).any(|other| other.port == consumer.port);
             let mut payload = if later_consumer { outputs[at].clone() } else { std::mem::take(&mut outputs[at]) };
             match consumer.target {
                 Target::Output(index) => self.outputs[index as usize] = Some(payload),

@@ -68,6 +68,7 @@ mod tests {
             max_concurrency: 2,
             capacity: Resources { cpus: 2.0, ..Resources::default() },
             tags: vec![RString::from("local")].into(),
+            ..Capabilities::default()
         }
     }
 

@@ -54,11 +54,28 @@ impl NodeType for Upper {
     }
 }
 
+/// Declares an output it never produces.
+struct Silent;
+
+impl NodeType for Silent {
+    const TYPE_NAME: &'static str = "test.silent";
+    const VERSION: &'static str = "1.0.0";
+    const DESCRIPTION: &'static str = "Declares `text` but outputs nothing";
+    type Settings = NoSettings;
+    fn outputs() -> Vec<PortSpec> {
+        vec![PortSpec::text("text")]
+    }
+    fn compute(_: NoSettings, _: Inputs, _: &Context<'_>) -> Result<Vec<Payload>, NodeError> {
+        Ok(Vec::new())
+    }
+}
+
 fn host() -> Host {
     ensure_plugins_built();
     let mut host = Host::new();
     host.register_backend_factory(backend_factory::<InlineBackend>(), Origin::code("tests"));
     host.register_node_type(node_spec::<Upper>(), Origin::code("tests"));
+    host.register_node_type(node_spec::<Silent>(), Origin::code("tests"));
     host.load_files(&[dylib("backplane_std_nodes"), dylib("backplane_local")]);
     assert!(host.load_errors.is_empty() && host.conflicts.is_empty());
     host
@@ -131,4 +148,43 @@ fn registering_a_node_type_twice_in_code_is_a_conflict() {
     let conflict = host.conflicts.first().expect("conflict recorded").to_string();
     assert!(conflict.contains("node type `test.upper` is defined twice"), "{conflict}");
     assert!(conflict.contains("`tests` (registered in code)") && conflict.contains("`again`"), "{conflict}");
+}
+
+fn run(host: &Host, workflow: &str) -> backplane_host::engine::RunOutcome {
+    let workflow = Workflow::parse(SourceFile::new("wf.toml", workflow.into())).unwrap();
+    let plan = plan::build(&workflow, &host.nodes, &host.backends, &[]).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(engine::execute(&plan, &RunOptions::default()))
+}
+
+#[test]
+fn a_missing_output_that_a_consumer_needs_fails_the_producer() {
+    let mut host = host();
+    host.backends.create("inline", "inline", serde_json::json!({}), None).unwrap();
+    let outcome = run(
+        &host,
+        "[[node]]\nid = \"quiet\"\ntype = \"test.silent\"\n\n[[node]]\nid = \"up\"\ntype = \"test.upper\"\ninputs = { text = \"quiet.text\" }\n",
+    );
+    let failure = outcome.report.failure.expect("the run fails");
+    assert_eq!(failure.node, "quiet");
+    assert_eq!(failure.message, "the node produced no `text` output, which its consumers need");
+    assert_eq!(outcome.report.not_started, 1);
+}
+
+#[test]
+fn runs_sharing_an_instance_never_see_each_others_cancellations() {
+    let mut host = host();
+    host.backends.create("pool", "local", serde_json::json!({ "threads": 2 }), None).unwrap();
+    // A run that fails fast cancels its in-flight sleeper...
+    let first = run(
+        &host,
+        "[[node]]\nid = \"bad\"\ntype = \"std.fail\"\n\n[[node]]\nid = \"nap\"\ntype = \"std.sleep\"\nsettings = { ms = 200 }\n",
+    );
+    assert_eq!(first.report.failure.unwrap().node, "bad");
+    // ...and the next run on the same instance, with the same node indices, is unaffected.
+    let second = run(
+        &host,
+        "[[node]]\nid = \"ok\"\ntype = \"std.noop\"\n\n[[node]]\nid = \"nap\"\ntype = \"std.sleep\"\nsettings = { ms = 10 }\n",
+    );
+    assert!(second.report.success(), "{:?}", second.report.failure);
 }

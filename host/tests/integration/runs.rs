@@ -132,13 +132,74 @@ type = "std.const"
 settings = { text = "fine" }
 "#,
     );
-    let started = Instant::now();
     let output = backplane().arg("run").arg(wf.path().join("workflow.toml")).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = stderr_of(&output);
     assert!(stderr.contains("node `bad` (std.shell) failed on backend `local`"), "{stderr}");
     assert!(stderr.contains("status 3") && stderr.contains("disk on fire"), "{stderr}");
-    assert!(started.elapsed().as_secs() < 60);
+}
+
+#[test]
+fn fail_fast_cancels_running_nodes_and_never_starts_dependants() {
+    let wf = workflow_dir(
+        r#"
+[[node]]
+id = "bad"
+type = "std.fail"
+settings = { message = "broken on purpose" }
+
+[[node]]
+id = "slow"
+type = "std.sleep"
+settings = { ms = 30000 }
+
+[[node]]
+id = "after-slow"
+type = "std.noop"
+inputs = { in = "slow.out" }
+"#,
+    );
+    let started = Instant::now();
+    let output = backplane().arg("run").arg(wf.path().join("workflow.toml")).arg("--json").output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["failure"]["node"], "bad");
+    assert_eq!(report["failure"]["message"], "broken on purpose");
+    // The 30 s sleep was cancelled rather than waited for.
+    assert_eq!(
+        (report["failed"].as_u64(), report["cancelled"].as_u64(), report["not_started"].as_u64()),
+        (Some(1), Some(1), Some(1)),
+        "{report}"
+    );
+    assert!(started.elapsed().as_secs() < 20, "the run waited for the sleeping node: {report}");
+}
+
+#[test]
+fn a_command_that_ignores_a_large_stdin_does_not_kill_the_host() {
+    // More than a pipe buffer of input to a command that exits without reading
+    // it: the writer gets EPIPE, which must be an error, not a fatal SIGPIPE.
+    let wf = workflow_dir(
+        r#"
+[[node]]
+id = "big"
+type = "std.read_files"
+settings = { glob = "big.txt" }
+
+[[node]]
+id = "peek"
+type = "std.shell"
+settings = { command = "head -c 5" }
+inputs = { stdin = "big.text" }
+
+[[output]]
+from = "peek.stdout"
+to = "-"
+"#,
+    );
+    std::fs::write(wf.path().join("big.txt"), "abcdefgh\n".repeat(200_000)).unwrap();
+    let output = backplane().arg("run").arg(wf.path().join("workflow.toml")).arg("--quiet").output().unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "abcde");
 }
 
 fn faulty_run(mode: &str) -> (Option<i32>, String) {
@@ -198,7 +259,7 @@ fn a_well_behaved_third_backend_runs_the_node() {
 
 /// Four `std.shell` nodes that each hold a lock directory for 300 ms; a second
 /// holder fails at `mkdir`. Returns whether the run succeeded.
-fn run_lock_holders(max_in_flight: usize) -> bool {
+fn run_lock_holders(max_in_flight: usize) -> (bool, String) {
     let mut workflow = String::new();
     for i in 0..4 {
         workflow.push_str(&format!(
@@ -214,13 +275,16 @@ fn run_lock_holders(max_in_flight: usize) -> bool {
     .unwrap();
     let output =
         backplane().arg("run").arg(wf.path().join("workflow.toml")).arg("--config").arg(&config).output().unwrap();
-    output.status.success()
+    (output.status.success(), stderr_of(&output))
 }
 
 #[test]
 fn the_in_flight_limit_of_an_instance_is_respected() {
-    assert!(run_lock_holders(1), "with one task in flight at a time no two holders overlap");
-    assert!(!run_lock_holders(4), "with four in flight they do overlap (the check itself works)");
+    let (ok, stderr) = run_lock_holders(1);
+    assert!(ok, "with one task in flight at a time no two holders overlap: {stderr}");
+    let (ok, stderr) = run_lock_holders(4);
+    assert!(!ok, "with four in flight they do overlap (the check itself works)");
+    assert!(stderr.contains("lock.d") && stderr.contains("File exists"), "{stderr}");
 }
 
 #[test]

@@ -43,25 +43,40 @@ enum Message {
 }
 
 /// Task ids cancelled before or while running; empty on the hot path.
+///
+/// A cancel can arrive just after its task finished; such an id stays until
+/// the set is pruned. Task ids are never reused, so a stale id is harmless,
+/// and pruning bounds the memory.
 #[derive(Default)]
 struct Cancellations {
     count: AtomicUsize,
     ids: Mutex<HashSet<u64>>,
 }
 
+/// More stale ids than this and the oldest half (lowest ids) is dropped.
+const MAX_CANCELLATIONS: usize = 65_536;
+
 impl Cancellations {
     fn insert(&self, id: u64) {
         let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-        if ids.insert(id) {
-            self.count.fetch_add(1, Ordering::Release);
+        if ids.len() >= MAX_CANCELLATIONS {
+            let mut sorted: Vec<u64> = ids.iter().copied().collect();
+            sorted.sort_unstable();
+            for old in &sorted[..sorted.len() / 2] {
+                ids.remove(old);
+            }
         }
+        ids.insert(id);
+        self.count.store(ids.len(), Ordering::Release);
     }
     fn contains(&self, id: u64) -> bool {
         self.count.load(Ordering::Acquire) != 0 && self.ids.lock().unwrap_or_else(|e| e.into_inner()).contains(&id)
     }
     fn forget(&self, id: u64) {
-        if self.count.load(Ordering::Acquire) != 0 && self.ids.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
-            self.count.fetch_sub(1, Ordering::Release);
+        if self.count.load(Ordering::Acquire) != 0 {
+            let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+            ids.remove(&id);
+            self.count.store(ids.len(), Ordering::Release);
         }
     }
 }
@@ -80,6 +95,7 @@ fn capabilities(threads: usize) -> Capabilities {
         max_concurrency: threads as u32,
         capacity: Resources { cpus: threads as f64, ..Resources::default() },
         tags: RVec::from(vec![RString::from("local")]),
+        extensions: RVec::new(),
     }
 }
 
@@ -91,6 +107,9 @@ fn default_threads() -> usize {
 /// parked thread costs 30-80 us on a VM with halted idle vCPUs; a dependent
 /// chain submits its next node well within this window.
 const SPIN_BEFORE_PARK: Duration = Duration::from_micros(100);
+
+/// How long `shutdown` waits for running tasks.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 fn next_message(queue: &Receiver<Message>) -> Option<Message> {
     let start = Instant::now();
@@ -179,7 +198,13 @@ impl BackendPlugin for LocalBackend {
         for _ in &workers {
             let _ = self.queue.send(Message::Stop);
         }
-        for worker in workers {
+        // Give running tasks a moment to finish, but never hang on a stuck
+        // node: a thread still busy after that is left to the process exit.
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while workers.iter().any(|w| !w.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for worker in workers.into_iter().filter(|w| w.is_finished()) {
             let _ = worker.join();
         }
         // Tasks queued behind the stop messages are dropped with their sinks,
