@@ -48,6 +48,8 @@ enum Command {
     Backends(cli::inspect::JsonArg),
     /// List node types with ports and settings.
     Nodes(cli::inspect::NodesArgs),
+    /// Check a plugin dylib: the conformance suite for its backends, checks for its node types.
+    Verify(cli::verify::VerifyArgs),
     /// Measure engine throughput and latency on this machine.
     Bench(cli::bench::BenchArgs),
     /// Run one task read from stdin, write its result to stdout (used by
@@ -93,6 +95,7 @@ fn main() -> ExitCode {
         Command::Plugins(args) => cli::inspect::plugins(&cli.global, args),
         Command::Backends(args) => cli::inspect::backends(&cli.global, args),
         Command::Nodes(args) => cli::inspect::nodes(&cli.global, args),
+        Command::Verify(args) => cli::verify::verify(&cli.global, args),
         Command::Bench(args) => cli::bench::bench(&cli.global, args),
         Command::RunTask => cli::task::run_task(&cli.global),
     };

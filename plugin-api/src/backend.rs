@@ -25,7 +25,7 @@ use std::{
 
 /// One execution of one node, handed to a backend.
 #[repr(C)]
-#[derive(StableAbi, Debug)]
+#[derive(StableAbi, Debug, Default)]
 pub struct NodeTask {
     /// Unique within a run; the same across retries of a node is *not* assumed.
     pub task_id: u64,

@@ -47,9 +47,23 @@ pub fn install(sink: LogSinkBox, max_level: LogLevel) {
     }
 }
 
+/// In a plugin dylib (which has its own copy of std), report panics through
+/// the host's log instead of printing to stderr; [`crate::guard`] turns them
+/// into errors either way.
+fn route_panics_to_host_log() {
+    std::panic::set_hook(Box::new(|info| {
+        if enabled(LogLevel::WARN) {
+            emit(LogLevel::WARN, "panic", &format!("plugin code panicked: {info}"));
+        }
+    }));
+}
+
+/// What the root module's `install_log_sink` points at: only ever called by a
+/// host on a loaded dylib, so replacing this image's panic hook is safe.
 pub(crate) extern "C" fn install_extern(sink: LogSinkBox, max_level: LogLevel) {
-    // Nothing here can panic except a poisoned OnceLock, which cannot happen.
+    // Neither can panic: OnceLock::set and set_hook outside of a panic.
     install(sink, max_level);
+    route_panics_to_host_log();
 }
 
 pub fn enabled(level: LogLevel) -> bool {

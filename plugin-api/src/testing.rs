@@ -22,3 +22,25 @@ pub fn call_node<N: NodeType>(
         .into_result()
         .map(|v| v.into_vec())
 }
+
+/// Calls a node spec's compute function (from any plugin) with `settings`
+/// and `inputs`; `None` when it has none.
+pub fn call_spec(
+    spec: crate::NodeSpecRef,
+    settings: &serde_json::Value,
+    inputs: Vec<Payload>,
+) -> Option<Result<Vec<Payload>, PluginError_NE>> {
+    let ComputeFn(compute) = spec.compute().into_option()?;
+    let settings = settings.to_string();
+    let not_cancelled = || false;
+    let working_dir = std::env::temp_dir().to_string_lossy().into_owned();
+    let ctx = TaskContext {
+        node_id: "conformance",
+        attempt: 1,
+        working_dir: &working_dir,
+        deadline: None,
+        cancelled: &not_cancelled,
+    };
+    let request = ComputeRequest { settings: settings.as_str().into(), inputs: inputs.into(), context: ctx.as_abi() };
+    Some(crate::guard(|| compute(request).into_result()).map(|v| v.into_vec()))
+}

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod inspect;
 pub mod run;
 pub mod task;
+pub mod verify;
 
 use crate::{Failure, GlobalArgs};
 use backplane_host::{

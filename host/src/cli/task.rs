@@ -11,10 +11,12 @@ use std::{fs::File, io::BufWriter, os::fd::FromRawFd};
 pub fn run_task(global: &GlobalArgs) -> Result<(), Failure> {
     // Keep the protocol stream to ourselves: whatever node code prints to
     // stdout goes to stderr instead.
+    // The saved descriptor is close-on-exec, so commands a node starts never
+    // hold the result pipe open.
     // SAFETY: plain descriptor duplication on descriptors we own, before any
     // other thread exists.
     let protocol = unsafe {
-        let saved = libc::dup(1);
+        let saved = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 0);
         if saved < 0 || libc::dup2(2, 1) < 0 {
             return Err(Failure::Environment("cannot redirect stdout".into()));
         }

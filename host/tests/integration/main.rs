@@ -8,6 +8,7 @@
 //! - `diagnostics`: every class of workflow error, snapshot-tested
 //! - `library`: the host used as a Rust library with a backend written in Rust
 //! - `routing`: rules, precedence, derived instances, env overrides, rerouting
+//! - `verify`: the conformance suite on our plugins, the examples and broken fixtures
 
 mod diagnostics;
 mod fixtures;
@@ -15,3 +16,4 @@ mod library;
 mod loading;
 mod routing;
 mod runs;
+mod verify;

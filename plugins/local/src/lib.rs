@@ -21,7 +21,7 @@ use std::{
     collections::HashSet,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -51,6 +51,8 @@ enum Message {
 struct Cancellations {
     count: AtomicUsize,
     ids: Mutex<HashSet<u64>>,
+    /// Set by shutdown: every task counts as cancelled.
+    all: AtomicBool,
 }
 
 /// More stale ids than this and the oldest half (lowest ids) is dropped.
@@ -70,7 +72,9 @@ impl Cancellations {
         self.count.store(ids.len(), Ordering::Release);
     }
     fn contains(&self, id: u64) -> bool {
-        self.count.load(Ordering::Acquire) != 0 && self.ids.lock().unwrap_or_else(|e| e.into_inner()).contains(&id)
+        self.all.load(Ordering::Acquire)
+            || self.count.load(Ordering::Acquire) != 0
+                && self.ids.lock().unwrap_or_else(|e| e.into_inner()).contains(&id)
     }
     fn forget(&self, id: u64) {
         if self.count.load(Ordering::Acquire) != 0 {
@@ -195,6 +199,8 @@ impl BackendPlugin for LocalBackend {
 
     fn shutdown(&self) {
         let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        // Queued tasks complete as cancelled; running ones see `is_cancelled`.
+        self.cancellations.all.store(true, Ordering::Release);
         for _ in &workers {
             let _ = self.queue.send(Message::Stop);
         }

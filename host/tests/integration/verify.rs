@@ -1,0 +1,162 @@
+//! `backplane verify` on our plugins, the third-party examples (built on
+//! their own, outside this workspace) and deliberately broken fixtures.
+
+use crate::fixtures::{backplane, dylib, stderr_of, workspace_root};
+use serde_json::Value;
+use std::{path::PathBuf, sync::OnceLock};
+
+/// Builds `examples/` with plain `cargo build`, as a third party would.
+fn example(stem: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let examples = workspace_root().join("examples");
+    BUILT.get_or_init(|| {
+        let output = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&examples)
+            .args(["build", "--offline", "-j2"])
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .expect("cargo runs");
+        assert!(output.status.success(), "building examples/ failed:\n{}", stderr_of(&output));
+    });
+    examples.join("target/debug").join(format!("lib{stem}.{}", std::env::consts::DLL_EXTENSION))
+}
+
+fn verify(plugin: &std::path::Path, extra: &[&str]) -> (Option<i32>, Value) {
+    // Broken fixtures hang on purpose; a short timeout keeps their checks quick.
+    let output = backplane().arg("verify").arg(plugin).args(["--json", "--timeout", "5"]).args(extra).output().unwrap();
+    let report =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("no JSON report: {}", stderr_of(&output)));
+    (output.status.code(), report)
+}
+
+/// (subject, check, status, detail) of every check.
+fn checks(report: &Value) -> Vec<(String, String, String, String)> {
+    report["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            s["checks"].as_array().unwrap().iter().map(move |c| {
+                (
+                    s["name"].as_str().unwrap().to_owned(),
+                    c["name"].as_str().unwrap().to_owned(),
+                    c["status"].as_str().unwrap().to_owned(),
+                    c["detail"].as_str().unwrap().to_owned(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn assert_all_pass(report: &Value) {
+    let failing: Vec<_> = checks(report).into_iter().filter(|c| c.2 != "pass").collect();
+    assert!(failing.is_empty(), "{failing:#?}");
+}
+
+#[test]
+fn our_local_backend_passes() {
+    let (code, report) = verify(&dylib("backplane_local"), &[]);
+    assert_all_pass(&report);
+    assert_eq!(code, Some(0));
+    assert_eq!(report["passed"], 14);
+}
+
+#[test]
+fn the_standard_node_library_passes() {
+    let (code, report) = verify(&dylib("backplane_std_nodes"), &[]);
+    assert_all_pass(&report);
+    assert_eq!(code, Some(0));
+    assert!(checks(&report).iter().any(|c| c.0 == "std.shell" && c.1 == "settings-schema"));
+}
+
+#[test]
+fn the_example_node_plugin_passes() {
+    let (code, report) = verify(&example("backplane_example_nodes"), &[]);
+    assert_all_pass(&report);
+    assert_eq!(code, Some(0));
+    let subjects: Vec<String> = checks(&report).into_iter().map(|c| c.0).collect();
+    assert!(subjects.contains(&"example.rot13".to_owned()) && subjects.contains(&"example.number_stats".to_owned()));
+}
+
+#[test]
+fn the_example_process_isolation_backend_passes() {
+    let (code, report) =
+        verify(&example("backplane_example_isolated"), &["--backend-config", r#"{"max_parallel": 2}"#]);
+    assert_all_pass(&report);
+    assert_eq!(code, Some(0));
+    // Every task really ran in a child process: the backend declares process isolation.
+    let caps = checks(&report).into_iter().find(|c| c.1 == "capabilities").unwrap();
+    assert!(caps.3.contains("isolation process"), "{caps:?}");
+}
+
+#[test]
+fn a_backend_that_drops_sinks_fails_with_reasons() {
+    let (code, report) =
+        verify(&dylib("backplane_test_faulty"), &["--backend-config", r#"faulty={"mode":"drop-sink"}"#]);
+    assert_eq!(code, Some(1));
+    let faulty: Vec<_> = checks(&report).into_iter().filter(|c| c.0 == "faulty").collect();
+    let parity = faulty.iter().find(|c| c.1 == "parity").unwrap();
+    assert_eq!(parity.2, "fail");
+    assert!(parity.3.contains("the sink was dropped without a result"), "{parity:?}");
+    let concurrent = faulty.iter().find(|c| c.1 == "concurrent").unwrap();
+    assert!(concurrent.3.contains("500 sinks dropped"), "{concurrent:?}");
+}
+
+#[test]
+fn a_backend_that_panics_in_submit_fails_without_crashing_verify() {
+    let (code, report) =
+        verify(&dylib("backplane_test_faulty"), &["--backend-config", r#"faulty={"mode":"panic-in-submit"}"#]);
+    assert_eq!(code, Some(1));
+    let faulty: Vec<_> = checks(&report).into_iter().filter(|c| c.0 == "faulty").collect();
+    assert!(faulty.iter().any(|c| c.1 == "create-valid" && c.2 == "pass"), "{faulty:#?}");
+    assert!(faulty.iter().filter(|c| c.2 == "fail").count() >= 5, "{faulty:#?}");
+}
+
+#[test]
+fn a_backend_that_ignores_its_config_schema_fails() {
+    let (code, report) =
+        verify(&dylib("backplane_test_faulty"), &["--backend-config", r#"faulty={"mode":"complete"}"#]);
+    assert_eq!(code, Some(1));
+    let sloppy = checks(&report).into_iter().find(|c| c.0 == "sloppy" && c.1 == "create-invalid").unwrap();
+    assert_eq!(sloppy.2, "fail");
+    assert!(sloppy.3.contains("which its own schema forbids"), "{sloppy:?}");
+}
+
+#[test]
+fn a_file_that_is_not_a_plugin_fails_to_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join(format!("libjunk.{}", std::env::consts::DLL_EXTENSION));
+    std::fs::write(&junk, b"junk").unwrap();
+    let (code, report) = verify(&junk, &[]);
+    assert_eq!(code, Some(1));
+    assert_eq!(report["loaded"], false);
+    assert!(checks(&report)[0].3.contains("not a Backplane plugin"));
+}
+
+#[test]
+fn the_example_backend_runs_a_workflow_and_contains_a_crashing_node() {
+    let dir = workspace_root().join("examples/custom-backend");
+    let plugins = example("backplane_example_isolated").parent().unwrap().to_path_buf();
+    let run = |workflow: &str| {
+        backplane()
+            .current_dir(&dir)
+            .arg("--plugin-dir")
+            .arg(&plugins)
+            .args(["run", workflow, "--config", "backplane.toml"])
+            .output()
+            .unwrap()
+    };
+    let ok = run("workflow.toml");
+    let stderr = stderr_of(&ok);
+    assert_eq!(ok.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("3/3 nodes succeeded") && stderr.contains("isolated (isolated): 3 nodes"), "{stderr}");
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("the\t3\n"), "the word counts are printed");
+
+    let crash = run("crash.toml");
+    let stderr = stderr_of(&crash);
+    assert_eq!(crash.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("node `crash` (std.shell) failed on backend `isolated`") && stderr.contains("signal 9"),
+        "{stderr}"
+    );
+}
