@@ -6,7 +6,9 @@
 
 use crate::log_bridge::HostLogSink;
 use abi_stable::{
-    library::{LibraryError, lib_header_from_path},
+    StableAbi,
+    abi_stability::abi_checking::{CheckingGlobals, check_layout_compatibility_with_globals},
+    library::{LibHeader, LibraryError, lib_header_from_path},
     sabi_trait::TD_Opaque,
 };
 use backplane_plugin_api::{
@@ -206,14 +208,37 @@ fn host_log_level() -> LogLevel {
     }
 }
 
+/// A plugin built against an older 1.x `plugin-api` fails abi_stable's check,
+/// which only accepts libraries at least as new as the host. Checking the
+/// other way round (is the plugin's layout a prefix of ours?) with private
+/// checking globals accepts exactly those; prefix types and default method
+/// bodies then supply what the plugin lacks.
+fn load_older_plugin(header: &'static LibHeader) -> Option<PluginModRef> {
+    let plugin_layout = header.layout()?;
+    let host_layout = <PluginModRef as StableAbi>::LAYOUT;
+    check_layout_compatibility_with_globals(plugin_layout, host_layout, &CheckingGlobals::new()).ok()?;
+    // SAFETY: the plugin's root module layout was just checked to be
+    // compatible with (a prefix of) the host's.
+    unsafe { header.init_root_module_with_unchecked_layout::<PluginModRef>() }.ok()
+}
+
 /// Loads one plugin file.
 pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
     let header = lib_header_from_path(path).map_err(|e| classify(path, e, None))?;
     let plugin_interface = header.version_strings().version.to_string();
     // Not `RootModule::load_from_file`: it caches one module per type and
     // would hand back the first plugin for every later file.
-    let module =
-        header.init_root_module::<PluginModRef>().map_err(|e| classify(path, e, Some(plugin_interface.clone())))?;
+    let module = match header.init_root_module::<PluginModRef>() {
+        Ok(module) => module,
+        Err(LibraryError::AbiInstability(report)) => match load_older_plugin(header) {
+            Some(module) => {
+                tracing::debug!(path = %path.display(), "built against the older plugin-api {plugin_interface}; what it lacks reads as defaults");
+                module
+            }
+            None => return Err(classify(path, LibraryError::AbiInstability(report), Some(plugin_interface))),
+        },
+        Err(e) => return Err(classify(path, e, Some(plugin_interface))),
+    };
     if !module.panic_unwinds() {
         return Err(LoadError { path: path.to_owned(), kind: LoadErrorKind::PanicAborts });
     }

@@ -145,3 +145,166 @@ pub fn workflow_dir(text: &str) -> tempfile::TempDir {
     std::fs::write(dir.path().join("workflow.toml"), text).unwrap();
     dir
 }
+
+/// Replaces `from` with `to` in `text`, insisting the anchor still exists.
+fn patch(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "fixture anchor `{from}` is gone from plugin-api; update the fixture");
+    text.replacen(from, to, 1)
+}
+
+/// Writes a copy of `plugin-api` as the next minor version, 1.1.0, with one
+/// of each kind of append-only change: a root-module field, a backend method
+/// with a default body, an error variant.
+fn write_next_minor_api(api: &Path) {
+    let root = workspace_root();
+    std::fs::create_dir_all(api.join("src")).unwrap();
+    for entry in std::fs::read_dir(root.join("plugin-api/src")).unwrap() {
+        let entry = entry.unwrap();
+        let mut text = std::fs::read_to_string(entry.path()).unwrap();
+        match entry.file_name().to_str().unwrap() {
+            "module.rs" => {
+                text = patch(
+                    &text,
+                    "    pub node_specs: extern \"C\" fn() -> PluginResult<RVec<NodeSpecRef>>,\n}",
+                    "    pub node_specs: extern \"C\" fn() -> PluginResult<RVec<NodeSpecRef>>,\n    /// Added in 1.1.\n    #[sabi(missing_field(default))]\n    pub description: RStr<'static>,\n}",
+                );
+                text = patch(
+                    &text,
+                    "        node_specs,\n    }",
+                    "        node_specs,\n        description: RStr::from_str(\"built against plugin-api 1.1\"),\n    }",
+                );
+            }
+            "error.rs" => {
+                text = patch(
+                    &text,
+                    "    Unsupported { message: RString },",
+                    "    Unsupported { message: RString },\n    /// Added in 1.1.\n    QuotaExceeded { message: RString },",
+                );
+                text = patch(
+                    &text,
+                    "            Self::Unsupported { .. } => \"unsupported\",",
+                    "            Self::Unsupported { .. } => \"unsupported\",\n            Self::QuotaExceeded { .. } => \"quota-exceeded\",",
+                );
+                text = patch(
+                    &text,
+                    "            Self::Unsupported { message } => write!(f, \"unsupported: {message}\"),",
+                    "            Self::Unsupported { message } => write!(f, \"unsupported: {message}\"),\n            Self::QuotaExceeded { message } => write!(f, \"quota exceeded: {message}\"),",
+                );
+            }
+            "wire.rs" => {
+                text = patch(
+                    &text,
+                    "        | PluginError::Unsupported { message } => message.to_string(),",
+                    "        | PluginError::Unsupported { message }\n        | PluginError::QuotaExceeded { message } => message.to_string(),",
+                );
+            }
+            "backend.rs" => {
+                text = patch(
+                    &text,
+                    "    #[sabi(last_prefix_field)]\n    fn shutdown(&self);\n}",
+                    "    #[sabi(last_prefix_field)]\n    fn shutdown(&self);\n    /// Added in 1.1.\n    fn queue_depth(&self) -> u64 {\n        0\n    }\n}",
+                );
+            }
+            _ => {}
+        }
+        write_if_changed(&api.join("src").join(entry.file_name()), &text);
+    }
+    write_if_changed(
+        &api.join("Cargo.toml"),
+        "[package]\nname = \"backplane-plugin-api\"\nversion = \"1.1.0\"\nedition = \"2024\"\n\n\
+         [dependencies]\nabi_stable = { version = \"0.11.3\", default-features = false }\n\
+         serde = { version = \"1\", features = [\"derive\"] }\nserde_json = \"1\"\n",
+    );
+}
+
+fn cargo_build(manifest: &Path, target_dir: &Path, extra: &[&str]) {
+    let output = std::process::Command::new(cargo())
+        .args(["build", "--offline", "-j2", "--manifest-path"])
+        .arg(manifest)
+        .args(extra)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .output()
+        .expect("cargo runs");
+    assert!(output.status.success(), "building {} failed:\n{}", manifest.display(), stderr_of(&output));
+}
+
+/// A plugin built against the next minor interface (1.1.0).
+pub fn next_minor_plugin() -> PathBuf {
+    let root = workspace_root();
+    let base = root.join("target/abi-fixtures");
+    let work = base.join("abi-fixture-next-minor");
+    write_next_minor_api(&work.join("plugin-api"));
+    std::fs::create_dir_all(work.join("plugin/src")).unwrap();
+    write_if_changed(
+        &work.join("plugin/Cargo.toml"),
+        "[package]\nname = \"abi-fixture-next-minor\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n\
+         [dependencies]\nbackplane-plugin-api = { path = \"../plugin-api\" }\n",
+    );
+    write_if_changed(
+        &work.join("plugin/src/lib.rs"),
+        &std::fs::read_to_string(root.join("host/tests/fixtures/abi-plugin-next/src/lib.rs")).unwrap(),
+    );
+    write_if_changed(
+        &work.join("Cargo.toml"),
+        "[workspace]\nresolver = \"3\"\nmembers = [\"plugin-api\", \"plugin\"]\n\n[profile.dev]\npanic = \"unwind\"\n",
+    );
+    if !work.join("Cargo.lock").exists() {
+        std::fs::copy(root.join("Cargo.lock"), work.join("Cargo.lock")).unwrap();
+    }
+    let target_dir = base.join("target-unwind");
+    cargo_build(&work.join("Cargo.toml"), &target_dir, &[]);
+    target_dir.join("debug").join(format!("libabi_fixture_next_minor.{}", std::env::consts::DLL_EXTENSION))
+}
+
+/// The real host, built against the next minor interface (1.1.0), with one
+/// line added to its loader that reads the field 1.1 added.
+pub fn next_minor_host() -> PathBuf {
+    let root = workspace_root();
+    let base = root.join("target/abi-fixtures");
+    let work = base.join("host-next-minor");
+    write_next_minor_api(&work.join("plugin-api"));
+    for dir in ["host/src", "conformance/src"] {
+        copy_tree(&root.join(dir), &work.join(dir));
+    }
+    for manifest in ["host/Cargo.toml", "conformance/Cargo.toml"] {
+        write_if_changed(&work.join(manifest), &std::fs::read_to_string(root.join(manifest)).unwrap());
+    }
+    let loader = std::fs::read_to_string(root.join("host/src/loader.rs")).unwrap();
+    write_if_changed(
+        &work.join("host/src/loader.rs"),
+        &patch(
+            &loader,
+            "    let name = module.name().to_string();\n",
+            "    let name = module.name().to_string();\n    tracing::info!(plugin = %name, description = ?module.description().as_str(), \"read the 1.1 root-module field\");\n",
+        ),
+    );
+    let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let members_start = workspace.find("members = [").unwrap();
+    let members_end = members_start + workspace[members_start..].find("default-members").unwrap();
+    let default_end = members_end + workspace[members_end..].find('\n').unwrap();
+    let workspace = format!(
+        "{}members = [\"plugin-api\", \"host\", \"conformance\"]\n{}",
+        &workspace[..members_start],
+        &workspace[default_end + 1..]
+    );
+    write_if_changed(&work.join("Cargo.toml"), &patch(&workspace, "version = \"1.0.0\" }", "version = \"1.1.0\" }"));
+    if !work.join("Cargo.lock").exists() {
+        std::fs::copy(root.join("Cargo.lock"), work.join("Cargo.lock")).unwrap();
+    }
+    let target_dir = base.join("target-unwind");
+    cargo_build(&work.join("Cargo.toml"), &target_dir, &["-p", "backplane-host", "--bin", "backplane"]);
+    target_dir.join("debug/backplane")
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            write_if_changed(&target, &std::fs::read_to_string(entry.path()).unwrap());
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! Modules:
 //! - `fixtures`: paths, the binary, plugin builds (including ABI-skewed ones)
 //! - `loading`: discovery, ABI and version rejection, duplicates, bad files
+//! - `evolution`: next-minor plugins in this host and this host's plugins in a next-minor host
 //! - `runs`: workflows end to end, node failures and panics, misbehaving backends
 //! - `diagnostics`: every class of workflow error, snapshot-tested
 //! - `library`: the host used as a Rust library with a backend written in Rust
@@ -11,6 +12,7 @@
 //! - `verify`: the conformance suite on our plugins, the examples and broken fixtures
 
 mod diagnostics;
+mod evolution;
 mod fixtures;
 mod library;
 mod loading;
