@@ -1,7 +1,7 @@
 //! The host as a library: plugins loaded, registries filled, instances created.
 
 use crate::{
-    config::{Config, ConfigError, RouteRule},
+    config::{Config, ConfigError, RouteRule, RunPolicy},
     loader::{self, LoadError},
     registry::{BackendRegistry, NodeRegistry, Origin, RegistryError},
 };
@@ -33,6 +33,8 @@ pub struct Host {
     pub nodes: NodeRegistry,
     /// The config's `[[route]]` rules, in order.
     pub routes: Vec<RouteRule>,
+    /// The config's `[policy]`.
+    pub policy: RunPolicy,
 }
 
 impl Host {
@@ -93,6 +95,7 @@ impl Host {
     pub fn instantiate(&mut self, config: &Config) -> Result<(), ConfigError> {
         config.instantiate(&mut self.backends)?;
         self.routes = config.routes.clone();
+        self.policy = config.policy.clone();
         Ok(())
     }
 }

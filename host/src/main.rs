@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 success; 1 the run failed (a node failed or was not run);
 //! 2 invalid input (usage, config, workflow, conflicting plugins);
-//! 3 an environment error (unreadable file, unwritable output).
+//! 3 an environment error (unreadable file, unwritable output);
+//! 130 interrupted (Ctrl-C or SIGTERM).
 
 mod cli;
 
@@ -58,9 +59,14 @@ enum Command {
     RunTask,
 }
 
+/// Exit code of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells do).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
 pub enum Failure {
     /// The run itself failed (exit 1).
     Run,
+    /// Stopped by a signal (exit 130).
+    Interrupted,
     /// Invalid input, already reported (exit 2).
     Invalid(String),
     /// Environment problem (exit 3).
@@ -102,6 +108,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Run) => ExitCode::from(1),
+        Err(Failure::Interrupted) => ExitCode::from(EXIT_INTERRUPTED as u8),
         Err(Failure::Invalid(message)) => {
             eprintln!("{message}");
             ExitCode::from(2)

@@ -5,7 +5,7 @@ use super::{print_json, setup};
 use crate::{Failure, GlobalArgs};
 use backplane_host::{
     Host,
-    engine::{self, RunOptions, RunReport},
+    engine::{self, FailurePolicy, RunOptions, RunReport},
     output,
     plan::{self, Plan},
     workflow,
@@ -26,6 +26,10 @@ pub struct RunArgs {
     /// Plan only: print where every node would run, like `backplane plan`.
     #[arg(long)]
     dry_run: bool,
+    /// `fail-fast` (stop at the first failure) or `continue` (run every node
+    /// that does not depend on a failed one); default from `[policy]`.
+    #[arg(long, value_name = "POLICY", value_parser = ["fail-fast", "continue"])]
+    on_failure: Option<String>,
 }
 
 #[derive(Args)]
@@ -118,40 +122,86 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
     if args.dry_run {
         return print_plan(&plan, args.json);
     }
-    let options = RunOptions {
-        progress: !args.no_progress && !global.quiet && std::io::stderr().is_terminal(),
-        ..RunOptions::default()
-    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::Environment(format!("cannot start the async runtime: {e}")))?;
-    let outcome = runtime.block_on(engine::execute(&plan, &options));
+    let (interrupt, interrupted) = tokio::sync::watch::channel(false);
+    let options = RunOptions {
+        progress: !args.no_progress && !global.quiet && std::io::stderr().is_terminal(),
+        cancel_grace: host.policy.cancel_grace,
+        failure_policy: args.on_failure.as_deref().and_then(FailurePolicy::from_name).unwrap_or(host.policy.failure),
+        interrupt: Some(interrupted),
+    };
+    let grace = options.cancel_grace;
+    let outcome = runtime.block_on(async {
+        tokio::spawn(watch_signals(interrupt, grace));
+        engine::execute(&plan, &options).await
+    });
     let written = output::write_outputs(&plan, &outcome.outputs).map_err(Failure::Environment)?;
     if args.json {
         print_json(&outcome.report)?;
     } else if !global.quiet {
         print_summary(&outcome.report, &written);
     }
-    if outcome.report.success() { Ok(()) } else { Err(Failure::Run) }
+    if outcome.report.interrupted {
+        Err(Failure::Interrupted)
+    } else if outcome.report.success() {
+        Ok(())
+    } else {
+        Err(Failure::Run)
+    }
+}
+
+/// The first Ctrl-C or SIGTERM asks the run to stop (cancel in-flight tasks,
+/// wait up to the grace period); a second one exits at once.
+async fn watch_signals(interrupt: tokio::sync::watch::Sender<bool>, grace: std::time::Duration) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        tracing::warn!("cannot listen for Ctrl-C/SIGTERM; they will end the run abruptly");
+        return;
+    };
+    let next = async |int: &mut tokio::signal::unix::Signal, term: &mut tokio::signal::unix::Signal| {
+        tokio::select! {
+            _ = int.recv() => "interrupt",
+            _ = term.recv() => "SIGTERM",
+        }
+    };
+    let first = next(&mut int, &mut term).await;
+    eprintln!(
+        "{first}: cancelling running nodes (waiting up to {:.0}s); press Ctrl-C again to exit at once",
+        grace.as_secs_f64()
+    );
+    let _ = interrupt.send(true);
+    let second = next(&mut int, &mut term).await;
+    eprintln!("{second}: exiting now; running nodes are abandoned");
+    std::process::exit(crate::EXIT_INTERRUPTED);
 }
 
 fn print_summary(report: &RunReport, written: &[PathBuf]) {
     let secs = report.elapsed.as_secs_f64();
-    match &report.failure {
-        None => eprintln!("✔ {}: {}/{} nodes succeeded in {secs:.3}s", report.workflow, report.succeeded, report.nodes),
-        Some(failure) => {
+    if report.success() {
+        eprintln!("✔ {}: {}/{} nodes succeeded in {secs:.3}s", report.workflow, report.succeeded, report.nodes);
+    } else {
+        if report.interrupted {
+            eprintln!("✘ {} interrupted after {secs:.3}s", report.workflow);
+        } else {
             eprintln!("✘ {} failed after {secs:.3}s", report.workflow);
-            eprintln!("  {failure}");
-            eprintln!(
-                "  {} succeeded, {} failed, {} cancelled, {} not started{}",
-                report.succeeded,
-                report.failed,
-                report.cancelled,
-                report.not_started,
-                if report.abandoned > 0 { format!(", {} abandoned", report.abandoned) } else { String::new() }
-            );
         }
+        for failure in &report.failures {
+            eprintln!("  {failure}");
+        }
+        let mut counts = format!(
+            "  {} succeeded, {} failed, {} cancelled, {} not started",
+            report.succeeded, report.failed, report.cancelled, report.not_started
+        );
+        if report.skipped > 0 {
+            counts.push_str(&format!(", {} skipped (depend on a failed node)", report.skipped));
+        }
+        if report.abandoned > 0 {
+            counts.push_str(&format!(", {} abandoned", report.abandoned));
+        }
+        eprintln!("{counts}");
     }
     for reroute in &report.rerouted {
         eprintln!("  rerouted {} nodes from {} ({}) to {}", reroute.nodes, reroute.from, reroute.reason, reroute.to);

@@ -11,8 +11,12 @@
 //!   clone), so payload bytes are never copied on a single-consumer edge.
 //! - Each instance has an in-flight limit; ready nodes wait in a queue per
 //!   instance.
-//! - Fail-fast: the first failure stops submission, cancels what is in
-//!   flight and waits a bounded grace period for it to finish.
+//! - Failure policy: `fail-fast` (the first failure stops submission,
+//!   cancels what is in flight and waits a bounded grace period) or
+//!   `continue` (independent branches run on; dependants of a failed node are
+//!   skipped).
+//! - Interrupts (Ctrl-C, SIGTERM, through [`RunOptions::interrupt`]) stop the
+//!   run the way a fail-fast failure does.
 //! - Health-aware: an instance with queued nodes has its `health()` read at
 //!   most every 100 ms; when it is down, its queued and future nodes move to
 //!   the next capable healthy instance (pinned nodes fail instead).
@@ -35,20 +39,56 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+
+/// What a node failure does to the rest of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// Stop at the first failure: cancel what runs, start nothing more.
+    #[default]
+    FailFast,
+    /// Run every node that does not depend on a failed one.
+    Continue,
+}
+
+impl FailurePolicy {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "fail-fast" => Some(Self::FailFast),
+            "continue" => Some(Self::Continue),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Show a progress bar once the run has taken a second.
     pub progress: bool,
-    /// How long to wait for in-flight tasks after a failure.
+    /// How long to wait for in-flight tasks after a failure or an interrupt.
     pub cancel_grace: Duration,
+    pub failure_policy: FailurePolicy,
+    /// Becomes `true` when the run must stop (Ctrl-C, SIGTERM).
+    pub interrupt: Option<watch::Receiver<bool>>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { progress: false, cancel_grace: Duration::from_secs(10) }
+        Self {
+            progress: false,
+            cancel_grace: Duration::from_secs(10),
+            failure_policy: FailurePolicy::FailFast,
+            interrupt: None,
+        }
     }
+}
+
+/// Why a run stopped early.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Failed,
+    Interrupted,
 }
 
 /// The run's result: the report and the workflow outputs (by output index).
@@ -64,6 +104,8 @@ enum State {
     Succeeded,
     Failed,
     Cancelled,
+    /// Depends on a failed node (failure policy `continue`).
+    Skipped,
 }
 
 /// Task ids are unique for the life of the process: instances are shared by
@@ -90,7 +132,9 @@ struct Run<'p> {
     first_submit: Vec<Option<Instant>>,
     last_complete: Vec<Option<Instant>>,
     outputs: Vec<Option<Payload>>,
-    failure: Option<NodeFailure>,
+    failures: Vec<NodeFailure>,
+    policy: FailurePolicy,
+    stop: Option<Stop>,
     succeeded: usize,
     channel: mpsc::UnboundedSender<Completion>,
 }
@@ -117,7 +161,9 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
         first_submit: vec![None; backends],
         last_complete: vec![None; backends],
         outputs: vec![None; plan.outputs.len()],
-        failure: None,
+        failures: Vec::new(),
+        policy: options.failure_policy,
+        stop: None,
         succeeded: 0,
         channel,
     };
@@ -131,8 +177,9 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
     let mut housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
     let mut drain_deadline: Option<Instant> = None;
     let mut abandoned = 0;
+    let mut interrupt = options.interrupt.clone();
     loop {
-        if run.failure.is_none() {
+        if run.stop.is_none() {
             run.dispatch_all();
         }
         if run.in_flight_total == 0 {
@@ -146,6 +193,9 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
             }
             if let Some(bar) = &progress {
                 bar.set_position(run.succeeded as u64);
+            }
+            if run.stop.is_none() && interrupt.as_ref().is_some_and(|i| *i.borrow()) {
+                run.stop = Some(Stop::Interrupted);
             }
             if drain_deadline.is_some_and(|d| now >= d) {
                 abandoned = run.in_flight_total;
@@ -162,6 +212,10 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
             None => tokio::select! {
                 completion = completions.recv() => completion,
                 () = tokio::time::sleep_until(housekeeping.into()) => None,
+                () = interrupted(&mut interrupt), if run.stop.is_none() => {
+                    run.stop = Some(Stop::Interrupted);
+                    None
+                }
             },
         };
         if let Some(completion) = completion {
@@ -170,7 +224,7 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
                 run.complete(completion);
             }
         }
-        if run.failure.is_some() && drain_deadline.is_none() {
+        if run.stop.is_some() && drain_deadline.is_none() {
             drain_deadline = Some(Instant::now() + options.cancel_grace);
             // Take what already finished first, so cancels go only to tasks still running.
             while let Ok(completion) = completions.try_recv() {
@@ -183,6 +237,20 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
         bar.finish_and_clear();
     }
     run.into_outcome(started.elapsed(), abandoned)
+}
+
+/// Resolves once the interrupt flag is set (never without one).
+async fn interrupted(interrupt: &mut Option<watch::Receiver<bool>>) {
+    match interrupt {
+        Some(flag) => {
+            while !*flag.borrow_and_update() {
+                if flag.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// How often the loop updates the progress bar and checks the drain deadline.
@@ -215,6 +283,9 @@ fn new_progress_bar(total: usize) -> ProgressBar {
 impl Run<'_> {
     /// Queues a node on its instance, or on another one when that is down.
     fn make_ready(&mut self, node: u32) {
+        if self.state[node as usize] == State::Skipped {
+            return;
+        }
         let backend = self.assigned[node as usize] as usize;
         if self.down[backend].is_none() {
             self.ready[backend].push_back(node);
@@ -281,7 +352,7 @@ impl Run<'_> {
 
     fn dispatch_all(&mut self) {
         self.check_health(Instant::now());
-        if self.failure.is_some() {
+        if self.stop.is_some() {
             return;
         }
         for backend in 0..self.ready.len() {
@@ -334,14 +405,14 @@ impl Run<'_> {
         match completion.result {
             // While the run is being cancelled, a node that still finishes feeds
             // no other node, but its workflow outputs are kept.
-            Ok(outputs) => match self.deliver(node, outputs, self.failure.is_none()) {
+            Ok(outputs) => match self.deliver(node, outputs, self.stop.is_none()) {
                 Ok(()) => {
                     self.state[node] = State::Succeeded;
                     self.succeeded += 1;
                 }
                 Err(message) => self.fail(node, "node-failed", message),
             },
-            Err(error) if self.failure.is_some() => {
+            Err(error) if self.stop.is_some() => {
                 self.state[node] = if describe(&error) == "cancelled" { State::Cancelled } else { State::Failed };
             }
             Err(error) => self.fail(node, describe(&error), error_text(&error)),
@@ -359,7 +430,28 @@ impl Run<'_> {
             message,
         };
         tracing::error!("{failure}");
-        self.failure.get_or_insert(failure);
+        self.failures.push(failure);
+        match self.policy {
+            FailurePolicy::FailFast => {
+                self.stop.get_or_insert(Stop::Failed);
+            }
+            FailurePolicy::Continue => self.skip_dependants(node),
+        }
+    }
+
+    /// Marks every node downstream of `node` as skipped.
+    fn skip_dependants(&mut self, node: usize) {
+        let mut stack = vec![node];
+        while let Some(n) = stack.pop() {
+            for consumer in &self.plan.nodes[n].consumers {
+                if let Target::Node { node: target, .. } = consumer.target
+                    && self.state[target as usize] == State::Waiting
+                {
+                    self.state[target as usize] = State::Skipped;
+                    stack.push(target as usize);
+                }
+            }
+        }
     }
 
     fn cancel_in_flight(&mut self) {
@@ -441,7 +533,10 @@ impl Run<'_> {
             elapsed,
             backends,
             rerouted: self.reroutes,
-            failure: self.failure,
+            skipped: count(State::Skipped),
+            interrupted: self.stop == Some(Stop::Interrupted),
+            failure: self.failures.first().cloned(),
+            failures: self.failures,
         };
         RunOutcome { report, outputs: self.outputs }
     }

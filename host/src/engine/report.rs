@@ -58,12 +58,19 @@ pub struct RunReport {
     pub elapsed: Duration,
     pub backends: Vec<BackendSummary>,
     pub rerouted: Vec<Reroute>,
+    /// Not run because a node they depend on failed (policy `continue`).
+    pub skipped: usize,
+    /// Stopped by Ctrl-C or SIGTERM.
+    pub interrupted: bool,
+    /// The first failure.
     pub failure: Option<NodeFailure>,
+    /// Every failure, in order.
+    pub failures: Vec<NodeFailure>,
 }
 
 impl RunReport {
     pub fn success(&self) -> bool {
-        self.failure.is_none() && self.succeeded == self.nodes
+        self.failures.is_empty() && !self.interrupted && self.succeeded == self.nodes
     }
 }
 

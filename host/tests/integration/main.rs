@@ -8,6 +8,7 @@
 //! - `runs`: workflows end to end, node failures and panics, misbehaving backends
 //! - `diagnostics`: every class of workflow error, snapshot-tested
 //! - `library`: the host used as a Rust library with a backend written in Rust
+//! - `policies`: real signals to a real run, grace periods, the `continue` policy
 //! - `routing`: rules, precedence, derived instances, env overrides, rerouting
 //! - `verify`: the conformance suite on our plugins, the examples and broken fixtures
 
@@ -16,6 +17,7 @@ mod evolution;
 mod fixtures;
 mod library;
 mod loading;
+mod policies;
 mod routing;
 mod runs;
 mod verify;
