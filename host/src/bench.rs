@@ -78,6 +78,7 @@ pub fn synthetic_plan(host: &Host, nodes: usize, chained: bool) -> Result<Plan, 
             },
             resources: None,
             timeout_ms: 0,
+            retry: None,
         })
         .collect();
     Ok(Plan {

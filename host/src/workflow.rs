@@ -69,6 +69,8 @@ pub struct NodeDecl {
     pub resources: Resources,
     pub resources_span: Option<Range<usize>>,
     pub timeout_ms: u64,
+    /// `retry = { ... }`: overrides the config's `[policy.retry]`.
+    pub retry: Option<crate::engine::policy::RetryOverride>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +113,8 @@ pub fn read_source(path: &Path) -> Result<SourceFile, WorkflowError> {
 /// A year: longer "timeouts" are mistakes, and would overflow deadlines.
 const MAX_TIMEOUT_SECS: f64 = 31_536_000.0;
 
-const NODE_KEYS: &[&str] = &["id", "type", "settings", "inputs", "backend", "labels", "resources", "timeout_secs"];
+const NODE_KEYS: &[&str] =
+    &["id", "type", "settings", "inputs", "backend", "labels", "resources", "timeout_secs", "retry"];
 
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
@@ -343,6 +346,9 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDec
         }
         None => 0,
     };
+    let retry = view
+        .table(r, "retry", format!("the retry policy of {}", view.what))
+        .map(|t| crate::config::policy::parse_retry(r, t));
     let span = view.span.clone();
     view.finish(r, NODE_KEYS);
     Some(NodeDecl {
@@ -358,6 +364,7 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDec
         resources,
         resources_span,
         timeout_ms,
+        retry,
     })
 }
 

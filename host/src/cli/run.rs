@@ -5,7 +5,7 @@ use super::{print_json, setup};
 use crate::{Failure, GlobalArgs};
 use backplane_host::{
     Host,
-    engine::{self, FailurePolicy, RunOptions, RunReport},
+    engine::{self, FailurePolicy, RetryPolicy, RunOptions, RunReport},
     output,
     plan::{self, Plan},
     workflow,
@@ -129,9 +129,12 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
     let (interrupt, interrupted) = tokio::sync::watch::channel(false);
     let options = RunOptions {
         progress: !args.no_progress && !global.quiet && std::io::stderr().is_terminal(),
-        cancel_grace: host.policy.cancel_grace,
+        cancel_grace: host.policy.cancel_grace.unwrap_or(RunOptions::default().cancel_grace),
         failure_policy: args.on_failure.as_deref().and_then(FailurePolicy::from_name).unwrap_or(host.policy.failure),
         interrupt: Some(interrupted),
+        retry: host.policy.retry.apply(RetryPolicy::default()),
+        timeout: host.policy.timeout,
+        breaker: host.policy.breaker,
     };
     let grace = options.cancel_grace;
     let outcome = runtime.block_on(async {

@@ -23,26 +23,10 @@
 //! ```
 
 pub mod env;
+pub mod policy;
 pub mod routes;
 
-use crate::engine::FailurePolicy;
-use std::time::Duration;
-
-/// `[policy]` settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunPolicy {
-    /// `failure = "fail-fast" | "continue"`.
-    pub failure: FailurePolicy,
-    /// `cancel_grace_secs`: how long to wait for in-flight tasks after a
-    /// failure or an interrupt before abandoning them.
-    pub cancel_grace: Duration,
-}
-
-impl Default for RunPolicy {
-    fn default() -> Self {
-        Self { failure: FailurePolicy::FailFast, cancel_grace: Duration::from_secs(10) }
-    }
-}
+pub use policy::RunPolicy;
 
 pub use routes::RouteRule;
 
@@ -195,30 +179,8 @@ impl Config {
                 }
             }
         }
-        if let Some(mut policy) = top.table(&mut r, "policy", "[policy]") {
-            if let Some(name) = policy.string(&mut r, "failure") {
-                match FailurePolicy::from_name(name.get_ref()) {
-                    Some(p) => config.policy.failure = p,
-                    None => r.error_help(
-                        name.span(),
-                        format!("unknown failure policy `{}`", name.get_ref()),
-                        "use \"fail-fast\" or \"continue\"",
-                    ),
-                }
-            }
-            if let Some(grace) = policy.number(&mut r, "cancel_grace_secs") {
-                match *grace.get_ref() {
-                    g if g.is_finite() && (0.0..=3600.0).contains(&g) => {
-                        config.policy.cancel_grace = Duration::from_secs_f64(g)
-                    }
-                    _ => r.error_help(
-                        grace.span(),
-                        "invalid `cancel_grace_secs`",
-                        "use a number of seconds from 0 to 3600",
-                    ),
-                }
-            }
-            policy.finish(&mut r, &["failure", "cancel_grace_secs"]);
+        if let Some(policy) = top.table(&mut r, "policy", "[policy]") {
+            config.policy = policy::parse_policy(&mut r, policy);
         }
         if let Some(rules) = top.array(&mut r, "route") {
             for (i, item) in rules.iter().enumerate() {

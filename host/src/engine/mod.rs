@@ -21,10 +21,12 @@
 //!   most every 100 ms; when it is down, its queued and future nodes move to
 //!   the next capable healthy instance (pinned nodes fail instead).
 
+pub mod policy;
 mod report;
 mod sink;
 
-pub use report::{BackendSummary, NodeFailure, Reroute, RunReport};
+pub use policy::{BreakerPolicy, RetryPolicy, TimeoutPolicy};
+pub use report::{BackendSummary, BreakerEvent, NodeFailure, Reroute, RunReport};
 pub use sink::Completion;
 
 use crate::plan::{Plan, Target};
@@ -34,8 +36,10 @@ use backplane_plugin_api::{
     describe,
 };
 use indicatif::{ProgressBar, ProgressStyle};
+use policy::{Breaker, MAX_ATTEMPTS, is_infrastructure};
 use std::{
-    collections::VecDeque,
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap, VecDeque},
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
@@ -71,6 +75,10 @@ pub struct RunOptions {
     pub failure_policy: FailurePolicy,
     /// Becomes `true` when the run must stop (Ctrl-C, SIGTERM).
     pub interrupt: Option<watch::Receiver<bool>>,
+    /// For nodes without their own `retry`.
+    pub retry: RetryPolicy,
+    pub timeout: TimeoutPolicy,
+    pub breaker: BreakerPolicy,
 }
 
 impl Default for RunOptions {
@@ -80,6 +88,9 @@ impl Default for RunOptions {
             cancel_grace: Duration::from_secs(10),
             failure_policy: FailurePolicy::FailFast,
             interrupt: None,
+            retry: RetryPolicy::default(),
+            timeout: TimeoutPolicy::default(),
+            breaker: BreakerPolicy::default(),
         }
     }
 }
@@ -109,13 +120,40 @@ enum State {
 }
 
 /// Task ids are unique for the life of the process: instances are shared by
-/// every run, and a late cancel must never hit another run's task.
+/// every run, and a late cancel or result must never hit another task.
 static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Task ids reserved per node: one per possible attempt.
+const IDS_PER_NODE: u64 = MAX_ATTEMPTS as u64 + 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    /// Queue a failed node again.
+    Retry(u32),
+    /// The attempt reached its deadline: cancel it.
+    Cancel(u32, u8),
+    /// The grace period after the deadline ended: give up on the attempt.
+    Abandon(u32, u8),
+}
 
 struct Run<'p> {
     plan: &'p Plan,
-    /// Task id of node 0; node `i` is task `first_task_id + i`.
+    options: &'p RunOptions,
+    /// Task id of node 0's attempt 0; see [`Run::task_id`].
     first_task_id: u64,
+    /// Current attempt of each node (0 before the first).
+    attempt: Vec<u8>,
+    /// The attempt's deadline passed and it was cancelled.
+    timed_out: Vec<bool>,
+    /// Inputs of running nodes, kept so a retry gets them again.
+    retained: HashMap<u32, Vec<Option<Payload>>>,
+    timers: BinaryHeap<Reverse<(Instant, TimerKind)>>,
+    pending_retries: usize,
+    retries: usize,
+    timeouts: usize,
+    breakers: Vec<Breaker>,
+    breaker_events: Vec<BreakerEvent>,
+    started: Instant,
     remaining: Vec<u32>,
     slots: Vec<Vec<Option<Payload>>>,
     state: Vec<State>,
@@ -146,7 +184,18 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
     let backends = plan.instances.len();
     let mut run = Run {
         plan,
-        first_task_id: NEXT_TASK_ID.fetch_add(plan.nodes.len() as u64 + 1, Ordering::Relaxed),
+        options,
+        first_task_id: NEXT_TASK_ID.fetch_add((plan.nodes.len() as u64 + 1) * IDS_PER_NODE, Ordering::Relaxed),
+        attempt: vec![0; plan.nodes.len()],
+        timed_out: vec![false; plan.nodes.len()],
+        retained: HashMap::new(),
+        timers: BinaryHeap::new(),
+        pending_retries: 0,
+        retries: 0,
+        timeouts: 0,
+        breakers: (0..backends).map(|_| Breaker::default()).collect(),
+        breaker_events: Vec::new(),
+        started,
         remaining: plan.nodes.iter().map(|n| n.inputs.len() as u32).collect(),
         slots: (0..plan.nodes.len()).map(|_| Vec::new()).collect(),
         state: vec![State::Waiting; plan.nodes.len()],
@@ -179,10 +228,11 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
     let mut abandoned = 0;
     let mut interrupt = options.interrupt.clone();
     loop {
+        run.fire_timers(Instant::now());
         if run.stop.is_none() {
             run.dispatch_all();
         }
-        if run.in_flight_total == 0 {
+        if run.in_flight_total == 0 && (run.pending_retries == 0 || run.stop.is_some()) {
             break;
         }
         let now = Instant::now();
@@ -197,6 +247,7 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
             if run.stop.is_none() && interrupt.as_ref().is_some_and(|i| *i.borrow()) {
                 run.stop = Some(Stop::Interrupted);
             }
+            run.cool_down_breakers(now);
             if drain_deadline.is_some_and(|d| now >= d) {
                 abandoned = run.in_flight_total;
                 tracing::warn!(
@@ -211,7 +262,7 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
             Some(completion) => Some(completion),
             None => tokio::select! {
                 completion = completions.recv() => completion,
-                () = tokio::time::sleep_until(housekeeping.into()) => None,
+                () = tokio::time::sleep_until(run.next_wake(housekeeping).into()) => None,
                 () = interrupted(&mut interrupt), if run.stop.is_none() => {
                     run.stop = Some(Stop::Interrupted);
                     None
@@ -330,6 +381,23 @@ impl Run<'_> {
         }
     }
 
+    /// A breaker whose cool-down ended lets its instance take work again
+    /// (half-open: the next infrastructure failure reopens it).
+    fn cool_down_breakers(&mut self, now: Instant) {
+        for backend in 0..self.breakers.len() {
+            if self.breakers[backend].cooled_down(now) {
+                let name = self.plan.instances[backend].name.clone();
+                tracing::info!("backend `{name}`: circuit breaker half-open; trying it again");
+                self.breaker_events.push(BreakerEvent {
+                    instance: name,
+                    at_secs: now.duration_since(self.started).as_secs_f64(),
+                    event: "half-open".into(),
+                });
+                self.down[backend] = None;
+            }
+        }
+    }
+
     /// Reads the health of instances with queued nodes (at most every 100 ms
     /// each) and moves the queue of any that is down.
     fn check_health(&mut self, now: Instant) {
@@ -364,21 +432,137 @@ impl Run<'_> {
         }
     }
 
+    /// Task id of `node`'s attempt `attempt` (1-based).
+    fn task_id(&self, node: usize, attempt: u8) -> u64 {
+        self.first_task_id + node as u64 * IDS_PER_NODE + u64::from(attempt)
+    }
+
+    fn retry_policy(&self, node: usize) -> RetryPolicy {
+        self.plan.nodes[node].retry.as_deref().map_or(self.options.retry, |r| r.apply(self.options.retry))
+    }
+
+    /// When the loop must wake at the latest: housekeeping or the next timer.
+    fn next_wake(&self, housekeeping: Instant) -> Instant {
+        self.timers.peek().map_or(housekeeping, |Reverse((at, _))| (*at).min(housekeeping))
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((at, kind))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match kind {
+                TimerKind::Retry(node) => {
+                    self.pending_retries -= 1;
+                    if self.stop.is_some() {
+                        self.state[node as usize] = State::Cancelled;
+                    } else {
+                        self.make_ready(node);
+                    }
+                }
+                TimerKind::Cancel(node, attempt) => {
+                    let i = node as usize;
+                    if self.state[i] == State::Running && self.attempt[i] == attempt {
+                        self.timed_out[i] = true;
+                        let backend = self.assigned[i] as usize;
+                        self.plan.instances[backend].backend.cancel(self.task_id(i, attempt));
+                        self.timers
+                            .push(Reverse((now + self.options.timeout.grace, TimerKind::Abandon(node, attempt))));
+                    }
+                }
+                TimerKind::Abandon(node, attempt) => {
+                    let i = node as usize;
+                    if self.state[i] == State::Running && self.attempt[i] == attempt {
+                        let backend = self.assigned[i] as usize;
+                        self.in_flight[backend] -= 1;
+                        self.in_flight_total -= 1;
+                        let grace = self.options.timeout.grace.as_secs_f64();
+                        let message = format!(
+                            "timed out: no result {grace}s after its deadline, even after a cancel; abandoned (a late result is ignored)"
+                        );
+                        self.attempt_failed(i, backend, "timed-out", message);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt failed: count it against the instance's breaker, then
+    /// retry (after a backoff) or fail the node, per its retry policy.
+    fn attempt_failed(&mut self, node: usize, backend: usize, kind: &str, message: String) {
+        let now = Instant::now();
+        if is_infrastructure(kind) && self.breakers[backend].record_failure(now, &self.options.breaker) {
+            let name = self.plan.instances[backend].name.clone();
+            let reason = format!(
+                "circuit breaker open after {} infrastructure failures within {:.0}s",
+                self.options.breaker.failures,
+                self.options.breaker.window.as_secs_f64()
+            );
+            tracing::warn!("backend `{name}`: {reason}; new work goes to other capable instances");
+            self.breaker_events.push(BreakerEvent {
+                instance: name,
+                at_secs: now.duration_since(self.started).as_secs_f64(),
+                event: "opened".into(),
+            });
+            self.down[backend] = Some(reason);
+            for queued in std::mem::take(&mut self.ready[backend]) {
+                self.reroute(queued);
+            }
+        }
+        let policy = self.retry_policy(node);
+        let attempt = self.attempt[node];
+        if self.stop.is_none() && policy.allows_another(kind, attempt) {
+            let delay = policy.delay(attempt, self.task_id(node, attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11);
+            tracing::warn!(
+                node = %self.plan.nodes[node].id,
+                "attempt {attempt} failed ({kind}): {message}; retrying in {:.2}s",
+                delay.as_secs_f64()
+            );
+            self.state[node] = State::Waiting;
+            if let Some(inputs) = self.retained.remove(&(node as u32)) {
+                self.slots[node] = inputs;
+            }
+            self.retries += 1;
+            self.pending_retries += 1;
+            self.timers.push(Reverse((now + delay, TimerKind::Retry(node as u32))));
+        } else {
+            self.retained.remove(&(node as u32));
+            let message = if attempt > 1 { format!("{message} (after {attempt} attempts)") } else { message };
+            self.fail(node, kind, message);
+        }
+    }
+
     fn submit(&mut self, node: u32) {
         let planned = &self.plan.nodes[node as usize];
         let node_type = &self.plan.types[planned.type_index as usize];
         let backend = self.assigned[node as usize] as usize;
-        let inputs: RVec<Payload> = std::mem::take(&mut self.slots[node as usize]).into_iter().flatten().collect();
+        let slots = std::mem::take(&mut self.slots[node as usize]);
+        // Keep a copy for a retry, unless this attempt is the last possible one.
+        let policy = planned.retry.as_deref().map_or(self.options.retry, |r| r.apply(self.options.retry));
+        let attempt = self.attempt[node as usize] + 1;
+        if !slots.is_empty() && attempt < policy.node_attempts.max(policy.infrastructure_attempts).min(MAX_ATTEMPTS) {
+            self.retained.insert(node, slots.clone());
+        }
+        let inputs: RVec<Payload> = slots.into_iter().flatten().collect();
+        self.attempt[node as usize] = attempt;
+        self.timed_out[node as usize] = false;
+        let timeout = (planned.timeout_ms > 0)
+            .then(|| Duration::from_millis(planned.timeout_ms))
+            .or(self.options.timeout.default);
+        if let Some(timeout) = timeout {
+            self.timers.push(Reverse((Instant::now() + timeout, TimerKind::Cancel(node, attempt))));
+        }
         let task = NodeTask {
-            task_id: self.first_task_id + u64::from(node),
-            attempt: 1,
+            task_id: self.task_id(node as usize, attempt),
+            attempt: u32::from(attempt),
             node_id: planned.id.as_str().into(),
             node_type: node_type.name.into(),
             node_version: node_type.version.into(),
             settings: planned.settings.as_str().into(),
             inputs,
             resources: planned.resources.as_deref().cloned().unwrap_or_default(),
-            timeout_ms: planned.timeout_ms,
+            timeout_ms: timeout.map_or(0, |t| t.as_millis() as u64),
             working_dir: self.plan.working_dir.to_string_lossy().as_ref().into(),
             compute: node_type.compute,
             extensions: RVec::new(),
@@ -387,14 +571,15 @@ impl Run<'_> {
         self.in_flight[backend] += 1;
         self.in_flight_total += 1;
         self.first_submit[backend].get_or_insert_with(Instant::now);
-        let sink = sink::completion_sink(node, self.channel.clone());
+        let sink = sink::completion_sink(node, self.task_id(node as usize, attempt), self.channel.clone());
         self.plan.instances[backend].backend.submit(task, sink);
     }
 
     fn complete(&mut self, completion: Completion) {
         let node = completion.node as usize;
-        if self.state[node] != State::Running {
-            tracing::warn!(node = %self.plan.nodes[node].id, "ignoring a second completion of the same task");
+        if self.state[node] != State::Running || completion.task_id != self.task_id(node, self.attempt[node]) {
+            // An abandoned attempt answering late, or a duplicate: delivered once, never twice.
+            tracing::warn!(node = %self.plan.nodes[node].id, task = completion.task_id, "ignoring a late or duplicate result");
             return;
         }
         let backend = self.assigned[node] as usize;
@@ -402,20 +587,32 @@ impl Run<'_> {
         self.in_flight_total -= 1;
         self.per_backend_done[backend] += 1;
         self.last_complete[backend] = Some(Instant::now());
-        match completion.result {
+        let result = match completion.result {
+            // Cancelled because of its deadline: a timeout, whatever the backend called it.
+            Err(_) if self.timed_out[node] => {
+                self.timeouts += 1;
+                let secs = self.plan.nodes[node].timeout_ms as f64 / 1000.0;
+                let limit = if secs > 0.0 { format!("{secs}s") } else { "the default timeout".into() };
+                Err(backplane_plugin_api::PluginError::timed_out(format!("exceeded {limit}; cancelled")))
+            }
+            other => other,
+        };
+        match result {
             // While the run is being cancelled, a node that still finishes feeds
             // no other node, but its workflow outputs are kept.
             Ok(outputs) => match self.deliver(node, outputs, self.stop.is_none()) {
                 Ok(()) => {
                     self.state[node] = State::Succeeded;
                     self.succeeded += 1;
+                    self.retained.remove(&(node as u32));
+                    self.breakers[backend].record_success();
                 }
                 Err(message) => self.fail(node, "node-failed", message),
             },
             Err(error) if self.stop.is_some() => {
                 self.state[node] = if describe(&error) == "cancelled" { State::Cancelled } else { State::Failed };
             }
-            Err(error) => self.fail(node, describe(&error), error_text(&error)),
+            Err(error) => self.attempt_failed(node, backend, describe(&error), error_text(&error)),
         }
     }
 
@@ -458,7 +655,7 @@ impl Run<'_> {
         for (i, state) in self.state.iter().enumerate() {
             if *state == State::Running {
                 let backend = self.assigned[i] as usize;
-                self.plan.instances[backend].backend.cancel(self.first_task_id + i as u64);
+                self.plan.instances[backend].backend.cancel(self.task_id(i, self.attempt[i]));
             }
         }
     }
@@ -534,6 +731,9 @@ impl Run<'_> {
             backends,
             rerouted: self.reroutes,
             skipped: count(State::Skipped),
+            retries: self.retries,
+            timeouts: self.timeouts,
+            breakers: self.breaker_events,
             interrupted: self.stop == Some(Stop::Interrupted),
             failure: self.failures.first().cloned(),
             failures: self.failures,

@@ -13,6 +13,16 @@ pub struct BackendSummary {
     pub active: Duration,
 }
 
+/// A circuit breaker opening or half-opening during the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakerEvent {
+    pub instance: String,
+    /// Seconds into the run.
+    pub at_secs: f64,
+    /// `opened` or `half-open`.
+    pub event: String,
+}
+
 /// Nodes moved off an instance that went down during the run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Reroute {
@@ -60,6 +70,11 @@ pub struct RunReport {
     pub rerouted: Vec<Reroute>,
     /// Not run because a node they depend on failed (policy `continue`).
     pub skipped: usize,
+    /// Attempts that were retried.
+    pub retries: usize,
+    /// Attempts that hit their deadline.
+    pub timeouts: usize,
+    pub breakers: Vec<BreakerEvent>,
     /// Stopped by Ctrl-C or SIGTERM.
     pub interrupted: bool,
     /// The first failure.

@@ -9,6 +9,8 @@ use tokio::sync::mpsc::UnboundedSender;
 /// What a backend reported for one task.
 pub struct Completion {
     pub node: u32,
+    /// Which attempt this is the result of.
+    pub task_id: u64,
     pub result: Result<RVec<Payload>, PluginError_NE>,
 }
 
@@ -17,6 +19,7 @@ pub struct Completion {
 /// so the run never waits for a task nobody will finish.
 struct EngineSink {
     node: u32,
+    task_id: u64,
     channel: UnboundedSender<Completion>,
     completed: bool,
 }
@@ -25,7 +28,7 @@ impl CompletionSink for EngineSink {
     fn complete(mut self, result: PluginResult<RVec<Payload>>) {
         self.completed = true;
         // The engine may have stopped listening (run over); nothing to do then.
-        let _ = self.channel.send(Completion { node: self.node, result: result.into_result() });
+        let _ = self.channel.send(Completion { node: self.node, task_id: self.task_id, result: result.into_result() });
     }
 }
 
@@ -34,6 +37,7 @@ impl Drop for EngineSink {
         if !self.completed {
             let _ = self.channel.send(Completion {
                 node: self.node,
+                task_id: self.task_id,
                 result: Err(PluginError::infrastructure(
                     "the backend dropped the task's completion sink without reporting a result",
                 )),
@@ -42,6 +46,6 @@ impl Drop for EngineSink {
     }
 }
 
-pub fn completion_sink(node: u32, channel: UnboundedSender<Completion>) -> CompletionSinkBox {
-    CompletionSink_TO::from_value(EngineSink { node, channel, completed: false }, TD_Opaque)
+pub fn completion_sink(node: u32, task_id: u64, channel: UnboundedSender<Completion>) -> CompletionSinkBox {
+    CompletionSink_TO::from_value(EngineSink { node, task_id, channel, completed: false }, TD_Opaque)
 }

@@ -267,6 +267,7 @@ pub fn build(
                     consumers: std::mem::take(&mut consumers[i]),
                     resources: (!node.resources.is_empty()).then(|| Box::new(node.resources.clone())),
                     timeout_ms: node.timeout_ms,
+                    retry: node.retry.map(Box::new),
                 });
             }
             Err(reasons) => route_error(&mut b, node, entry, reasons),

@@ -95,6 +95,8 @@ pub struct PlannedNode {
     pub consumers: Vec<Consumer>,
     pub resources: Option<Box<Resources>>,
     pub timeout_ms: u64,
+    /// The node's own `retry`, overriding the config's.
+    pub retry: Option<Box<crate::engine::policy::RetryOverride>>,
 }
 
 #[derive(Debug, Clone)]
