@@ -6,6 +6,7 @@
 //! backend = "big"                                  # send matching nodes to this instance, or
 //! require = { tags = ["gpu"], flags = ["remote"], isolation = "process" }  # let capabilities decide
 //! backend_options = { threads = 1 }                # derive an instance with these settings
+//! retry = { infrastructure_attempts = 5 }           # retry policy for these nodes
 //! ```
 
 use crate::spanned_toml::{Reader, TableView};
@@ -42,6 +43,8 @@ pub struct RouteRule {
     pub backend: Option<Spanned<String>>,
     pub require: Requirements,
     pub backend_options: Option<serde_json::Value>,
+    /// `retry = { ... }` for the matching nodes (a node's own `retry` wins).
+    pub retry: Option<crate::engine::policy::RetryOverride>,
     pub span: Range<usize>,
 }
 
@@ -175,13 +178,14 @@ pub fn parse_rule(r: &mut Reader<'_>, mut view: TableView<'_, '_>, number: usize
             _ => r.error(value.span(), "`backend_options` must be a table of backend settings"),
         }
     }
-    if backend.is_none() && require == Requirements::default() && backend_options.is_none() {
+    let retry = view.table(r, "retry", format!("the retry policy of route #{number}")).map(|t| crate::config::policy::parse_retry(r, t));
+    if backend.is_none() && require == Requirements::default() && backend_options.is_none() && retry.is_none() {
         r.error_help(
             span.clone(),
             format!("route #{number} has no action"),
-            "add `backend = \"<instance>\"`, `require = { tags = [...] }` or `backend_options = { ... }`",
+            "add `backend = \"<instance>\"`, `require = { tags = [...] }`, `backend_options = { ... }` or `retry = { ... }`",
         );
     }
-    view.finish(r, &["match", "backend", "require", "backend_options"]);
-    Some(RouteRule { number, line, node_type, node_id, labels, backend, require, backend_options, span })
+    view.finish(r, &["match", "backend", "require", "backend_options", "retry"]);
+    Some(RouteRule { number, line, node_type, node_id, labels, backend, require, backend_options, retry, span })
 }

@@ -267,7 +267,8 @@ pub fn build(
                     consumers: std::mem::take(&mut consumers[i]),
                     resources: (!node.resources.is_empty()).then(|| Box::new(node.resources.clone())),
                     timeout_ms: node.timeout_ms,
-                    retry: node.retry.map(Box::new),
+                    // The node's own retry policy, else its route rule's.
+                    retry: node.retry.or_else(|| decision.rule.and_then(|r| rules[r].retry)).map(Box::new),
                 });
             }
             Err(reasons) => route_error(&mut b, node, entry, reasons),

@@ -348,3 +348,14 @@ fn a_flapping_backend_opens_its_breaker_and_work_moves_to_a_capable_instance() {
     assert!(stderr.contains("circuit breaker open after 3 infrastructure failures"), "{stderr}");
     assert!(report["rerouted"][0]["to"] == "local", "{report}");
 }
+
+#[test]
+fn a_route_rule_can_set_the_retry_policy_of_its_nodes() {
+    let config = faulty(
+        "mode = \"fail-then-complete\"\nfail_times = 1\nfail_kind = \"node\"",
+        "[[route]]\nmatch = { id = \"job\" }\nretry = { node_attempts = 2, backoff_secs = 0 }\n",
+    );
+    let (code, report, stderr) = run_with(ONE_NODE, &config);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(report["retries"], 1);
+}
