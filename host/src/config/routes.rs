@@ -178,7 +178,9 @@ pub fn parse_rule(r: &mut Reader<'_>, mut view: TableView<'_, '_>, number: usize
             _ => r.error(value.span(), "`backend_options` must be a table of backend settings"),
         }
     }
-    let retry = view.table(r, "retry", format!("the retry policy of route #{number}")).map(|t| crate::config::policy::parse_retry(r, t));
+    let retry = view
+        .table(r, "retry", format!("the retry policy of route #{number}"))
+        .map(|t| crate::config::policy::parse_retry(r, t));
     if backend.is_none() && require == Requirements::default() && backend_options.is_none() && retry.is_none() {
         r.error_help(
             span.clone(),
