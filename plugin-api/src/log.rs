@@ -93,3 +93,5 @@ macro_rules! log_warn { ($($arg:tt)+) => { $crate::plugin_log!($crate::log::LogL
 macro_rules! log_info { ($($arg:tt)+) => { $crate::plugin_log!($crate::log::LogLevel::INFO, $($arg)+) }; }
 #[macro_export]
 macro_rules! log_debug { ($($arg:tt)+) => { $crate::plugin_log!($crate::log::LogLevel::DEBUG, $($arg)+) }; }
+#[macro_export]
+macro_rules! log_trace { ($($arg:tt)+) => { $crate::plugin_log!($crate::log::LogLevel::TRACE, $($arg)+) }; }

@@ -272,8 +272,7 @@ pub trait NodeType: 'static {
     fn outputs() -> Vec<PortSpec> {
         Vec::new()
     }
-    /// JSON Schema of [`Self::Settings`].
-    /// JSON Schema of the settings; the default accepts only `{}`, matching [`NoSettings`].
+    /// JSON Schema of [`Self::Settings`]; the default accepts only `{}`, matching [`NoSettings`].
     fn settings_schema() -> serde_json::Value {
         serde_json::json!({ "type": "object", "additionalProperties": false })
     }

@@ -124,7 +124,8 @@ fn default_parallel() -> usize {
 fn capabilities(max_parallel: usize) -> Capabilities {
     Capabilities {
         // No IN_PROCESS_COMPUTE: the compute function runs in the child, not here.
-        flags: CapabilityFlags::PARALLEL,
+        // One child at a time is not parallel.
+        flags: if max_parallel > 1 { CapabilityFlags::PARALLEL } else { CapabilityFlags::NONE },
         isolation: Isolation::PROCESS,
         max_concurrency: max_parallel as u32,
         capacity: Resources { cpus: max_parallel as f64, ..Resources::default() },
@@ -282,8 +283,9 @@ impl BackendPlugin for IsolatedBackend {
         })
     }
 
+    /// What any instance may offer: one with `max_parallel = 1` is not parallel.
     fn capabilities() -> Capabilities {
-        capabilities(default_parallel())
+        Capabilities { flags: CapabilityFlags::PARALLEL, ..capabilities(default_parallel()) }
     }
 
     fn create(config: IsolatedConfig) -> Result<Self, PluginError_NE> {

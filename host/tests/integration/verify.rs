@@ -160,3 +160,10 @@ fn the_example_backend_runs_a_workflow_and_contains_a_crashing_node() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_single_threaded_local_instance_passes_too() {
+    let (code, report) = verify(&dylib("backplane_local"), &["--backend-config", r#"{"threads": 1}"#]);
+    assert_all_pass(&report);
+    assert_eq!(code, Some(0));
+}

@@ -94,7 +94,12 @@ pub struct LocalBackend {
 
 fn capabilities(threads: usize) -> Capabilities {
     Capabilities {
-        flags: CapabilityFlags::PARALLEL | CapabilityFlags::IN_PROCESS_COMPUTE,
+        // One thread runs one task at a time: not parallel.
+        flags: if threads > 1 {
+            CapabilityFlags::PARALLEL | CapabilityFlags::IN_PROCESS_COMPUTE
+        } else {
+            CapabilityFlags::IN_PROCESS_COMPUTE
+        },
         isolation: Isolation::NONE,
         max_concurrency: threads as u32,
         capacity: Resources { cpus: threads as f64, ..Resources::default() },
@@ -157,8 +162,12 @@ impl BackendPlugin for LocalBackend {
         })
     }
 
+    /// What any instance may offer: an instance with one thread is not parallel.
     fn capabilities() -> Capabilities {
-        capabilities(default_threads())
+        Capabilities {
+            flags: CapabilityFlags::PARALLEL | CapabilityFlags::IN_PROCESS_COMPUTE,
+            ..capabilities(default_threads())
+        }
     }
 
     fn create(config: LocalConfig) -> Result<Self, PluginError_NE> {
