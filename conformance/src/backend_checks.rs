@@ -2,12 +2,15 @@
 
 use crate::{
     Check, Status,
-    probe::{Outcome, Probe, reference},
+    probe::{self, Outcome, Probe, reference},
 };
 use backplane_plugin_api::{
     BackendBox, BackendFactoryRef, CapabilityFlags, HealthStatus, NodeSpecRef, Payload, PluginError_NE, describe,
 };
-use std::time::{Duration, Instant};
+use std::{
+    sync::{Arc, mpsc},
+    time::{Duration, Instant},
+};
 
 /// What the suite runs against.
 pub struct BackendSuite<'a> {
@@ -115,12 +118,56 @@ pub fn check_backend(suite: &BackendSuite<'_>) -> Vec<Check> {
         Check::fail("health", format!("{} after create: {}", health.status.name(), health.message))
     });
 
-    checks.extend(task_checks(suite, &backend));
+    let backend = Arc::new(backend);
+    let prompt = submit_returns_promptly(suite, &backend);
+    // A backend that works inside `submit` would hold the suite up for
+    // minutes in the checks that run long tasks; those are skipped.
+    let blocks = prompt.status == Status::Fail;
+    checks.push(prompt);
+    checks.extend(task_checks(suite, &backend, blocks));
     backend.shutdown();
     drop(backend);
 
-    checks.push(shutdown_with_work_in_flight(suite));
+    checks.push(if blocks {
+        Check::skip("shutdown-in-flight", "skipped: submit blocks")
+    } else {
+        shutdown_with_work_in_flight(suite)
+    });
     checks
+}
+
+/// How long `submit` may take: it must only queue the task.
+const SUBMIT_LIMIT: Duration = Duration::from_millis(500);
+
+/// `submit` of a one-second task must return at once; the host calls it from
+/// its scheduler and every node waits behind a blocking backend.
+fn submit_returns_promptly(suite: &BackendSuite<'_>, backend: &Arc<BackendBox>) -> Check {
+    let Some(sleep) = node(suite.nodes, "std.sleep") else {
+        return Check::skip("submit-returns", "std.sleep was not given to the suite");
+    };
+    let (returned_tx, returned) = mpsc::channel();
+    let (done_tx, done) = mpsc::channel();
+    let backend = Arc::clone(backend);
+    let working_dir = std::env::temp_dir().to_string_lossy().into_owned();
+    // On its own thread, so a submit that never returns cannot stall the suite.
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let task = probe::task(u64::MAX, sleep, serde_json::json!({ "ms": 1000 }), vec![], &working_dir);
+        backend.submit(task, probe::sink(u64::MAX, done_tx));
+        let _ = returned_tx.send(started.elapsed());
+    });
+    match returned.recv_timeout(SUBMIT_LIMIT) {
+        Ok(took) => {
+            let _ = done.recv_timeout(suite.timeout);
+            Check::pass("submit-returns", format!("submit returned in {took:?} while its 1 s task ran"))
+        }
+        Err(_) => Check::fail(
+            "submit-returns",
+            format!(
+                "submit of a 1 s task did not return within {SUBMIT_LIMIT:?}: queue the task and run it on threads the backend owns"
+            ),
+        ),
+    }
 }
 
 /// Standard nodes with settings and inputs that exercise them, for parity.
@@ -140,7 +187,7 @@ fn samples() -> Vec<(&'static str, serde_json::Value, Vec<Payload>)> {
     ]
 }
 
-fn task_checks(suite: &BackendSuite<'_>, backend: &BackendBox) -> Vec<Check> {
+fn task_checks(suite: &BackendSuite<'_>, backend: &BackendBox, submit_blocks: bool) -> Vec<Check> {
     let mut checks = Vec::new();
     let mut probe = Probe::new(backend);
     let t = suite.timeout;
@@ -246,7 +293,11 @@ fn task_checks(suite: &BackendSuite<'_>, backend: &BackendBox) -> Vec<Check> {
         Err(e) => Check::fail("large-payload", e),
     });
 
-    checks.extend(cancel_checks(&mut probe, suite));
+    if submit_blocks {
+        checks.push(Check::skip("cancel", "skipped: submit blocks"));
+    } else {
+        checks.extend(cancel_checks(&mut probe, suite));
+    }
     checks
 }
 

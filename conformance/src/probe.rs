@@ -41,6 +41,11 @@ impl Drop for ProbeSink {
     }
 }
 
+/// A sink that reports its completion (or its drop) on `channel`.
+pub fn sink(task_id: u64, channel: Sender<(u64, Outcome)>) -> backplane_plugin_api::CompletionSinkBox {
+    CompletionSink_TO::from_value(ProbeSink { task_id, channel, completed: false }, TD_Opaque)
+}
+
 /// Submits tasks to one backend instance and collects completions.
 pub struct Probe<'a> {
     pub backend: &'a BackendBox,
@@ -62,11 +67,7 @@ impl<'a> Probe<'a> {
         let task_id = self.next_id;
         self.next_id += 1;
         let task = task(task_id, spec, settings, inputs, &self.working_dir);
-        let sink = CompletionSink_TO::from_value(
-            ProbeSink { task_id, channel: self.sender.clone(), completed: false },
-            TD_Opaque,
-        );
-        self.backend.submit(task, sink);
+        self.backend.submit(task, sink(task_id, self.sender.clone()));
         task_id
     }
 

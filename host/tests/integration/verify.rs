@@ -58,7 +58,7 @@ fn our_local_backend_passes() {
     let (code, report) = verify(&dylib("backplane_local"), &[]);
     assert_all_pass(&report);
     assert_eq!(code, Some(0));
-    assert_eq!(report["passed"], 14);
+    assert_eq!(report["passed"], 15);
 }
 
 #[test]
@@ -166,4 +166,17 @@ fn a_single_threaded_local_instance_passes_too() {
     let (code, report) = verify(&dylib("backplane_local"), &["--backend-config", r#"{"threads": 1}"#]);
     assert_all_pass(&report);
     assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_backend_that_works_inside_submit_fails_promptly() {
+    let started = std::time::Instant::now();
+    let (code, report) = verify(&dylib("backplane_test_faulty"), &["--backend-config", r#"faulty={"mode":"inline"}"#]);
+    assert_eq!(code, Some(1));
+    let prompt = checks(&report).into_iter().find(|c| c.0 == "faulty" && c.1 == "submit-returns").unwrap();
+    assert_eq!(prompt.2, "fail", "{prompt:?}");
+    assert!(prompt.3.contains("did not return within"), "{prompt:?}");
+    // The long-task checks were skipped rather than waited through (sloppy's cancel checks take ~20 s).
+    assert!(checks(&report).iter().any(|c| c.0 == "faulty" && c.1 == "cancel" && c.2 == "skip"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(90), "{:?}", started.elapsed());
 }
