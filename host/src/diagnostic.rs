@@ -44,6 +44,12 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// A problem with no position in a file (an environment variable, the
+    /// built-in config); `source` names where it came from.
+    pub fn unlocated(source: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Self { file: source.into(), line: 0, column: 0, message: message.into(), help: None }
+    }
+
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self

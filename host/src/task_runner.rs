@@ -2,10 +2,7 @@
 //! each task in a child process (`backplane run-task`) or run it on a worker.
 
 use crate::Host;
-use backplane_plugin_api::{
-    ComputeFn, ComputeRequest, Payload, PluginError, PluginError_NE, TaskContext, guard, wire::TaskMessage,
-};
-use std::time::{Duration, Instant};
+use backplane_plugin_api::{NodeTask, Payload, PluginError, PluginError_NE, guard, run_compute, wire::TaskMessage};
 
 /// Runs `message` with the node types registered in `host`. Every failure —
 /// unknown type, version mismatch, node error, panic — comes back as an error
@@ -25,26 +22,19 @@ pub fn run_task(host: &Host, message: TaskMessage) -> Result<Vec<Payload>, Plugi
             message.node_version
         )));
     }
-    let Some(ComputeFn(compute)) = entry.spec.compute().into_option() else {
-        return Err(PluginError::unsupported(format!(
-            "node type `{}` has no in-process compute function",
-            message.node_type
-        )));
-    };
-    let deadline = (message.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(message.timeout_ms));
-    let not_cancelled = || false;
-    let context = TaskContext {
-        node_id: &message.node_id,
+    let task = NodeTask {
+        task_id: message.task_id,
         attempt: message.attempt,
-        working_dir: &message.working_dir,
-        deadline,
-        cancelled: &not_cancelled,
-    };
-    let request = ComputeRequest {
-        settings: message.settings.as_str().into(),
+        node_id: message.node_id.into(),
+        node_type: message.node_type.into(),
+        node_version: message.node_version.into(),
+        settings: message.settings.into(),
         inputs: message.inputs.into(),
-        context: context.as_abi(),
+        timeout_ms: message.timeout_ms,
+        working_dir: message.working_dir.into(),
+        compute: entry.spec.compute(),
+        ..NodeTask::default()
     };
     // The node's adapter already catches panics; this guards hand-written ones.
-    guard(|| compute(request).into_result()).map(|outputs| outputs.into_vec())
+    guard(|| run_compute(task, &|| false).into_result()).map(|outputs| outputs.into_vec())
 }

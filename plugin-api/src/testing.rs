@@ -1,10 +1,34 @@
 //! Calling node types directly from unit tests, without a host.
 
 use crate::{
+    backend::{NodeTask, run_compute},
     error::PluginError_NE,
-    node::{ComputeFn, ComputeRequest, NodeType, TaskContext, node_spec},
+    node::{NodeSpecRef, NodeType, node_spec},
     payload::Payload,
 };
+
+/// Runs `spec`'s compute function the way an in-process backend does.
+fn call(
+    spec: NodeSpecRef,
+    settings: &serde_json::Value,
+    inputs: Vec<Payload>,
+    node_id: &str,
+    working_dir: &str,
+) -> Result<Vec<Payload>, PluginError_NE> {
+    let task = NodeTask {
+        attempt: 1,
+        node_id: node_id.into(),
+        node_type: spec.type_name().as_str().into(),
+        node_version: spec.version().as_str().into(),
+        settings: settings.to_string().into(),
+        inputs: inputs.into(),
+        working_dir: working_dir.into(),
+        compute: spec.compute(),
+        ..NodeTask::default()
+    };
+    // The node's adapter already catches panics; this guards hand-written ones.
+    crate::guard(|| run_compute(task, &|| false).into_result()).map(|v| v.into_vec())
+}
 
 /// Runs `N`'s compute function through the ABI adapter (settings as JSON,
 /// panics caught) with `working_dir` as the workflow directory.
@@ -13,34 +37,17 @@ pub fn call_node<N: NodeType>(
     inputs: Vec<Payload>,
     working_dir: &str,
 ) -> Result<Vec<Payload>, PluginError_NE> {
-    let spec = node_spec::<N>();
-    let ComputeFn(compute) = spec.compute().into_option().expect("node_spec always sets compute");
-    let settings = settings.to_string();
-    let not_cancelled = || false;
-    let ctx = TaskContext { node_id: "test", attempt: 1, working_dir, deadline: None, cancelled: &not_cancelled };
-    compute(ComputeRequest { settings: settings.as_str().into(), inputs: inputs.into(), context: ctx.as_abi() })
-        .into_result()
-        .map(|v| v.into_vec())
+    call(node_spec::<N>(), &settings, inputs, "test", working_dir)
 }
 
 /// Calls a node spec's compute function (from any plugin) with `settings`
 /// and `inputs`; `None` when it has none.
 pub fn call_spec(
-    spec: crate::NodeSpecRef,
+    spec: NodeSpecRef,
     settings: &serde_json::Value,
     inputs: Vec<Payload>,
 ) -> Option<Result<Vec<Payload>, PluginError_NE>> {
-    let ComputeFn(compute) = spec.compute().into_option()?;
-    let settings = settings.to_string();
-    let not_cancelled = || false;
-    let working_dir = std::env::temp_dir().to_string_lossy().into_owned();
-    let ctx = TaskContext {
-        node_id: "conformance",
-        attempt: 1,
-        working_dir: &working_dir,
-        deadline: None,
-        cancelled: &not_cancelled,
-    };
-    let request = ComputeRequest { settings: settings.as_str().into(), inputs: inputs.into(), context: ctx.as_abi() };
-    Some(crate::guard(|| compute(request).into_result()).map(|v| v.into_vec()))
+    spec.compute()
+        .is_some()
+        .then(|| call(spec, settings, inputs, "conformance", &std::env::temp_dir().to_string_lossy()))
 }

@@ -46,13 +46,7 @@ fn parse_value(text: &str) -> serde_json::Value {
 }
 
 fn env_diagnostic(variable: &str, message: String, help: String) -> Diagnostic {
-    Diagnostic {
-        file: format!("environment variable {variable}").into(),
-        line: 0,
-        column: 0,
-        message,
-        help: Some(help),
-    }
+    Diagnostic::unlocated(format!("environment variable {variable}"), message).with_help(help)
 }
 
 impl Config {

@@ -275,13 +275,13 @@ impl Config {
         if self.backends.is_empty() {
             self.check()?;
             if let Some(default) = self.default_backend.as_ref().filter(|d| d.get_ref() != "local") {
-                return Err(ConfigError::Invalid(Diagnostics(vec![Diagnostic {
-                    file: self.describe_source().into(),
-                    line: 0,
-                    column: 0,
-                    message: format!("the default backend `{}` is not configured", default.get_ref()),
-                    help: Some("without [backends.*] tables the only instance is `local`".into()),
-                }])));
+                return Err(ConfigError::Invalid(Diagnostics(vec![
+                    Diagnostic::unlocated(
+                        self.describe_source(),
+                        format!("the default backend `{}` is not configured", default.get_ref()),
+                    )
+                    .with_help("without [backends.*] tables the only instance is `local`"),
+                ])));
             }
             registry.create("local", "local", serde_json::json!({}), None)?;
             registry.set_default(self.default_backend.as_ref().map_or("local", |d| d.get_ref()));
@@ -291,7 +291,7 @@ impl Config {
         let locate = |span: Range<usize>, message: String| -> Diagnostic {
             match &self.source {
                 Some(source) => source.diagnostic(span, message),
-                None => Diagnostic { file: "<built-in config>".into(), line: 0, column: 0, message, help: None },
+                None => Diagnostic::unlocated(self.describe_source(), message),
             }
         };
         for decl in &self.backends {
@@ -334,16 +334,16 @@ impl Config {
             && self.default_from_env
             && registry.instance(default.get_ref()).is_none()
         {
-            diagnostics.push(Diagnostic {
-                file: "environment variable BACKPLANE_DEFAULT_BACKEND".into(),
-                line: 0,
-                column: 0,
-                message: format!("`{}` is not a configured backend instance", default.get_ref()),
-                help: Some(format!(
+            diagnostics.push(
+                Diagnostic::unlocated(
+                    "environment variable BACKPLANE_DEFAULT_BACKEND",
+                    format!("`{}` is not a configured backend instance", default.get_ref()),
+                )
+                .with_help(format!(
                     "configured instances: {}",
                     self.backends.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(", ")
                 )),
-            });
+            );
         }
         if !diagnostics.is_empty() {
             return Err(ConfigError::Invalid(Diagnostics::sorted(diagnostics)));

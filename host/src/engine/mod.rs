@@ -154,6 +154,8 @@ struct Run<'p> {
     breakers: Vec<Breaker>,
     breaker_events: Vec<BreakerEvent>,
     started: Instant,
+    /// The plan's working directory as text, converted once rather than per task.
+    working_dir: String,
     remaining: Vec<u32>,
     slots: Vec<Vec<Option<Payload>>>,
     state: Vec<State>,
@@ -196,6 +198,7 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
         breakers: (0..backends).map(|_| Breaker::default()).collect(),
         breaker_events: Vec::new(),
         started,
+        working_dir: plan.working_dir.to_string_lossy().into_owned(),
         remaining: plan.nodes.iter().map(|n| n.inputs.len() as u32).collect(),
         slots: (0..plan.nodes.len()).map(|_| Vec::new()).collect(),
         state: vec![State::Waiting; plan.nodes.len()],
@@ -539,7 +542,7 @@ impl Run<'_> {
         let backend = self.assigned[node as usize] as usize;
         let slots = std::mem::take(&mut self.slots[node as usize]);
         // Keep a copy for a retry, unless this attempt is the last possible one.
-        let policy = planned.retry.as_deref().map_or(self.options.retry, |r| r.apply(self.options.retry));
+        let policy = self.retry_policy(node as usize);
         let attempt = self.attempt[node as usize] + 1;
         if !slots.is_empty() && attempt < policy.node_attempts.max(policy.infrastructure_attempts).min(MAX_ATTEMPTS) {
             self.retained.insert(node, slots.clone());
@@ -563,7 +566,7 @@ impl Run<'_> {
             inputs,
             resources: planned.resources.as_deref().cloned().unwrap_or_default(),
             timeout_ms: timeout.map_or(0, |t| t.as_millis() as u64),
-            working_dir: self.plan.working_dir.to_string_lossy().as_ref().into(),
+            working_dir: self.working_dir.as_str().into(),
             compute: node_type.compute,
             extensions: RVec::new(),
         };

@@ -134,11 +134,7 @@ impl<'a> Router<'a> {
     /// What `instance` lacks for the node, as "name: reasons".
     fn problems(&self, instance: usize, requirements: &Requirements, resources: &Resources) -> Option<String> {
         let name = &self.instances[instance].name;
-        if let Some(down) = &self.down[instance] {
-            return Some(format!("{name}: {down}"));
-        }
-        let missing = unmet_requirements(&self.capabilities[instance], requirements, resources);
-        (!missing.is_empty()).then(|| format!("{name}: {}", missing.join(", ")))
+        instance_problem(name, self.down[instance].as_deref(), || &self.capabilities[instance], requirements, resources)
     }
 
     /// Routes one node.
@@ -263,6 +259,22 @@ impl<'a> Router<'a> {
     }
 }
 
+/// "name: what it lacks" for an instance that cannot run a node, `None` when
+/// it can. `capabilities` is only read when the instance is up.
+fn instance_problem<C: std::borrow::Borrow<Capabilities>>(
+    name: &str,
+    down: Option<&str>,
+    capabilities: impl FnOnce() -> C,
+    requirements: &Requirements,
+    resources: &Resources,
+) -> Option<String> {
+    if let Some(down) = down {
+        return Some(format!("{name}: {down}"));
+    }
+    let missing = unmet_requirements(capabilities().borrow(), requirements, resources);
+    (!missing.is_empty()).then(|| format!("{name}: {}", missing.join(", ")))
+}
+
 /// For a node whose instance went down mid-run: the first healthy instance in
 /// config order that meets its needs, or what each instance lacks.
 pub fn alternative(
@@ -276,15 +288,11 @@ pub fn alternative(
         if instance.derived_from.is_some() {
             continue;
         }
-        if let Some(reason) = &down[i] {
-            reasons.push(format!("{}: {reason}", instance.name));
-            continue;
+        match instance_problem(&instance.name, down[i].as_deref(), || instance.capabilities(), requirements, resources)
+        {
+            None => return Ok(i),
+            Some(reason) => reasons.push(reason),
         }
-        let missing = unmet_requirements(&instance.capabilities(), requirements, resources);
-        if missing.is_empty() {
-            return Ok(i);
-        }
-        reasons.push(format!("{}: {}", instance.name, missing.join(", ")));
     }
     Err(reasons)
 }

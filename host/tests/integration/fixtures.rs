@@ -68,29 +68,29 @@ pub enum AbiSkew {
 }
 
 /// Builds the `abi-plugin` fixture against a modified copy of `plugin-api`
-/// and returns the dylib. Builds go to `target/abi-fixtures` so later runs
-/// reuse them; `Cargo.lock` is copied so dependency versions match the host's.
+/// and returns the dylib.
 pub fn skewed_plugin(skew: AbiSkew) -> PathBuf {
-    let root = workspace_root();
     let (name, version, panic) = match skew {
         AbiSkew::ChangedFieldType => ("abi-fixture-changed-field", "1.0.0", "unwind"),
         AbiSkew::NextMajor => ("abi-fixture-next-major", "2.0.0", "unwind"),
         AbiSkew::PanicAbort => ("abi-fixture-panic-abort", "1.0.0", "abort"),
     };
-    let base = root.join("target/abi-fixtures");
-    let work = base.join(name);
-    let api = work.join("plugin-api");
-    let plugin = work.join("plugin");
+    let change_field = matches!(skew, AbiSkew::ChangedFieldType);
+    build_fixture_plugin(name, "host/tests/fixtures/abi-plugin/src/lib.rs", panic, |api| {
+        write_api_copy(api, version, |file, text| match file {
+            "resources.rs" if change_field => patch(&text, "pub max_concurrency: u32,", "pub max_concurrency: u64,"),
+            _ => text,
+        })
+    })
+}
+
+/// Writes a copy of `plugin-api` at `version` into `api`, passing each source
+/// file (by name) through `edit`.
+fn write_api_copy(api: &Path, version: &str, edit: impl Fn(&str, String) -> String) {
     std::fs::create_dir_all(api.join("src")).unwrap();
-    std::fs::create_dir_all(plugin.join("src")).unwrap();
-    for entry in std::fs::read_dir(root.join("plugin-api/src")).unwrap() {
+    for entry in std::fs::read_dir(workspace_root().join("plugin-api/src")).unwrap() {
         let entry = entry.unwrap();
-        let mut text = std::fs::read_to_string(entry.path()).unwrap();
-        if matches!(skew, AbiSkew::ChangedFieldType) && entry.file_name() == "resources.rs" {
-            let changed = text.replace("pub max_concurrency: u32,", "pub max_concurrency: u64,");
-            assert_ne!(changed, text, "the field to change is gone from plugin-api; update this fixture");
-            text = changed;
-        }
+        let text = edit(entry.file_name().to_str().unwrap(), std::fs::read_to_string(entry.path()).unwrap());
         write_if_changed(&api.join("src").join(entry.file_name()), &text);
     }
     write_if_changed(
@@ -101,17 +101,26 @@ pub fn skewed_plugin(skew: AbiSkew) -> PathBuf {
              serde = {{ version = \"1\", features = [\"derive\"] }}\nserde_json = \"1\"\n"
         ),
     );
+}
+
+/// Builds the plugin `name` from `source` (relative to the workspace) against
+/// the `plugin-api` copy `write_api` writes, with the given panic strategy.
+/// Builds go to `target/abi-fixtures` so later runs reuse them; `Cargo.lock`
+/// is copied so dependency versions match the host's.
+fn build_fixture_plugin(name: &str, source: &str, panic: &str, write_api: impl FnOnce(&Path)) -> PathBuf {
+    let root = workspace_root();
+    let base = root.join("target/abi-fixtures");
+    let work = base.join(name);
+    write_api(&work.join("plugin-api"));
+    std::fs::create_dir_all(work.join("plugin/src")).unwrap();
     write_if_changed(
-        &plugin.join("Cargo.toml"),
+        &work.join("plugin/Cargo.toml"),
         &format!(
             "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n\
              [dependencies]\nbackplane-plugin-api = {{ path = \"../plugin-api\" }}\n"
         ),
     );
-    write_if_changed(
-        &plugin.join("src/lib.rs"),
-        &std::fs::read_to_string(root.join("host/tests/fixtures/abi-plugin/src/lib.rs")).unwrap(),
-    );
+    write_if_changed(&work.join("plugin/src/lib.rs"), &std::fs::read_to_string(root.join(source)).unwrap());
     write_if_changed(
         &work.join("Cargo.toml"),
         &format!(
@@ -123,13 +132,7 @@ pub fn skewed_plugin(skew: AbiSkew) -> PathBuf {
     }
     // Each panic strategy needs its own build of the dependencies.
     let target_dir = base.join(format!("target-{panic}"));
-    let output = std::process::Command::new(cargo())
-        .args(["build", "--offline", "-j2", "--manifest-path"])
-        .arg(work.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .output()
-        .expect("cargo runs");
-    assert!(output.status.success(), "building the {name} fixture failed:\n{}", stderr_of(&output));
+    cargo_build(&work.join("Cargo.toml"), &target_dir, &[]);
     target_dir.join("debug").join(format!("lib{}.{}", name.replace('-', "_"), std::env::consts::DLL_EXTENSION))
 }
 
@@ -156,12 +159,8 @@ fn patch(text: &str, from: &str, to: &str) -> String {
 /// of each kind of append-only change: a root-module field, a backend method
 /// with a default body, an error variant.
 fn write_next_minor_api(api: &Path) {
-    let root = workspace_root();
-    std::fs::create_dir_all(api.join("src")).unwrap();
-    for entry in std::fs::read_dir(root.join("plugin-api/src")).unwrap() {
-        let entry = entry.unwrap();
-        let mut text = std::fs::read_to_string(entry.path()).unwrap();
-        match entry.file_name().to_str().unwrap() {
+    write_api_copy(api, "1.1.0", |file, mut text| {
+        match file {
             "module.rs" => {
                 text = patch(
                     &text,
@@ -207,14 +206,8 @@ fn write_next_minor_api(api: &Path) {
             }
             _ => {}
         }
-        write_if_changed(&api.join("src").join(entry.file_name()), &text);
-    }
-    write_if_changed(
-        &api.join("Cargo.toml"),
-        "[package]\nname = \"backplane-plugin-api\"\nversion = \"1.1.0\"\nedition = \"2024\"\n\n\
-         [dependencies]\nabi_stable = { version = \"0.11.3\", default-features = false }\n\
-         serde = { version = \"1\", features = [\"derive\"] }\nserde_json = \"1\"\n",
-    );
+        text
+    });
 }
 
 fn cargo_build(manifest: &Path, target_dir: &Path, extra: &[&str]) {
@@ -230,30 +223,12 @@ fn cargo_build(manifest: &Path, target_dir: &Path, extra: &[&str]) {
 
 /// A plugin built against the next minor interface (1.1.0).
 pub fn next_minor_plugin() -> PathBuf {
-    let root = workspace_root();
-    let base = root.join("target/abi-fixtures");
-    let work = base.join("abi-fixture-next-minor");
-    write_next_minor_api(&work.join("plugin-api"));
-    std::fs::create_dir_all(work.join("plugin/src")).unwrap();
-    write_if_changed(
-        &work.join("plugin/Cargo.toml"),
-        "[package]\nname = \"abi-fixture-next-minor\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n\
-         [dependencies]\nbackplane-plugin-api = { path = \"../plugin-api\" }\n",
-    );
-    write_if_changed(
-        &work.join("plugin/src/lib.rs"),
-        &std::fs::read_to_string(root.join("host/tests/fixtures/abi-plugin-next/src/lib.rs")).unwrap(),
-    );
-    write_if_changed(
-        &work.join("Cargo.toml"),
-        "[workspace]\nresolver = \"3\"\nmembers = [\"plugin-api\", \"plugin\"]\n\n[profile.dev]\npanic = \"unwind\"\n",
-    );
-    if !work.join("Cargo.lock").exists() {
-        std::fs::copy(root.join("Cargo.lock"), work.join("Cargo.lock")).unwrap();
-    }
-    let target_dir = base.join("target-unwind");
-    cargo_build(&work.join("Cargo.toml"), &target_dir, &[]);
-    target_dir.join("debug").join(format!("libabi_fixture_next_minor.{}", std::env::consts::DLL_EXTENSION))
+    build_fixture_plugin(
+        "abi-fixture-next-minor",
+        "host/tests/fixtures/abi-plugin-next/src/lib.rs",
+        "unwind",
+        write_next_minor_api,
+    )
 }
 
 /// The real host, built against the next minor interface (1.1.0), with one
