@@ -28,6 +28,7 @@ pub mod plan;
 pub mod registry;
 mod spanned_toml;
 pub mod task_runner;
+pub mod worker;
 pub mod workflow;
 
 pub use host::{Host, PluginInfo};

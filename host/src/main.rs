@@ -51,6 +51,8 @@ enum Command {
     Nodes(cli::inspect::NodesArgs),
     /// Check a plugin dylib: the conformance suite for its backends, checks for its node types.
     Verify(cli::verify::VerifyArgs),
+    /// Serve a worker pool: run tasks from the NATS JetStream work queue.
+    Worker(cli::worker::WorkerArgs),
     /// Measure engine throughput and latency on this machine.
     Bench(cli::bench::BenchArgs),
     /// Run one task read from stdin, write its result to stdout (used by
@@ -73,27 +75,30 @@ pub enum Failure {
     Environment(String),
 }
 
-fn init_logging(global: &GlobalArgs) {
+/// Logs go to stderr, except for the worker service, a long-running process
+/// whose log is its output (stdout, `info` by default).
+fn init_logging(global: &GlobalArgs, service: bool) {
     use tracing_subscriber::EnvFilter;
     let level = match (global.quiet, global.verbose) {
         (true, _) => "error",
+        (false, 0) if service => "info",
         (false, 0) => "warn",
         (false, 1) => "info",
         (false, 2) => "debug",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("BACKPLANE_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if service {
+        builder.with_writer(std::io::stdout).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())).init();
+    } else {
+        builder.with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.global);
+    init_logging(&cli.global, matches!(cli.command, Command::Worker(_)));
     let result = match cli.command {
         Command::Run(args) => cli::run::run(&cli.global, args),
         Command::Validate(args) => cli::run::validate(&cli.global, args),
@@ -103,6 +108,7 @@ fn main() -> ExitCode {
         Command::Nodes(args) => cli::inspect::nodes(&cli.global, args),
         Command::Verify(args) => cli::verify::verify(&cli.global, args),
         Command::Bench(args) => cli::bench::bench(&cli.global, args),
+        Command::Worker(args) => cli::worker::worker(&cli.global, args),
         Command::RunTask => cli::task::run_task(&cli.global),
     };
     match result {

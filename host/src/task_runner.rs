@@ -4,10 +4,14 @@
 use crate::Host;
 use backplane_plugin_api::{NodeTask, Payload, PluginError, PluginError_NE, guard, run_compute, wire::TaskMessage};
 
-/// Runs `message` with the node types registered in `host`. Every failure —
-/// unknown type, version mismatch, node error, panic — comes back as an error
-/// value, never as a panic.
-pub fn run_task(host: &Host, message: TaskMessage) -> Result<Vec<Payload>, PluginError_NE> {
+/// Runs `message` with the node types registered in `host`; the node sees
+/// `cancelled` through its context. Every failure — unknown type, version
+/// mismatch, node error, panic — comes back as an error value, never as a panic.
+pub fn run_task(
+    host: &Host,
+    message: TaskMessage,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> Result<Vec<Payload>, PluginError_NE> {
     let Some(entry) = host.nodes.get(&message.node_type) else {
         return Err(PluginError::unsupported(format!(
             "node type `{}` is not loaded here (is its plugin on this machine's plugin path?)",
@@ -36,5 +40,5 @@ pub fn run_task(host: &Host, message: TaskMessage) -> Result<Vec<Payload>, Plugi
         ..NodeTask::default()
     };
     // The node's adapter already catches panics; this guards hand-written ones.
-    guard(|| run_compute(task, &|| false).into_result()).map(|outputs| outputs.into_vec())
+    guard(|| run_compute(task, cancelled).into_result()).map(|outputs| outputs.into_vec())
 }

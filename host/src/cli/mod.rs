@@ -5,6 +5,7 @@ pub mod inspect;
 pub mod run;
 pub mod task;
 pub mod verify;
+pub mod worker;
 
 use crate::{Failure, GlobalArgs};
 use backplane_host::{

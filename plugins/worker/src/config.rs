@@ -1,0 +1,180 @@
+//! `[backends.<name>] type = "worker"` settings.
+
+use backplane_worker_protocol::{NatsAuth, PoolConsumerSettings, check_pool_name};
+use serde::Deserialize;
+use std::{path::PathBuf, time::Duration};
+
+/// One NATS URL or several (the client fails over between them).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Urls {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    pub nats: Urls,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub creds_file: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    #[serde(default)]
+    pub require_tls: bool,
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default = "default_pool")]
+    pub pool: String,
+    /// Fail a task not finished this long after it was submitted (0: no limit).
+    #[serde(default)]
+    pub task_timeout_secs: f64,
+    /// Deliveries of one task (its first run plus redeliveries after a worker
+    /// died or stopped) before it fails with an infrastructure error.
+    #[serde(default = "default_max_deliveries")]
+    pub max_deliveries: u32,
+    /// A task whose worker went silent goes to another worker after this long.
+    #[serde(default = "default_redelivery_after")]
+    pub redelivery_after_secs: f64,
+    /// Delay before a released task is offered again, by delivery number
+    /// (the last entry repeats).
+    #[serde(default = "default_backoff")]
+    pub redelivery_backoff_secs: Vec<f64>,
+    /// Fail a task when no live worker of the pool can run its node type for this long.
+    #[serde(default = "default_no_worker_timeout")]
+    pub no_worker_timeout_secs: f64,
+    /// Payloads larger than this travel through the object store.
+    #[serde(default = "default_inline_limit")]
+    pub inline_limit_bytes: u64,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: f64,
+}
+
+fn default_pool() -> String {
+    "default".into()
+}
+fn default_max_deliveries() -> u32 {
+    3
+}
+fn default_redelivery_after() -> f64 {
+    30.0
+}
+fn default_backoff() -> Vec<f64> {
+    vec![0.5, 2.0, 10.0]
+}
+fn default_no_worker_timeout() -> f64 {
+    30.0
+}
+fn default_inline_limit() -> u64 {
+    512 * 1024
+}
+fn default_connect_timeout() -> f64 {
+    5.0
+}
+
+pub fn schema() -> serde_json::Value {
+    let secs = |description: &str| serde_json::json!({ "type": "number", "minimum": 0, "description": description });
+    let path = |description: &str| serde_json::json!({ "type": "string", "description": description });
+    serde_json::json!({
+        "type": "object",
+        "required": ["nats"],
+        "properties": {
+            "nats": {
+                "description": "NATS server URL(s), e.g. \"nats://127.0.0.1:4222\"",
+                "oneOf": [
+                    { "type": "string" },
+                    { "type": "array", "items": { "type": "string" }, "minItems": 1 }
+                ]
+            },
+            "user": path("NATS user (with password)"),
+            "password": path("NATS password"),
+            "token": path("NATS token"),
+            "creds_file": path("NATS .creds file (JWT and nkey seed)"),
+            "tls_ca": path("CA certificate to trust for TLS"),
+            "tls_cert": path("client certificate for mutual TLS"),
+            "tls_key": path("client key for mutual TLS"),
+            "require_tls": { "type": "boolean", "description": "refuse a connection without TLS" },
+            "insecure": { "type": "boolean", "description": "allow a NATS server without authentication" },
+            "pool": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "description": "worker pool to send tasks to (default \"default\")" },
+            "task_timeout_secs": secs("fail a task not finished this long after submission (0: none)"),
+            "max_deliveries": { "type": "integer", "minimum": 1, "description": "deliveries of one task before it fails (default 3)" },
+            "redelivery_after_secs": secs("a silent worker's task goes to another worker after this long (default 30)"),
+            "redelivery_backoff_secs": { "type": "array", "items": { "type": "number", "minimum": 0 }, "description": "delay before a released task is offered again, per delivery" },
+            "no_worker_timeout_secs": secs("fail a task when no live worker can run it for this long (default 30)"),
+            "inline_limit_bytes": { "type": "integer", "minimum": 1024, "description": "larger payloads go through the object store (default 524288)" },
+            "connect_timeout_secs": secs("first connection timeout (default 5)")
+        },
+        "additionalProperties": false
+    })
+}
+
+/// The validated settings an instance runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub urls: Vec<String>,
+    pub auth: NatsAuth,
+    pub pool: String,
+    pub task_timeout: Option<Duration>,
+    pub max_deliveries: u32,
+    pub consumer: PoolConsumerSettings,
+    pub backoff: Vec<Duration>,
+    pub no_worker_timeout: Duration,
+    pub inline_limit: usize,
+    pub connect_timeout: Duration,
+}
+
+fn seconds(name: &str, value: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value).map_err(|_| format!("`{name}` must be a non-negative number of seconds"))
+}
+
+impl WorkerConfig {
+    pub fn validate(self) -> Result<Settings, String> {
+        let urls = match self.nats {
+            Urls::One(url) => vec![url],
+            Urls::Many(urls) => urls,
+        };
+        if urls.is_empty() {
+            return Err("`nats` needs at least one server URL".into());
+        }
+        check_pool_name(&self.pool)?;
+        if self.max_deliveries == 0 {
+            return Err("`max_deliveries` must be at least 1".into());
+        }
+        let redelivery_after = seconds("redelivery_after_secs", self.redelivery_after_secs)?;
+        if redelivery_after < Duration::from_millis(500) {
+            return Err("`redelivery_after_secs` must be at least 0.5".into());
+        }
+        Ok(Settings {
+            urls,
+            auth: NatsAuth {
+                user: self.user,
+                password: self.password,
+                token: self.token,
+                creds_file: self.creds_file,
+                tls_ca: self.tls_ca,
+                tls_cert: self.tls_cert,
+                tls_key: self.tls_key,
+                require_tls: self.require_tls,
+                insecure: self.insecure,
+            },
+            pool: self.pool,
+            task_timeout: match seconds("task_timeout_secs", self.task_timeout_secs)? {
+                d if d.is_zero() => None,
+                d => Some(d),
+            },
+            max_deliveries: self.max_deliveries,
+            consumer: PoolConsumerSettings { ack_wait: redelivery_after, ..PoolConsumerSettings::default() },
+            backoff: self
+                .redelivery_backoff_secs
+                .iter()
+                .map(|&s| seconds("redelivery_backoff_secs", s))
+                .collect::<Result<_, _>>()?,
+            no_worker_timeout: seconds("no_worker_timeout_secs", self.no_worker_timeout_secs)?,
+            inline_limit: usize::try_from(self.inline_limit_bytes).unwrap_or(usize::MAX),
+            connect_timeout: seconds("connect_timeout_secs", self.connect_timeout_secs)?,
+        })
+    }
+}
