@@ -110,9 +110,26 @@ impl InstanceView {
             health: health.status.name().to_owned(),
             health_message: health.message.to_string(),
             max_in_flight: instance.max_in_flight,
-            config: instance.config.clone(),
+            config: redact_secrets(&instance.config),
             capabilities: (&instance.capabilities()).into(),
         }
+    }
+}
+
+/// Setting names whose values are never shown (credentials).
+const SECRET_KEYS: &[&str] = &["password", "token", "secret"];
+
+/// A copy of a backend config with credential values replaced.
+pub fn redact_secrets(config: &serde_json::Value) -> serde_json::Value {
+    match config {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| {
+                let secret = SECRET_KEYS.iter().any(|s| k.to_ascii_lowercase().contains(s));
+                (k.clone(), if secret { serde_json::Value::from("<redacted>") } else { redact_secrets(v) })
+            })
+            .collect(),
+        other => other.clone(),
     }
 }
 

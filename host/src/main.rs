@@ -52,7 +52,7 @@ enum Command {
     /// Check a plugin dylib: the conformance suite for its backends, checks for its node types.
     Verify(cli::verify::VerifyArgs),
     /// Serve a worker pool: run tasks from the NATS JetStream work queue.
-    Worker(cli::worker::WorkerArgs),
+    Worker(Box<cli::worker::WorkerArgs>),
     /// Measure engine throughput and latency on this machine.
     Bench(cli::bench::BenchArgs),
     /// Run one task read from stdin, write its result to stdout (used by
@@ -108,7 +108,7 @@ fn main() -> ExitCode {
         Command::Nodes(args) => cli::inspect::nodes(&cli.global, args),
         Command::Verify(args) => cli::verify::verify(&cli.global, args),
         Command::Bench(args) => cli::bench::bench(&cli.global, args),
-        Command::Worker(args) => cli::worker::worker(&cli.global, args),
+        Command::Worker(args) => cli::worker::worker(&cli.global, *args),
         Command::RunTask => cli::task::run_task(&cli.global),
     };
     match result {

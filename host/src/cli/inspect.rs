@@ -65,7 +65,8 @@ pub fn backends(global: &GlobalArgs, args: JsonArg) -> Result<(), Failure> {
     say!("instances:");
     for i in &instances {
         let default = if i.is_default { " (default)" } else { "" };
-        say!("  {}{default}: type {}, health {}\n      {}", i.name, i.factory, i.health, i.capabilities);
+        let message = if i.health_message.is_empty() { String::new() } else { format!(" ({})", i.health_message) };
+        say!("  {}{default}: type {}, health {}{message}\n      {}", i.name, i.factory, i.health, i.capabilities);
     }
     Ok(())
 }

@@ -205,7 +205,7 @@ pub async fn serve(
         worker.host.nodes.names().len()
     );
 
-    pull_tasks(&worker, &consumer, &mut stop).await;
+    pull_tasks(&worker, consumer, &mut stop).await;
 
     // Drain: running tasks get the grace period, then are released.
     let _ = draining_tx.send(true);
@@ -261,7 +261,7 @@ fn heartbeat_for(ack_wait: Duration) -> u64 {
 const MAX_BATCH: usize = 256;
 
 /// Pulls as many tasks as there are free slots, until `stop`.
-async fn pull_tasks(worker: &Arc<Worker>, consumer: &PullConsumer, stop: &mut watch::Receiver<bool>) {
+async fn pull_tasks(worker: &Arc<Worker>, mut consumer: PullConsumer, stop: &mut watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(worker.options.concurrency));
     let mut last_error = None::<String>;
     'pulling: loop {
@@ -287,6 +287,12 @@ async fn pull_tasks(worker: &Arc<Worker>, consumer: &PullConsumer, stop: &mut wa
                         last_error = Some(text);
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
+                    // A server that lost its data needs the stream and consumer again.
+                    if ensure_streams(&worker.js).await.is_ok()
+                        && let Ok(recreated) = ensure_pool_consumer(&worker.js, &worker.options.pool, Default::default(), false).await
+                    {
+                        consumer = recreated;
+                    }
                     continue;
                 }
             },
@@ -413,6 +419,12 @@ async fn run(
         }
         Some(_) => {}
     }
+    tracing::debug!(
+        "running task {key}: node `{}` ({}), delivery {}",
+        task.node_id,
+        task.node_type,
+        message.info().map_or(1, |i| i.delivered)
+    );
     if let Err(e) = objects::resolve(&worker.payloads, &mut task.inputs).await {
         return Outcome::Answer(Err(PluginError::infrastructure(e.to_string())));
     }

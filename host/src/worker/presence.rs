@@ -3,7 +3,7 @@
 
 use super::{Worker, heartbeat_for};
 use async_nats::jetstream::{self, kv};
-use backplane_worker_protocol::{PRESENCE_INTERVAL, TASKS_STREAM, WorkerAnnouncement, pool_consumer};
+use backplane_worker_protocol::{PRESENCE_INTERVAL, TASKS_STREAM, WorkerAnnouncement, pool_consumer, presence_bucket};
 use std::sync::{Arc, atomic::Ordering};
 use tokio::sync::watch;
 
@@ -41,7 +41,12 @@ pub fn hostname() -> String {
 
 /// Refreshes the entry every [`PRESENCE_INTERVAL`], and the heartbeat
 /// interval from the pool consumer's current ack wait.
-pub async fn announce(worker: Arc<Worker>, bucket: kv::Store, js: jetstream::Context, draining: watch::Receiver<bool>) {
+pub async fn announce(
+    worker: Arc<Worker>,
+    mut bucket: kv::Store,
+    js: jetstream::Context,
+    draining: watch::Receiver<bool>,
+) {
     let key = key(&worker);
     let mut tick = tokio::time::interval(PRESENCE_INTERVAL);
     let mut last_error = None::<String>;
@@ -55,6 +60,11 @@ pub async fn announce(worker: Arc<Worker>, bucket: kv::Store, js: jetstream::Con
                 if last_error.as_ref() != Some(&text) {
                     tracing::warn!("cannot refresh this worker's presence: {text}");
                     last_error = Some(text);
+                }
+                // A server that lost its data (a new one at the same address)
+                // needs the bucket again.
+                if let Ok(recreated) = presence_bucket(&js).await {
+                    bucket = recreated;
                 }
             }
         }

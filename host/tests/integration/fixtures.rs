@@ -20,8 +20,21 @@ pub fn dylib(stem: &str) -> PathBuf {
     bin_dir().join(format!("lib{stem}.{}", std::env::consts::DLL_EXTENSION))
 }
 
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+/// `cargo`, without the variables cargo sets for this test process: build
+/// scripts that track them (ring's) would read them as changed and rebuild
+/// half the tree.
+fn cargo_command() -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_tests = ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"]
+            .contains(&name.as_ref())
+            || ["CARGO_PKG_", "CARGO_BIN_EXE_", "CARGO_TARGET_TMPDIR"].iter().any(|p| name.starts_with(p));
+        if set_for_tests {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command
 }
 
 /// Builds the workspace's plugin dylibs (a no-op when they are fresh), so
@@ -29,9 +42,19 @@ fn cargo() -> String {
 pub fn ensure_plugins_built() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let status = std::process::Command::new(cargo())
+        let status = cargo_command()
             .current_dir(workspace_root())
-            .args(["build", "-p", "backplane-local", "-p", "backplane-std-nodes", "-p", "backplane-test-faulty"])
+            .args([
+                "build",
+                "-p",
+                "backplane-local",
+                "-p",
+                "backplane-std-nodes",
+                "-p",
+                "backplane-worker",
+                "-p",
+                "backplane-test-faulty",
+            ])
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building the plugin dylibs failed");
@@ -211,7 +234,7 @@ fn write_next_minor_api(api: &Path) {
 }
 
 fn cargo_build(manifest: &Path, target_dir: &Path, extra: &[&str]) {
-    let output = std::process::Command::new(cargo())
+    let output = cargo_command()
         .args(["build", "--offline", "-j2", "--manifest-path"])
         .arg(manifest)
         .args(extra)

@@ -11,13 +11,17 @@
 //! - `policies`: real signals to a real run, grace periods, the `continue` policy
 //! - `routing`: rules, precedence, derived instances, env overrides, rerouting
 //! - `verify`: the conformance suite on our plugins, the examples and broken fixtures
+//! - `nats`: real `nats-server` and `backplane worker` processes
+//! - `workers`: the worker backend end to end: sharing, kill -9, NATS restarts, credentials, large payloads, parity
 
 mod diagnostics;
 mod evolution;
 mod fixtures;
 mod library;
 mod loading;
+mod nats;
 mod policies;
 mod routing;
 mod runs;
 mod verify;
+mod workers;

@@ -105,6 +105,18 @@ pub async fn start(settings: Settings, outbox: UnboundedReceiver<TaskMessage>) -
         .await
         .map_err(|e| infrastructure("cannot watch worker presence")(e.to_string()))?;
     let results = open_results(&results_stream, &host_id, None).await?;
+    let pool = PoolView::default();
+    // Know the workers present before the first `capabilities`/`health` call.
+    if let Ok(mut keys) = presence.keys().await {
+        while let Some(Ok(key)) = keys.next().await {
+            if let Ok(Some(value)) = presence.get(&key).await
+                && let Ok(announcement) = serde_json::from_slice::<WorkerAnnouncement>(&value)
+                && announcement.pool == settings.pool
+            {
+                pool.update(&key, announcement);
+            }
+        }
+    }
     let shared = Arc::new(Shared {
         settings,
         host_id,
@@ -113,7 +125,7 @@ pub async fn start(settings: Settings, outbox: UnboundedReceiver<TaskMessage>) -
         payloads,
         tasks_stream,
         pending: PendingTasks::default(),
-        pool: PoolView::default(),
+        pool,
         closed: AtomicBool::new(false),
     });
     tokio::spawn(publish_tasks(shared.clone(), outbox));
@@ -243,7 +255,8 @@ async fn open_results(
             filter_subject: result_subject(host_id),
             deliver_policy: match after {
                 Some(sequence) => DeliverPolicy::ByStartSequence { start_sequence: sequence + 1 },
-                None => DeliverPolicy::New,
+                // The subject is this instance's own: everything on it is ours.
+                None => DeliverPolicy::All,
             },
             ..Default::default()
         })
@@ -252,32 +265,59 @@ async fn open_results(
     consumer.messages().await.map_err(|e| infrastructure("cannot read results from NATS")(e.to_string()))
 }
 
+/// Resolves when the client is connected again after having been
+/// disconnected. Consumers the server forgot in a restart notice it only
+/// after their heartbeats lapse (many seconds); this notices at once.
+struct Reconnects {
+    client: Client,
+    was_down: bool,
+}
+
+impl Reconnects {
+    fn new(client: &Client) -> Self {
+        Self { client: client.clone(), was_down: false }
+    }
+
+    async fn next(&mut self) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match self.client.connection_state() {
+                State::Connected if self.was_down => {
+                    self.was_down = false;
+                    return;
+                }
+                State::Connected => {}
+                _ => self.was_down = true,
+            }
+        }
+    }
+}
+
 async fn read_results(shared: Arc<Shared>, stream: jetstream::stream::Stream, mut results: Results) {
     let mut last_sequence = None;
+    let mut reconnects = Reconnects::new(&shared.client);
     loop {
-        match results.next().await {
-            Some(Ok(message)) => {
-                if let Ok(info) = message.info() {
-                    last_sequence = Some(info.stream_sequence);
+        tokio::select! {
+            next = results.next() => match next {
+                Some(Ok(message)) => {
+                    if let Ok(info) = message.info() {
+                        last_sequence = Some(info.stream_sequence);
+                    }
+                    on_result(&shared, message.message);
+                    continue;
                 }
-                on_result(&shared, message.message);
-                continue;
-            }
-            Some(Err(e)) => {
-                // The ordered consumer recreates itself; errors say why it had to.
-                log_debug!("reading results: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            None => {}
+                Some(Err(e)) => log_debug!("reading results: {e}"),
+                None => {}
+            },
+            () = reconnects.next() => log_debug!("reconnected to NATS: reading results anew"),
         }
-        // The ordered consumer gave up (a long outage): start a new one after
-        // the last result seen, once the server is back.
+        // The ordered consumer gave up (its server restarted and forgot it):
+        // start a new one after the last result seen, once the server is back.
         loop {
             if shared.closed.load(std::sync::atomic::Ordering::Acquire) {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
             match open_results(&stream, &shared.host_id, last_sequence).await {
                 Ok(reopened) => {
                     results = reopened;
@@ -339,8 +379,14 @@ fn on_result(shared: &Arc<Shared>, message: async_nats::Message) {
 // ---- presence and expiry ------------------------------------------------------
 
 async fn follow_presence(shared: Arc<Shared>, bucket: jetstream::kv::Store, mut watch: jetstream::kv::Watch) {
+    let mut reconnects = Reconnects::new(&shared.client);
     loop {
-        while let Some(entry) = watch.next().await {
+        loop {
+            let entry = tokio::select! {
+                entry = watch.next() => entry,
+                () = reconnects.next() => break,
+            };
+            let Some(entry) = entry else { break };
             match entry {
                 Ok(entry) => match entry.operation {
                     Operation::Put => match serde_json::from_slice::<WorkerAnnouncement>(&entry.value) {
@@ -349,13 +395,17 @@ async fn follow_presence(shared: Arc<Shared>, bucket: jetstream::kv::Store, mut 
                     },
                     Operation::Delete | Operation::Purge => shared.pool.remove(&entry.key),
                 },
-                Err(e) => log_debug!("watching worker presence: {e}"),
+                Err(e) => {
+                    // As for results: after an error, start over.
+                    log_debug!("watching worker presence: {e}");
+                    break;
+                }
             }
         }
         if shared.closed.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
         match bucket.watch_with_history(format!("{}.*", shared.settings.pool)).await {
             Ok(w) => watch = w,
             Err(e) => log_debug!("watching worker presence: {e}"),

@@ -4,12 +4,16 @@
 //! payload last deletes its object; the bucket's age limit collects what a
 //! dead process leaves behind.
 
-use async_nats::jetstream::object_store::ObjectStore;
+use async_nats::jetstream::object_store::{ObjectMetadata, ObjectStore};
 use backplane_plugin_api::{Payload, abi_stable::std_types::RVec};
 use tokio::io::AsyncReadExt;
 
 /// `object_ref` prefix of a payload held in the object store.
 pub const REF_PREFIX: &str = "nats-object:";
+
+/// Chunks are stored one acknowledged message at a time, so fewer, larger
+/// chunks are faster; 512 KiB stays under the default 1 MiB message limit.
+const CHUNK_SIZE: usize = 512 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[error("object store: cannot {action} payload object `{name}`: {message}")]
@@ -44,7 +48,8 @@ pub async fn offload(
             break;
         }
         let name = format!("{name_prefix}.{index}");
-        store.put(name.as_str(), &mut payload.data.as_slice()).await.map_err(|e| ObjectError {
+        let meta = ObjectMetadata { name: name.clone(), chunk_size: Some(CHUNK_SIZE), ..Default::default() };
+        store.put(meta, &mut payload.data.as_slice()).await.map_err(|e| ObjectError {
             action: "store",
             name: name.clone(),
             message: e.to_string(),

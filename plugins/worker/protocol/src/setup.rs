@@ -24,6 +24,15 @@ fn failed(what: impl Into<String>) -> impl FnOnce(Box<dyn std::error::Error + Se
     move |e| SetupError { what, message: e.to_string() }
 }
 
+/// Two processes starting together both find a stream missing and both
+/// create it; the second creation fails although the stream now exists.
+fn created_meanwhile(
+    e: Box<dyn std::error::Error + Send + Sync>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let text = e.to_string();
+    if text.contains("overlap") || text.contains("already in use") { Ok(()) } else { Err(e) }
+}
+
 /// Results nobody read within this time (their host died) are dropped.
 const RESULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Payload objects left behind by a dead host are dropped after this.
@@ -43,7 +52,9 @@ pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), SetupError> {
         ..Default::default()
     })
     .await
-    .map_err(|e| failed(format!("the stream {TASKS_STREAM}"))(e.into()))?;
+    .map(|_| ())
+    .or_else(|e| created_meanwhile(e.into()))
+    .map_err(failed(format!("the stream {TASKS_STREAM}")))?;
     js.get_or_create_stream(jetstream::stream::Config {
         name: RESULTS_STREAM.into(),
         description: Some("Backplane results waiting for their host".into()),
@@ -55,7 +66,9 @@ pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), SetupError> {
         ..Default::default()
     })
     .await
-    .map_err(|e| failed(format!("the stream {RESULTS_STREAM}"))(e.into()))?;
+    .map(|_| ())
+    .or_else(|e| created_meanwhile(e.into()))
+    .map_err(failed(format!("the stream {RESULTS_STREAM}")))?;
     Ok(())
 }
 
@@ -121,7 +134,8 @@ pub async fn presence_bucket(js: &jetstream::Context) -> Result<kv::Store, Setup
         subjects: vec![format!("$KV.{PRESENCE_BUCKET}.>")],
         max_messages_per_subject: 1,
         max_age: PRESENCE_TTL * 2,
-        storage: StorageType::Memory,
+        // On disk, so workers stay visible across a server restart.
+        storage: StorageType::File,
         allow_rollup: true,
         deny_delete: true,
         allow_direct: true,
@@ -130,7 +144,9 @@ pub async fn presence_bucket(js: &jetstream::Context) -> Result<kv::Store, Setup
         ..Default::default()
     })
     .await
-    .map_err(|e| failed(what.clone())(e.into()))?;
+    .map(|_| ())
+    .or_else(|e| created_meanwhile(e.into()))
+    .map_err(|e| failed(what.clone())(e))?;
     js.get_key_value(PRESENCE_BUCKET).await.map_err(|e| failed(what)(e.into()))
 }
 
@@ -139,13 +155,21 @@ pub async fn payload_store(js: &jetstream::Context) -> Result<ObjectStore, Setup
     if let Ok(store) = js.get_object_store(PAYLOAD_BUCKET).await {
         return Ok(store);
     }
-    js.create_object_store(object_store::Config {
-        bucket: PAYLOAD_BUCKET.into(),
-        description: Some("Backplane payloads too large for a message".into()),
-        max_age: PAYLOAD_RETENTION,
-        storage: StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| failed(format!("the object store {PAYLOAD_BUCKET}"))(e.into()))
+    let created = js
+        .create_object_store(object_store::Config {
+            bucket: PAYLOAD_BUCKET.into(),
+            description: Some("Backplane payloads too large for a message".into()),
+            max_age: PAYLOAD_RETENTION,
+            storage: StorageType::File,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(store) => Ok(store),
+        // Created by another process meanwhile?
+        Err(e) => js
+            .get_object_store(PAYLOAD_BUCKET)
+            .await
+            .map_err(|_| failed(format!("the object store {PAYLOAD_BUCKET}"))(e.into())),
+    }
 }
