@@ -25,10 +25,43 @@ pub struct BenchArgs {
     /// Print results as JSON.
     #[arg(long)]
     json: bool,
+    /// Measure the worker backend instead: starts nats-server and worker processes on loopback.
+    #[arg(long)]
+    workers: bool,
+    /// With --workers: independent tasks in the throughput run.
+    #[arg(long, default_value_t = 20_000)]
+    tasks: usize,
+    /// With --workers: worker processes.
+    #[arg(long, default_value_t = 2)]
+    worker_processes: usize,
+    /// With --workers: slots per worker (no-op tasks need many to keep the queue busy).
+    #[arg(long, default_value_t = 64)]
+    worker_concurrency: usize,
+    /// With --workers: the nats-server binary [default: found on PATH or in /usr/sbin].
+    #[arg(long, value_name = "PATH")]
+    nats_server: Option<std::path::PathBuf>,
 }
 
 pub fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<(), Failure> {
     let host = setup(global)?;
+    if args.workers {
+        let settings = backplane_host::bench::workers::WorkerBenchSettings {
+            tasks: args.tasks,
+            chain: args.chain,
+            workers: args.worker_processes.max(1),
+            concurrency: args.worker_concurrency.max(1),
+            repeat: args.repeat.max(1),
+            nats_server: args.nats_server,
+            plugin_dirs: global.plugin_dirs.clone(),
+        };
+        let results = backplane_host::bench::workers::run(&host, &settings).map_err(Failure::Invalid)?;
+        return if args.json {
+            super::print_json(&results)
+        } else {
+            say!("{}", results.to_markdown());
+            Ok(())
+        };
+    }
     let settings = backplane_host::bench::BenchSettings {
         wide: args.wide,
         chain: args.chain,

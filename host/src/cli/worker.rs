@@ -27,7 +27,7 @@ pub struct WorkerArgs {
     /// Where tasks run: in this process, or in a child process each.
     #[arg(long, value_enum, default_value = "in-process")]
     isolation: IsolationArg,
-    /// Only these node types (glob patterns, comma-separated) [default: all loaded].
+    /// Node types it may run: globs, comma-separated; `!glob` denies (`std.*,!std.shell`) [default: all loaded].
     #[arg(long = "node-types", value_delimiter = ',', value_name = "GLOBS")]
     node_types: Vec<String>,
     /// Seconds running tasks may finish after SIGTERM before they are released for redelivery.
@@ -122,7 +122,7 @@ pub fn worker(global: &GlobalArgs, args: WorkerArgs) -> Result<(), Failure> {
         worker_id,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .map_err(|e| Failure::Environment(format!("cannot start the async runtime: {e}")))?;

@@ -17,8 +17,10 @@
 //! - On stop (SIGTERM) it pulls nothing more, lets running tasks finish for a
 //!   grace period, then releases the rest for redelivery.
 
+mod allow_list;
 mod execute;
 mod presence;
+mod run_times;
 
 use crate::{Host, task_runner};
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, object_store::ObjectStore};
@@ -52,7 +54,7 @@ pub struct WorkerOptions {
     pub isolation: Isolation,
     /// How long running tasks may finish after a stop before they are released.
     pub drain_timeout: Duration,
-    /// Node types this worker may run (glob patterns); empty: all loaded.
+    /// Node types this worker may run (globs; `!glob` denies); empty: all loaded.
     pub allowed_node_types: Vec<String>,
     pub worker_id: String,
 }
@@ -131,11 +133,12 @@ impl Cancellations {
 struct Worker {
     options: WorkerOptions,
     host: Arc<Host>,
-    allowed: Option<globset::GlobSet>,
+    allowed: allow_list::AllowList,
     js: jetstream::Context,
     payloads: ObjectStore,
     counters: Counters,
     cancellations: Cancellations,
+    run_times: run_times::RunTimes,
     /// Interval of in-progress acknowledgements: a third of the consumer's
     /// ack wait, refreshed with presence (the backend's config may change it).
     heartbeat_ms: AtomicU64,
@@ -149,15 +152,7 @@ pub async fn serve(
     options: WorkerOptions,
     mut stop: watch::Receiver<bool>,
 ) -> Result<WorkerCounters, WorkerError> {
-    let allowed = if options.allowed_node_types.is_empty() {
-        None
-    } else {
-        let mut set = globset::GlobSetBuilder::new();
-        for pattern in &options.allowed_node_types {
-            set.add(globset::Glob::new(pattern).map_err(|e| WorkerError::Pattern(e.to_string()))?);
-        }
-        Some(set.build().map_err(|e| WorkerError::Pattern(e.to_string()))?)
-    };
+    let allowed = allow_list::AllowList::new(&options.allowed_node_types).map_err(WorkerError::Pattern)?;
     let client = connect(
         &options.urls,
         &options.auth,
@@ -182,6 +177,7 @@ pub async fn serve(
         payloads,
         counters: Counters::default(),
         cancellations: Cancellations::default(),
+        run_times: Default::default(),
         release,
     });
     let cancel_listener = {
@@ -390,9 +386,7 @@ async fn run(
     slot: OwnedSemaphorePermit,
 ) -> Outcome {
     let id = &worker.options.worker_id;
-    if let Some(allowed) = &worker.allowed
-        && !allowed.is_match(&task.node_type)
-    {
+    if !worker.allowed.allows(&task.node_type) {
         worker.counters.refused.fetch_add(1, Ordering::Relaxed);
         return Outcome::Answer(Err(PluginError::unsupported(format!(
             "worker {id} may not run node type `{}` (its --node-types allow: {})",
@@ -431,15 +425,26 @@ async fn run(
     let cancelled = worker.cancellations.start(key);
     let deadline = (task.timeout_ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(task.timeout_ms));
     let work = match worker.options.isolation.clone() {
+        Isolation::InProcess if worker.run_times.runs_inline(&task.node_type) => {
+            let node_type = task.node_type.clone();
+            let started = std::time::Instant::now();
+            let result = task_runner::run_task(&worker.host, task, &|| cancelled.load(Ordering::Acquire));
+            worker.run_times.record(&node_type, started.elapsed());
+            Box::pin(std::future::ready(result)) as std::pin::Pin<Box<dyn Future<Output = _> + Send>>
+        }
         Isolation::InProcess => {
-            let host = worker.host.clone();
+            let worker = worker.clone();
             let flag = cancelled.clone();
             let blocking = tokio::task::spawn_blocking(move || {
-                task_runner::run_task(&host, task, &|| flag.load(Ordering::Acquire))
+                let node_type = task.node_type.clone();
+                let started = std::time::Instant::now();
+                let result = task_runner::run_task(&worker.host, task, &|| flag.load(Ordering::Acquire));
+                worker.run_times.record(&node_type, started.elapsed());
+                result
             });
             Box::pin(async move {
                 blocking.await.unwrap_or_else(|e| Err(PluginError::panicked(format!("task thread failed: {e}"))))
-            }) as std::pin::Pin<Box<dyn Future<Output = _> + Send>>
+            })
         }
         Isolation::Process { program, plugin_dirs } => {
             Box::pin(execute::in_child_process(program, plugin_dirs, task, cancelled.clone(), deadline))

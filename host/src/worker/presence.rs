@@ -25,7 +25,7 @@ fn announcement(worker: &Worker, draining: bool) -> WorkerAnnouncement {
             .nodes
             .sorted()
             .into_iter()
-            .filter(|n| worker.allowed.as_ref().is_none_or(|a| a.is_match(n.type_name())))
+            .filter(|n| worker.allowed.allows(n.type_name()))
             .map(|n| (n.type_name().to_owned(), n.version().to_owned()))
             .collect(),
         counters: worker.counters.snapshot(),

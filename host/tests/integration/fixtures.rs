@@ -261,10 +261,10 @@ pub fn next_minor_host() -> PathBuf {
     let base = root.join("target/abi-fixtures");
     let work = base.join("host-next-minor");
     write_next_minor_api(&work.join("plugin-api"));
-    for dir in ["host/src", "conformance/src"] {
+    for dir in ["host/src", "conformance/src", "plugins/worker/protocol/src"] {
         copy_tree(&root.join(dir), &work.join(dir));
     }
-    for manifest in ["host/Cargo.toml", "conformance/Cargo.toml"] {
+    for manifest in ["host/Cargo.toml", "conformance/Cargo.toml", "plugins/worker/protocol/Cargo.toml"] {
         write_if_changed(&work.join(manifest), &std::fs::read_to_string(root.join(manifest)).unwrap());
     }
     let loader = std::fs::read_to_string(root.join("host/src/loader.rs")).unwrap();
@@ -279,9 +279,9 @@ pub fn next_minor_host() -> PathBuf {
     let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
     let members_start = workspace.find("members = [").unwrap();
     let members_end = members_start + workspace[members_start..].find("default-members").unwrap();
-    let default_end = members_end + workspace[members_end..].find('\n').unwrap();
+    let default_end = members_end + workspace[members_end..].find("]\n").unwrap() + 1;
     let workspace = format!(
-        "{}members = [\"plugin-api\", \"host\", \"conformance\"]\n{}",
+        "{}members = [\"plugin-api\", \"host\", \"conformance\", \"plugins/worker/protocol\"]\n{}",
         &workspace[..members_start],
         &workspace[default_end + 1..]
     );
@@ -294,8 +294,17 @@ pub fn next_minor_host() -> PathBuf {
     target_dir.join("debug/backplane")
 }
 
+/// Mirrors `from` into `to` (files gone from `from` are removed, so a moved
+/// module cannot linger in the copy).
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(to).unwrap() {
+        let entry = entry.unwrap();
+        if !from.join(entry.file_name()).exists() {
+            let path = entry.path();
+            let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        }
+    }
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let target = to.join(entry.file_name());

@@ -178,3 +178,39 @@ impl WorkerConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: serde_json::Value) -> Result<Settings, String> {
+        serde_json::from_value::<WorkerConfig>(json).map_err(|e| e.to_string())?.validate()
+    }
+
+    #[test]
+    fn defaults_and_lists_of_urls() {
+        let one = parse(serde_json::json!({ "nats": "nats://a:4222", "token": "t" })).unwrap();
+        assert_eq!(one.urls, ["nats://a:4222"]);
+        assert_eq!((one.pool.as_str(), one.max_deliveries), ("default", 3));
+        assert_eq!(one.consumer.ack_wait, Duration::from_secs(30));
+        assert_eq!(one.task_timeout, None);
+        let many = parse(serde_json::json!({ "nats": ["nats://a", "nats://b"], "task_timeout_secs": 2.5 })).unwrap();
+        assert_eq!(many.urls.len(), 2);
+        assert_eq!(many.task_timeout, Some(Duration::from_millis(2500)));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key_named() {
+        for (json, expected) in [
+            (serde_json::json!({ "nats": [] }), "`nats` needs at least one server URL"),
+            (serde_json::json!({ "nats": "n", "pool": "a.b" }), "pool name `a.b`"),
+            (serde_json::json!({ "nats": "n", "max_deliveries": 0 }), "`max_deliveries` must be at least 1"),
+            (serde_json::json!({ "nats": "n", "redelivery_after_secs": 0.1 }), "`redelivery_after_secs`"),
+            (serde_json::json!({ "nats": "n", "task_timeout_secs": -1 }), "`task_timeout_secs`"),
+            (serde_json::json!({ "nats": "n", "colour": "red" }), "unknown field `colour`"),
+        ] {
+            let error = parse(json.clone()).unwrap_err();
+            assert!(error.contains(expected), "{json}: {error}");
+        }
+    }
+}

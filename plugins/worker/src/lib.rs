@@ -54,7 +54,7 @@ impl BackendPlugin for WorkerBackend {
     fn create(config: WorkerConfig) -> Result<Self, PluginError_NE> {
         let settings = config.validate().map_err(|e| PluginError::invalid_config(format!("worker backend: {e}")))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name("backplane-worker-nats")
             .enable_all()
             .build()

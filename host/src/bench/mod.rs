@@ -10,7 +10,9 @@ use crate::{
     workflow::Workflow,
 };
 use serde::Serialize;
-use std::{fmt::Write, time::Instant};
+use std::{fmt::Write, sync::Arc, time::Instant};
+
+pub mod workers;
 
 pub struct BenchSettings {
     pub wide: usize,
@@ -41,17 +43,27 @@ pub struct BenchResults {
     pub large_nodes_per_sec: f64,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())
 }
 
 /// A wide (independent) or chained DAG of `std.noop` nodes on the default instance.
 pub fn synthetic_plan(host: &Host, nodes: usize, chained: bool) -> Result<Plan, String> {
+    let instance = host.backends.default_instance().ok_or("no backend instance is configured")?.clone();
+    synthetic_plan_on(host, instance, nodes, chained)
+}
+
+/// [`synthetic_plan`] on a given instance.
+pub fn synthetic_plan_on(
+    host: &Host,
+    instance: Arc<crate::registry::BackendInstance>,
+    nodes: usize,
+    chained: bool,
+) -> Result<Plan, String> {
     let entry = host
         .nodes
         .get("std.noop")
         .ok_or("the `std.noop` node type is not loaded (is the std-nodes plugin on the plugin path?)")?;
-    let instance = host.backends.default_instance().ok_or("no backend instance is configured")?.clone();
     let port = |ports: &'static [backplane_plugin_api::PortSpec], name: &str| {
         ports.iter().find(|p| p.name == name).map(|p| p.name.as_str()).ok_or(format!("std.noop has no `{name}` port"))
     };
@@ -98,7 +110,7 @@ pub fn synthetic_plan(host: &Host, nodes: usize, chained: bool) -> Result<Plan, 
 }
 
 /// Best (shortest) time of `repeat` runs of `plan`, in seconds.
-fn time_plan(plan: &Plan, repeat: usize) -> Result<f64, String> {
+pub fn time_plan(plan: &Plan, repeat: usize) -> Result<f64, String> {
     let rt = runtime()?;
     let mut best = f64::INFINITY;
     for _ in 0..repeat {
