@@ -302,3 +302,21 @@ fn live_capabilities_and_health_follow_the_workers_present() {
     assert!(live["health_message"].as_str().unwrap().contains("2 workers: wa (3 slots"), "{live:#}");
     assert_eq!(live["capabilities"]["tags"], serde_json::json!(["gpu"]), "{live:#}");
 }
+
+#[test]
+fn the_worker_backend_passes_the_conformance_suite() {
+    let nats = NatsServer::start();
+    let _a = WorkerProcess::start(&nats, "wa", "default", &["--concurrency", "4"]);
+    let _b = WorkerProcess::start(&nats, "wb", "default", &["--concurrency", "4"]);
+    let config = serde_json::json!({ "nats": nats.url(), "user": USER, "password": crate::nats::PASSWORD });
+    let output = crate::fixtures::backplane()
+        .arg("verify")
+        .arg(crate::fixtures::dylib("backplane_worker"))
+        .arg("--backend-config")
+        .arg(format!("worker={config}"))
+        .output()
+        .unwrap();
+    let stdout = crate::fixtures::stdout_of(&output);
+    assert!(output.status.success(), "{stdout}{}", crate::fixtures::stderr_of(&output));
+    assert!(stdout.contains("15 passed, 0 failed, 0 skipped"), "{stdout}");
+}
