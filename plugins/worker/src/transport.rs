@@ -245,6 +245,9 @@ async fn delete_objects(shared: &Shared, names: &[String]) {
 
 type Results = jetstream::consumer::pull::Ordered;
 
+/// How often results already read are purged from the results stream.
+const RESULT_PURGE_INTERVAL: Duration = Duration::from_secs(1);
+
 async fn open_results(
     stream: &jetstream::stream::Stream,
     host_id: &str,
@@ -295,7 +298,9 @@ impl Reconnects {
 
 async fn read_results(shared: Arc<Shared>, stream: jetstream::stream::Stream, mut results: Results) {
     let mut last_sequence = None;
+    let mut purged_below = 0;
     let mut reconnects = Reconnects::new(&shared.client);
+    let mut purge = tokio::time::interval(RESULT_PURGE_INTERVAL);
     loop {
         tokio::select! {
             next = results.next() => match next {
@@ -310,6 +315,17 @@ async fn read_results(shared: Arc<Shared>, stream: jetstream::stream::Stream, mu
                 None => {}
             },
             () = reconnects.next() => log_debug!("reconnected to NATS: reading results anew"),
+            _ = purge.tick() => {
+                // Results already read are of no use to anyone: drop them
+                // rather than keep them for the stream's age limit.
+                if let Some(last) = last_sequence.filter(|last| *last >= purged_below) {
+                    match stream.purge().filter(result_subject(&shared.host_id)).sequence(last + 1).await {
+                        Ok(_) => purged_below = last + 1,
+                        Err(e) => log_debug!("cannot purge read results: {e}"),
+                    }
+                }
+                continue;
+            }
         }
         // The ordered consumer gave up (its server restarted and forgot it):
         // start a new one after the last result seen, once the server is back.

@@ -33,8 +33,9 @@ fn created_meanwhile(
     if text.contains("overlap") || text.contains("already in use") { Ok(()) } else { Err(e) }
 }
 
-/// Results nobody read within this time (their host died) are dropped.
-const RESULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Hosts purge the results they read; results nobody read within this time
+/// (their host died) are dropped.
+const RESULT_RETENTION: Duration = Duration::from_secs(3600);
 /// Payload objects left behind by a dead host are dropped after this.
 const PAYLOAD_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Republishing the same task id within this window is ignored.
