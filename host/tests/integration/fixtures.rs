@@ -72,6 +72,33 @@ pub fn backplane() -> Command {
     cmd
 }
 
+/// A temp dir with `workflow.toml` and `backplane.toml`.
+pub fn workflow_with_config(workflow: &str, config: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("workflow.toml"), workflow).unwrap();
+    std::fs::write(dir.path().join("backplane.toml"), config).unwrap();
+    dir
+}
+
+/// `backplane <args> workflow.toml --config backplane.toml` in `dir`.
+pub fn command_in(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = backplane();
+    cmd.current_dir(dir).args(args).args(["workflow.toml", "--config", "backplane.toml"]);
+    cmd
+}
+
+/// `backplane run --json` in `dir` with extra environment: exit code, run
+/// report (null if none was printed), stderr.
+pub fn run_json(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, serde_json::Value, String) {
+    let mut cmd = command_in(dir, &["run", "--json"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let output = cmd.output().unwrap();
+    let report = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+    (output.status.code(), report, stderr_of(&output))
+}
+
 pub fn stderr_of(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }

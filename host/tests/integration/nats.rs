@@ -6,7 +6,7 @@ use crate::fixtures::{bin_dir, ensure_plugins_built};
 use std::{
     io::{BufRead, BufReader},
     net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -223,23 +223,4 @@ impl Drop for WorkerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A temp dir with `workflow.toml` and `backplane.toml`.
-pub fn workflow_with_config(workflow: &str, config: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("workflow.toml"), workflow).unwrap();
-    std::fs::write(dir.path().join("backplane.toml"), config).unwrap();
-    dir
-}
-
-/// `backplane run --json` in `dir`: exit code, report, stderr.
-pub fn run_in(dir: &Path) -> (Option<i32>, serde_json::Value, String) {
-    let output = crate::fixtures::backplane()
-        .current_dir(dir)
-        .args(["run", "--json", "workflow.toml", "--config", "backplane.toml"])
-        .output()
-        .unwrap();
-    let report = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
-    (output.status.code(), report, crate::fixtures::stderr_of(&output))
 }

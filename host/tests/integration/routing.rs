@@ -3,38 +3,14 @@
 //! goes down mid-run. Which instance ran a node is read from the run report
 //! (counted from completions), not from the plan.
 
-use crate::fixtures::{backplane, stderr_of, workspace_root};
+use crate::fixtures::{backplane, command_in, run_json, stderr_of, workflow_with_config, workspace_root};
 use serde_json::Value;
 use std::path::Path;
 
-/// A temp dir with `workflow.toml` and `backplane.toml`.
-fn setup(workflow: &str, config: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("workflow.toml"), workflow).unwrap();
-    std::fs::write(dir.path().join("backplane.toml"), config).unwrap();
-    dir
-}
-
-fn command(dir: &Path, args: &[&str]) -> assert_cmd::Command {
-    let mut cmd = backplane();
-    cmd.current_dir(dir).args(args).args(["workflow.toml", "--config", "backplane.toml"]);
-    cmd
-}
-
 fn plan_json(dir: &Path) -> Value {
-    let output = command(dir, &["plan", "--json"]).output().unwrap();
+    let output = command_in(dir, &["plan", "--json"]).output().unwrap();
     assert!(output.status.success(), "{}", stderr_of(&output));
     serde_json::from_slice(&output.stdout).unwrap()
-}
-
-fn run_json(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, Value, String) {
-    let mut cmd = command(dir, &["run", "--json"]);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let output = cmd.output().unwrap();
-    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-    (output.status.code(), report, stderr_of(&output))
 }
 
 /// node id -> (backend, reason) from a plan.
@@ -136,7 +112,7 @@ settings = { ms = 1 }
 
 #[test]
 fn every_routing_step_in_precedence_order() {
-    let dir = setup(PRECEDENCE, THREE_POOLS);
+    let dir = workflow_with_config(PRECEDENCE, THREE_POOLS);
     let routes = routes(&plan_json(dir.path()));
     let get = |id: &str| routes.iter().find(|r| r.0 == id).cloned().unwrap();
     // 1. explicit beats a matching rule
@@ -159,7 +135,7 @@ fn every_routing_step_in_precedence_order() {
 
 #[test]
 fn several_instances_of_one_type_each_run_their_nodes_and_options_do_not_leak() {
-    let dir = setup(PRECEDENCE, THREE_POOLS);
+    let dir = workflow_with_config(PRECEDENCE, THREE_POOLS);
     let plan = plan_json(dir.path());
     let instance =
         |name: &str| plan["instances"].as_array().unwrap().iter().find(|i| i["name"] == name).cloned().unwrap();
@@ -198,7 +174,7 @@ fn the_routing_example_uses_three_instances_and_explains_each_choice() {
 
 #[test]
 fn an_infeasible_plan_lists_what_each_instance_lacks() {
-    let dir = setup(
+    let dir = workflow_with_config(
         r#"
 [[node]]
 id = "train"
@@ -211,15 +187,15 @@ type = "std.noop"
 "#,
         THREE_POOLS,
     );
-    let output = command(dir.path(), &["plan"]).output().unwrap();
+    let output = command_in(dir.path(), &["plan"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     insta::assert_snapshot!(stderr_of(&output));
 }
 
 #[test]
 fn environment_overrides_settings_and_default() {
-    let dir = setup("[[node]]\nid = \"plain\"\ntype = \"std.noop\"\n", THREE_POOLS);
-    let output = command(dir.path(), &["plan", "--json"])
+    let dir = workflow_with_config("[[node]]\nid = \"plain\"\ntype = \"std.noop\"\n", THREE_POOLS);
+    let output = command_in(dir.path(), &["plan", "--json"])
         .env("BACKPLANE_BACKENDS__SMALL__THREADS", "3")
         .env("BACKPLANE_DEFAULT_BACKEND", "big-2")
         .output()
@@ -230,12 +206,12 @@ fn environment_overrides_settings_and_default() {
     let small = plan["instances"].as_array().unwrap().iter().find(|i| i["name"] == "small").unwrap();
     assert_eq!(small["config"]["threads"], 3);
 
-    let bad = command(dir.path(), &["plan"]).env("BACKPLANE_BACKENDS__SMALL__THREADS", "zero").output().unwrap();
+    let bad = command_in(dir.path(), &["plan"]).env("BACKPLANE_BACKENDS__SMALL__THREADS", "zero").output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
     let stderr = stderr_of(&bad);
     assert!(stderr.contains("backend instance `small`") && stderr.contains("environment overrides"), "{stderr}");
 
-    let unknown = command(dir.path(), &["plan"]).env("BACKPLANE_DEFAULT_BACKEND", "gpu").output().unwrap();
+    let unknown = command_in(dir.path(), &["plan"]).env("BACKPLANE_DEFAULT_BACKEND", "gpu").output().unwrap();
     assert_eq!(unknown.status.code(), Some(2));
     assert!(
         stderr_of(&unknown).contains(
@@ -267,7 +243,7 @@ fn config_files_are_found_through_xdg_config_home() {
 
 #[test]
 fn config_errors_are_all_reported_with_locations() {
-    let dir = setup(
+    let dir = workflow_with_config(
         "[[node]]\nid = \"a\"\ntype = \"std.noop\"\n",
         r#"
 default_backend = "nowhere"
@@ -285,7 +261,7 @@ matc = { type = "std.*" }
 backend = "smal"
 "#,
     );
-    let output = command(dir.path(), &["plan"]).output().unwrap();
+    let output = command_in(dir.path(), &["plan"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     insta::assert_snapshot!(stderr_of(&output));
 }
@@ -320,7 +296,7 @@ fn flaky_workflow(pin: bool) -> String {
 
 #[test]
 fn nodes_queued_on_a_backend_that_goes_down_are_rerouted() {
-    let dir = setup(&flaky_workflow(false), FLAKY);
+    let dir = workflow_with_config(&flaky_workflow(false), FLAKY);
     let plan = plan_json(dir.path());
     assert!(routes(&plan).iter().filter(|r| r.0.starts_with("work-")).all(|r| r.1 == "flaky"), "{plan}");
     let (code, report, stderr) = run_json(dir.path(), &[]);
@@ -337,7 +313,7 @@ fn nodes_queued_on_a_backend_that_goes_down_are_rerouted() {
 
 #[test]
 fn a_node_pinned_to_a_backend_that_goes_down_fails_clearly() {
-    let dir = setup(&flaky_workflow(true), FLAKY);
+    let dir = workflow_with_config(&flaky_workflow(true), FLAKY);
     let (code, report, _) = run_json(dir.path(), &[]);
     assert_eq!(code, Some(1));
     assert_eq!(report["failure"]["node"], "work-0");
@@ -347,7 +323,7 @@ fn a_node_pinned_to_a_backend_that_goes_down_fails_clearly() {
 
 #[test]
 fn an_instance_down_at_plan_time_is_skipped() {
-    let dir = setup("[[node]]\nid = \"a\"\ntype = \"std.noop\"\n", FLAKY);
+    let dir = workflow_with_config("[[node]]\nid = \"a\"\ntype = \"std.noop\"\n", FLAKY);
     std::fs::write(dir.path().join("down"), "").unwrap();
     let routes = routes(&plan_json(dir.path()));
     assert_eq!(routes[0].1, "local");

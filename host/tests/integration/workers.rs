@@ -4,8 +4,8 @@
 //! 64 MiB payload through the object store, and parity with `local`.
 
 use crate::{
-    fixtures::workspace_root,
-    nats::{NatsServer, USER, WorkerProcess, run_in, wait_until, workflow_with_config},
+    fixtures::{run_json, workflow_with_config, workspace_root},
+    nats::{NatsServer, USER, WorkerProcess, wait_until},
 };
 use std::{path::Path, time::Duration};
 
@@ -52,7 +52,7 @@ fn a_workflow_runs_across_two_workers_and_both_take_part() {
     let mut a = WorkerProcess::start(&nats, "wa", "default", &["--concurrency", "2"]);
     let mut b = WorkerProcess::start(&nats, "wb", "default", &["--concurrency", "2"]);
     let dir = workflow_with_config(&sleepers(24, 40), &config(&nats, ""));
-    let (code, report, stderr) = run_in(dir.path());
+    let (code, report, stderr) = run_json(dir.path(), &[]);
     assert_eq!(code, Some(0), "{stderr}\n{report:#}");
     assert_eq!(report["succeeded"], 25);
     assert_outputs(dir.path(), 24);
@@ -72,7 +72,7 @@ fn a_task_of_a_worker_killed_mid_run_is_redelivered_and_completes_once() {
     let dir = workflow_with_config(&sleepers(3, 1500), &config(&nats, "redelivery_after_secs = 1"));
     let run = {
         let dir = dir.path().to_owned();
-        std::thread::spawn(move || run_in(&dir))
+        std::thread::spawn(move || run_json(&dir, &[]))
     };
     victim.wait_for_log("running task", Duration::from_secs(30));
     let survivor = WorkerProcess::start(&nats, "survivor", "default", &["--concurrency", "3"]);
@@ -88,6 +88,26 @@ fn a_task_of_a_worker_killed_mid_run_is_redelivered_and_completes_once() {
 }
 
 #[test]
+fn sigterm_drains_a_worker_and_its_unfinished_task_is_redelivered() {
+    let nats = NatsServer::start();
+    let mut leaving =
+        WorkerProcess::start(&nats, "leaving", "default", &["--concurrency", "1", "--drain-timeout", "0.3"]);
+    let dir = workflow_with_config(&sleepers(1, 3000), &config(&nats, ""));
+    let run = {
+        let dir = dir.path().to_owned();
+        std::thread::spawn(move || run_json(&dir, &[]))
+    };
+    leaving.wait_for_log("running task", Duration::from_secs(30));
+    let staying = WorkerProcess::start(&nats, "staying", "default", &[]);
+    assert_eq!(leaving.terminate(), Some(0), "{}", leaving.log());
+    assert!(leaving.log().contains("releasing 1 unfinished tasks for redelivery"), "{}", leaving.log());
+    let (code, report, stderr) = run.join().unwrap();
+    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
+    assert_outputs(dir.path(), 1);
+    assert!(staying.log().contains("delivery 2"), "{}", staying.log());
+}
+
+#[test]
 fn nats_restarting_mid_run_loses_and_duplicates_nothing() {
     let mut nats = NatsServer::start();
     let _a = WorkerProcess::start(&nats, "wa", "default", &["--concurrency", "2"]);
@@ -95,7 +115,7 @@ fn nats_restarting_mid_run_loses_and_duplicates_nothing() {
     let dir = workflow_with_config(&sleepers(20, 300), &config(&nats, "redelivery_after_secs = 2"));
     let run = {
         let dir = dir.path().to_owned();
-        std::thread::spawn(move || run_in(&dir))
+        std::thread::spawn(move || run_json(&dir, &[]))
     };
     std::thread::sleep(Duration::from_millis(700));
     nats.kill();
@@ -134,7 +154,7 @@ fn no_worker_for_the_pool_fails_within_the_deadline() {
         ),
     );
     let started = std::time::Instant::now();
-    let (code, report, stderr) = run_in(dir.path());
+    let (code, report, stderr) = run_json(dir.path(), &[]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
     let failure = &report["failures"][0];
@@ -153,7 +173,7 @@ fn a_worker_refuses_node_types_it_may_not_run_with_a_clear_error() {
         &sleepers(1, 10),
         &config(&nats, "no_worker_timeout_secs = 2\n[policy]\nretry = { infrastructure_attempts = 1 }"),
     );
-    let (code, report, stderr) = run_in(dir.path());
+    let (code, report, stderr) = run_json(dir.path(), &[]);
     assert_eq!(code, Some(1), "{stderr}");
     let failure = &report["failures"][0];
     assert_eq!(failure["kind"], "unsupported", "{report:#}");
@@ -170,7 +190,7 @@ fn wrong_credentials_are_a_clear_error_on_both_sides() {
         nats.url()
     );
     let dir = workflow_with_config(&sleepers(1, 1), &bad);
-    let (code, _, stderr) = run_in(dir.path());
+    let (code, _, stderr) = run_json(dir.path(), &[]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("backplane.toml:2:1"), "{stderr}");
     assert!(stderr.contains("rejected the credentials (authorization violation)"), "{stderr}");
@@ -233,7 +253,7 @@ from = "after.digest"
 to = "out/after.b3"
 "#;
     let dir = workflow_with_config(workflow, &config(&nats, ""));
-    let (code, report, stderr) = run_in(dir.path());
+    let (code, report, stderr) = run_json(dir.path(), &[]);
     assert_eq!(code, Some(0), "{stderr}\n{report:#}");
     let before = std::fs::read_to_string(dir.path().join("out/before.b3")).unwrap();
     let after = std::fs::read_to_string(dir.path().join("out/after.b3")).unwrap();
@@ -252,7 +272,7 @@ fn the_quickstart_gives_byte_identical_outputs_on_local_and_worker() {
         std::fs::copy(quickstart.join("workflow.toml"), dir.path().join("workflow.toml")).unwrap();
         copy_dir(&quickstart.join("docs"), &dir.path().join("docs"));
         std::fs::write(dir.path().join("backplane.toml"), config).unwrap();
-        let (code, report, stderr) = run_in(dir.path());
+        let (code, report, stderr) = run_json(dir.path(), &[]);
         assert_eq!(code, Some(0), "{stderr}\n{report:#}");
         let read = |name: &str| std::fs::read(dir.path().join("out").join(name)).unwrap();
         (read("word-frequencies.tsv"), read("word-frequencies.b3"), report)
