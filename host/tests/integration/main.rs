@@ -11,6 +11,7 @@
 //! - `policies`: real signals to a real run, grace periods, the `continue` policy
 //! - `routing`: rules, precedence, derived instances, env overrides, rerouting
 //! - `verify`: the conformance suite on our plugins, the examples and broken fixtures
+//! - `ray`: the ray backend on a private local Ray: parity, panics, crashes, cancellation
 //! - `nats`: real `nats-server` and `backplane worker` processes
 //! - `workers`: the worker backend end to end: sharing, kill -9, NATS restarts, credentials, large payloads, parity
 
@@ -21,6 +22,7 @@ mod library;
 mod loading;
 mod nats;
 mod policies;
+mod ray;
 mod routing;
 mod runs;
 mod verify;

@@ -1,0 +1,65 @@
+//! `[backends.<name>] type = "ray"` settings.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RayConfig {
+    /// `"local"`: a private single-node Ray started for this instance and
+    /// stopped with it. Otherwise `HOST:PORT` of an existing cluster's head.
+    #[serde(default = "default_address")]
+    pub address: String,
+    /// The venv's Python with `ray` installed [default: `BACKPLANE_RAY_PYTHON`, else `python3`].
+    pub python: Option<PathBuf>,
+    /// Ray retries of a task whose worker died.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// Per-task deadline when the node has none (0: none).
+    #[serde(default)]
+    pub task_timeout_secs: f64,
+    /// CPUs of the private instance (`address = "local"`) [default: all].
+    pub num_cpus: Option<u32>,
+    /// Custom resources of the private instance, e.g. `{ licence = 2 }`.
+    #[serde(default)]
+    pub resources: std::collections::BTreeMap<String, f64>,
+    /// Token of an existing cluster (`RAY_AUTH_TOKEN`); a private instance gets a fresh one.
+    pub auth_token: Option<String>,
+    /// Extra plugin directories for the node runner on Ray workers.
+    #[serde(default)]
+    pub plugin_dirs: Vec<PathBuf>,
+    /// The node runner library [default: next to this plugin].
+    pub node_runner: Option<PathBuf>,
+    /// How long the driver may take to connect (a cold Ray start takes seconds).
+    #[serde(default = "default_start_timeout")]
+    pub start_timeout_secs: f64,
+}
+
+fn default_address() -> String {
+    "local".into()
+}
+fn default_max_retries() -> u32 {
+    3
+}
+fn default_start_timeout() -> f64 {
+    120.0
+}
+
+pub fn schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "address": { "type": "string", "description": "\"local\" (a private Ray for this instance) or HOST:PORT of a cluster head" },
+            "python": { "type": "string", "description": "Python with `ray` installed (a venv's bin/python)" },
+            "max_retries": { "type": "integer", "minimum": 0, "description": "Ray retries when a worker dies (default 3)" },
+            "task_timeout_secs": { "type": "number", "minimum": 0, "description": "per-task deadline when the node has none (0: none)" },
+            "num_cpus": { "type": "integer", "minimum": 1, "description": "CPUs of the private instance" },
+            "resources": { "type": "object", "additionalProperties": { "type": "number", "minimum": 0 }, "description": "custom resources of the private instance" },
+            "auth_token": { "type": "string", "description": "RAY_AUTH_TOKEN of an existing cluster" },
+            "plugin_dirs": { "type": "array", "items": { "type": "string" }, "description": "extra plugin directories for Ray workers" },
+            "node_runner": { "type": "string", "description": "the node runner library (default: next to this plugin)" },
+            "start_timeout_secs": { "type": "number", "minimum": 1, "description": "how long the driver may take to start (default 120)" }
+        },
+        "additionalProperties": false
+    })
+}

@@ -1,0 +1,430 @@
+//! `ray`: runs nodes on a real Ray cluster, through a Python driver process
+//! this plugin starts and supervises.
+//!
+//! # Core concepts
+//!
+//! - One driver per instance, owning every Ray object ref. It is spoken to
+//!   over a Unix socket with framed msgpack ([`protocol`]); a writer thread
+//!   batches frames, a supervisor thread reads results.
+//! - On Ray workers, a generic Ray task calls the node runner cdylib through
+//!   ctypes; it loads node plugins with the host's own loader.
+//! - `address = "local"` starts a private single-node Ray for the instance
+//!   (with a fresh auth token) and stops it with the instance.
+//! - If the driver dies, in-flight tasks fail with an infrastructure error
+//!   and the supervisor starts a new driver.
+
+mod config;
+mod driver;
+mod protocol;
+
+use backplane_plugin_api::{Health, HealthStatus, log_warn, prelude::*};
+use config::RayConfig;
+use crossbeam_channel::{Receiver, Sender};
+use driver::{Driver, DriverSettings};
+use protocol::{ContextOut, FromDriver, InputOut, ResourcesOut, ToDriver};
+use std::{
+    collections::HashMap,
+    ffi::CStr,
+    io::{BufWriter, Write},
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+struct Shared {
+    settings: DriverSettings,
+    task_timeout_ms: u64,
+    pending: Mutex<HashMap<u64, CompletionSinkBox>>,
+    /// Frames for the current driver; `None` while it restarts.
+    link: Mutex<Option<Sender<Vec<u8>>>>,
+    /// Why the driver is down, while it is.
+    down: Mutex<Option<String>>,
+    capabilities: Mutex<Capabilities>,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fail_all(&self, error: impl Fn() -> PluginError_NE) {
+        let pending: Vec<CompletionSinkBox> = Self::lock(&self.pending).drain().map(|(_, sink)| sink).collect();
+        for sink in pending {
+            sink.complete(RResult::RErr(error()));
+        }
+    }
+}
+
+pub struct RayBackend {
+    shared: Arc<Shared>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+    /// The current driver's socket, for the shutdown message.
+    driver_stream: Arc<Mutex<Option<std::os::unix::net::UnixStream>>>,
+}
+
+/// This plugin's own file, to find the node runner next to it.
+fn own_directory() -> Option<PathBuf> {
+    // SAFETY: dladdr only reads the loader's tables for an address in this image.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let found = unsafe { libc::dladdr(own_directory as *const libc::c_void, &mut info) };
+    if found == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    let path = unsafe { CStr::from_ptr(info.dli_fname) }.to_str().ok()?;
+    let path = PathBuf::from(path).canonicalize().ok()?;
+    Some(path.parent()?.to_path_buf())
+}
+
+fn capabilities_of(nodes: &[protocol::NodeInfo]) -> Capabilities {
+    let alive: Vec<_> = nodes.iter().filter(|n| n.alive).collect();
+    let most = |name: &str| alive.iter().map(|n| n.resources.get(name).copied().unwrap_or(0.0)).fold(0.0, f64::max);
+    let mut custom: Vec<(String, f64)> = Vec::new();
+    for node in &alive {
+        for (name, amount) in &node.resources {
+            let builtin = ["CPU", "GPU", "memory", "object_store_memory"].contains(&name.as_str())
+                || name.starts_with("node:")
+                || name.starts_with("accelerator_type:");
+            if builtin {
+                continue;
+            }
+            match custom.iter_mut().find(|(n, _)| n == name) {
+                Some((_, most)) => *most = most.max(*amount),
+                None => custom.push((name.clone(), *amount)),
+            }
+        }
+    }
+    custom.sort_by(|a, b| a.0.cmp(&b.0));
+    Capabilities {
+        max_concurrency: alive.iter().map(|n| n.resources.get("CPU").copied().unwrap_or(0.0)).sum::<f64>() as u32,
+        capacity: Resources {
+            cpus: most("CPU"),
+            memory_bytes: most("memory") as u64,
+            gpus: most("GPU"),
+            custom: custom.into_iter().map(|(n, a)| Tuple2(n.into(), a)).collect(),
+        },
+        ..static_capabilities()
+    }
+}
+
+fn static_capabilities() -> Capabilities {
+    Capabilities {
+        flags: CapabilityFlags::PARALLEL | CapabilityFlags::REMOTE | CapabilityFlags::DISTRIBUTED,
+        isolation: Isolation::PROCESS,
+        max_concurrency: 0,
+        capacity: Resources::default(),
+        tags: RVec::from(vec![RString::from("ray")]),
+        extensions: RVec::new(),
+    }
+}
+
+/// Ray's error kinds as Backplane errors: node failures are not retried by
+/// the host; the rest are infrastructure (retried), timeouts and cancels.
+fn error_from(kind: &str, message: String) -> PluginError_NE {
+    match kind {
+        "node" => PluginError::node_failed(message),
+        "panic" => PluginError::panicked(message),
+        "crashed" => {
+            PluginError::node_failed(format!("the Ray worker died running it, after Ray's retries: {message}"))
+        }
+        "oom" => PluginError::node_failed(format!("out of memory on the Ray node: {message}")),
+        "timeout" | "timed-out" => PluginError::timed_out(message),
+        "cancelled" => PluginError::cancelled(),
+        "infeasible" => PluginError::unsupported(format!("no Ray node can satisfy its resources: {message}")),
+        "unsupported" => PluginError::unsupported(message),
+        "invalid-config" => PluginError::invalid_config(message),
+        _ => PluginError::infrastructure(format!("Ray ({kind}): {message}")),
+    }
+}
+
+fn on_message(shared: &Shared, message: FromDriver) {
+    let FromDriver::Result { task_id, ok, outputs, error_kind, message } = message else { return };
+    let Some(sink) = Shared::lock(&shared.pending).remove(&task_id) else { return };
+    let result = if ok {
+        let mut payloads = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            match output.data {
+                Some(data) => payloads.push(Payload::bytes(&output.port, &output.content_type, data)),
+                None => {
+                    return sink.complete(RResult::RErr(PluginError::infrastructure(format!(
+                        "output `{}` came back as Ray object {}, which this version does not fetch",
+                        output.port,
+                        output.reference.unwrap_or_default()
+                    ))));
+                }
+            }
+        }
+        Ok(RVec::from(payloads))
+    } else {
+        Err(error_from(&error_kind, message))
+    };
+    sink.complete(result.into());
+}
+
+/// Writes frames to the driver, flushing when no more are waiting.
+fn write_frames(stream: std::os::unix::net::UnixStream, frames: Receiver<Vec<u8>>) {
+    let mut out = BufWriter::with_capacity(256 * 1024, stream);
+    while let Ok(frame) = frames.recv() {
+        if out.write_all(&frame).is_err() {
+            return;
+        }
+        while let Ok(frame) = frames.try_recv() {
+            if out.write_all(&frame).is_err() {
+                return;
+            }
+        }
+        if out.flush().is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads results until the driver goes, then restarts it, until shutdown.
+fn supervise(shared: Arc<Shared>, mut driver: Driver, streams: Arc<Mutex<Option<std::os::unix::net::UnixStream>>>) {
+    loop {
+        let reader = driver.stream.try_clone();
+        if let Ok(mut reader) = reader {
+            loop {
+                match protocol::read_message(&mut reader) {
+                    Ok(Some(FromDriver::Bye {})) | Ok(None) => break,
+                    Ok(Some(message)) => on_message(&shared, message),
+                    Err(e) => {
+                        log_warn!("reading from the Ray driver: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        *Shared::lock(&shared.link) = None;
+        if shared.closed.load(Ordering::Acquire) {
+            driver.stop();
+            return;
+        }
+        let why = driver.exit_reason();
+        driver.stop();
+        log_warn!("the Ray driver stopped ({why}); starting a new one");
+        shared.fail_all(|| PluginError::infrastructure(format!("the Ray driver stopped: {why}")));
+        *Shared::lock(&shared.down) = Some(format!("the Ray driver stopped ({why}); restarting"));
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            if shared.closed.load(Ordering::Acquire) {
+                return;
+            }
+            match Driver::start(&shared.settings) {
+                Ok(started) => {
+                    driver = started;
+                    connect(&shared, &driver, &streams);
+                    break;
+                }
+                Err(e) => {
+                    log_warn!("cannot restart the Ray driver: {e}");
+                    *Shared::lock(&shared.down) = Some(format!("cannot restart the Ray driver: {e}"));
+                }
+            }
+        }
+    }
+}
+
+/// Starts the writer for a freshly started driver and publishes its link.
+fn connect(shared: &Shared, driver: &Driver, streams: &Mutex<Option<std::os::unix::net::UnixStream>>) {
+    let (frames, receiver) = crossbeam_channel::unbounded();
+    if let Ok(stream) = driver.stream.try_clone() {
+        std::thread::Builder::new()
+            .name("backplane-ray-writer".into())
+            .spawn(move || write_frames(stream, receiver))
+            .ok();
+    }
+    *Shared::lock(&shared.capabilities) = capabilities_of(&driver.nodes);
+    *Shared::lock(streams) = driver.stream.try_clone().ok();
+    *Shared::lock(&shared.down) = None;
+    *Shared::lock(&shared.link) = Some(frames);
+}
+
+fn seconds(name: &str, value: f64) -> Result<Duration, PluginError_NE> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| PluginError::invalid_config(format!("ray backend: `{name}` must be a non-negative number")))
+}
+
+impl BackendPlugin for RayBackend {
+    const NAME: &'static str = "ray";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "Runs nodes on a Ray cluster (or a private local Ray) through a supervised Python driver";
+    type Config = RayConfig;
+
+    fn config_schema() -> serde_json::Value {
+        config::schema()
+    }
+
+    fn capabilities() -> Capabilities {
+        static_capabilities()
+    }
+
+    fn create(config: RayConfig) -> Result<Self, PluginError_NE> {
+        let here = own_directory();
+        let node_runner = match config.node_runner.clone().or_else(|| {
+            here.as_ref().map(|d| d.join(format!("libbackplane_ray_node_runner.{}", std::env::consts::DLL_EXTENSION)))
+        }) {
+            Some(path) if path.is_file() => path,
+            Some(path) => {
+                return Err(PluginError::invalid_config(format!(
+                    "ray backend: the node runner {} does not exist (build `backplane-ray-node-runner`, or set `node_runner`)",
+                    path.display()
+                )));
+            }
+            None => {
+                return Err(PluginError::invalid_config(
+                    "ray backend: cannot locate the node runner; set `node_runner`",
+                ));
+            }
+        };
+        let mut plugin_dirs: Vec<PathBuf> = here.into_iter().collect();
+        plugin_dirs.extend(config.plugin_dirs.iter().cloned());
+        if let Some(path) = std::env::var_os("BACKPLANE_PLUGIN_PATH") {
+            plugin_dirs.extend(std::env::split_paths(&path));
+        }
+        let settings = DriverSettings {
+            python: config
+                .python
+                .clone()
+                .or_else(|| std::env::var_os("BACKPLANE_RAY_PYTHON").map(PathBuf::from))
+                .unwrap_or_else(|| "python3".into()),
+            address: config.address.clone(),
+            max_retries: config.max_retries,
+            num_cpus: config.num_cpus,
+            resources: config.resources.clone(),
+            auth_token: config.auth_token.clone().or_else(|| std::env::var("RAY_AUTH_TOKEN").ok()),
+            runner_config: serde_json::json!({ "plugin_dirs": plugin_dirs }).to_string(),
+            node_runner,
+            start_timeout: seconds("start_timeout_secs", config.start_timeout_secs)?,
+        };
+        let task_timeout_ms = seconds("task_timeout_secs", config.task_timeout_secs)?.as_millis() as u64;
+        let driver = Driver::start(&settings).map_err(|e| PluginError::infrastructure(format!("ray backend: {e}")))?;
+        let shared = Arc::new(Shared {
+            settings,
+            task_timeout_ms,
+            pending: Mutex::new(HashMap::new()),
+            link: Mutex::new(None),
+            down: Mutex::new(None),
+            capabilities: Mutex::new(static_capabilities()),
+            closed: AtomicBool::new(false),
+        });
+        let streams = Arc::new(Mutex::new(None));
+        connect(&shared, &driver, &streams);
+        let supervisor = {
+            let (shared, streams) = (shared.clone(), streams.clone());
+            std::thread::Builder::new()
+                .name("backplane-ray-driver".into())
+                .spawn(move || supervise(shared, driver, streams))
+                .map_err(|e| PluginError::infrastructure(format!("cannot start a thread: {e}")))?
+        };
+        Ok(Self { shared, supervisor: Mutex::new(Some(supervisor)), driver_stream: streams })
+    }
+
+    fn live_capabilities(&self) -> Capabilities {
+        Shared::lock(&self.shared.capabilities).clone()
+    }
+
+    fn submit(&self, task: NodeTask, sink: CompletionSinkBox) {
+        let Some(frames) = Shared::lock(&self.shared.link).clone() else {
+            let why = Shared::lock(&self.shared.down).clone().unwrap_or_else(|| "the Ray driver is not running".into());
+            sink.complete(RResult::RErr(PluginError::infrastructure(why)));
+            return;
+        };
+        let resources = &task.resources;
+        let frame = protocol::encode(&ToDriver::Submit {
+            task_id: task.task_id,
+            function: "generic",
+            node_type: &task.node_type,
+            settings: &task.settings,
+            inputs: task
+                .inputs
+                .iter()
+                .map(|p| InputOut {
+                    port: &p.port,
+                    content_type: &p.content_type,
+                    data: serde_bytes::Bytes::new(&p.data),
+                })
+                .collect(),
+            by_ref: false,
+            resources: ResourcesOut {
+                num_cpus: (resources.cpus > 0.0).then_some(resources.cpus),
+                memory: (resources.memory_bytes > 0).then_some(resources.memory_bytes),
+                num_gpus: (resources.gpus > 0.0).then_some(resources.gpus),
+                custom: resources.custom.iter().map(|t| (t.0.to_string(), t.1)).collect(),
+            },
+            max_retries: self.shared.settings.max_retries,
+            timeout_ms: if task.timeout_ms > 0 { task.timeout_ms } else { self.shared.task_timeout_ms },
+            context: ContextOut {
+                node_id: &task.node_id,
+                node_version: &task.node_version,
+                working_dir: &task.working_dir,
+                timeout_ms: task.timeout_ms,
+            },
+        });
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                return sink
+                    .complete(RResult::RErr(PluginError::infrastructure(format!("cannot encode the task: {e}"))));
+            }
+        };
+        Shared::lock(&self.shared.pending).insert(task.task_id, sink);
+        if frames.send(frame).is_err()
+            && let Some(sink) = Shared::lock(&self.shared.pending).remove(&task.task_id)
+        {
+            sink.complete(RResult::RErr(PluginError::infrastructure("the Ray driver went away")));
+        }
+    }
+
+    fn cancel(&self, task_id: u64) {
+        if let Some(frames) = Shared::lock(&self.shared.link).clone()
+            && let Ok(frame) = protocol::encode(&ToDriver::Cancel { task_id, force: false })
+        {
+            let _ = frames.send(frame);
+        }
+    }
+
+    fn health(&self) -> Health {
+        match Shared::lock(&self.shared.down).clone() {
+            Some(why) => Health { status: HealthStatus::DEGRADED, message: why.into(), ..Health::default() },
+            None => Health::up(),
+        }
+    }
+
+    fn shutdown(&self) {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        *Shared::lock(&self.shared.link) = None;
+        self.shared.fail_all(PluginError::cancelled);
+        // The driver stops Ray and says bye; the supervisor then stops it.
+        if let Some(stream) = Shared::lock(&self.driver_stream).take()
+            && let Ok(frame) = protocol::encode(&ToDriver::Shutdown {})
+        {
+            let _ = protocol::write_frame(&mut &stream, &frame);
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        }
+        if let Some(supervisor) = Shared::lock(&self.supervisor).take() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !supervisor.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for RayBackend {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+backplane_plugin_api::export_plugin! {
+    backends: [RayBackend],
+    nodes: [],
+}
