@@ -12,6 +12,7 @@ use crate::{
 use serde::Serialize;
 use std::{fmt::Write, sync::Arc, time::Instant};
 
+pub mod ray;
 pub mod workers;
 
 pub struct BenchSettings {

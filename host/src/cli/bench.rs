@@ -40,10 +40,36 @@ pub struct BenchArgs {
     /// With --workers: the nats-server binary [default: found on PATH or in /usr/sbin].
     #[arg(long, value_name = "PATH")]
     nats_server: Option<std::path::PathBuf>,
+    /// Measure the ray backend instead: 10,000 trivial nodes on a private local Ray, and the same
+    /// tasks with Ray's Python API.
+    #[arg(long, conflicts_with = "workers")]
+    ray: bool,
+    /// With --ray: Python with `ray` installed [default: BACKPLANE_RAY_PYTHON, else target/ray-venv].
+    #[arg(long, value_name = "PATH")]
+    ray_python: Option<std::path::PathBuf>,
 }
 
 pub fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<(), Failure> {
     let host = setup(global)?;
+    if args.ray {
+        let python = args
+            .ray_python
+            .or_else(|| std::env::var_os("BACKPLANE_RAY_PYTHON").map(Into::into))
+            .unwrap_or_else(|| "target/ray-venv/bin/python".into());
+        let settings = backplane_host::bench::ray::RayBenchSettings {
+            tasks: if args.tasks == 20_000 { 10_000 } else { args.tasks },
+            repeat: args.repeat.max(1),
+            cpus: 2,
+            python,
+        };
+        let results = backplane_host::bench::ray::run(&host, &settings).map_err(Failure::Invalid)?;
+        return if args.json {
+            super::print_json(&results)
+        } else {
+            say!("{}", results.to_markdown());
+            Ok(())
+        };
+    }
     if args.workers {
         let settings = backplane_host::bench::workers::WorkerBenchSettings {
             tasks: args.tasks,

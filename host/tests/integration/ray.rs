@@ -133,3 +133,19 @@ fn interrupting_a_run_cancels_its_ray_tasks() {
     assert_eq!(report["cancelled"], 1, "{report:#}");
     assert!(stderr.contains("ray.cancel of task"), "the driver cancelled the Ray task:\n{stderr}");
 }
+
+#[test]
+fn custom_resources_route_to_the_ray_instance_that_has_them_and_infeasible_ones_fail_the_plan() {
+    // The private instance offers `licence`; the plan sees it in the live capabilities.
+    let workflow = "[[node]]\nid = \"licensed\"\ntype = \"std.noop\"\nresources = { custom = { licence = 1 } }\n";
+    let dir = workflow_with_config(workflow, &config("resources = { licence = 2 }"));
+    let (code, report, stderr) = run_json(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
+    assert_eq!(report["backends"][0]["instance"], "ray", "{report:#}");
+
+    let infeasible = "[[node]]\nid = \"greedy\"\ntype = \"std.noop\"\nresources = { custom = { licence = 5 } }\n";
+    let dir = workflow_with_config(infeasible, &config("resources = { licence = 2 }"));
+    let (code, _, stderr) = run_json(dir.path(), &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("needs 5 licence (has 2)"), "{stderr}");
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Backplane ray-like driver (prototype).
+"""Backplane ray-like driver: the one owner of Ray object refs for a `ray` backend instance.
 
 The Rust plugin spawns this process with the venv's interpreter:
 
@@ -308,8 +308,7 @@ class Driver:
         self.fn_cache = {}
         self.node_res = []         # list of total-resource dicts of alive nodes
         self.node_res_t = 0.0
-        self.pending_wait = {}     # manifest ref -> Task (wait collector)
-        self.wait_cv = threading.Condition()
+        self.wait_new = queue.SimpleQueue()  # (manifest ref, Task) for the wait collector
         self.fetch_pool = None
         self.large_types = set()   # node types seen producing outputs > threshold
         self.timers = set()        # pending force-cancel timers
@@ -478,38 +477,58 @@ class Driver:
         if self.args.collector == "callback":
             t.refs[0]._on_completed(lambda v, t=t: self.complete(t, v))
         else:
-            with self.wait_cv:
-                self.pending_wait[t.refs[0]] = t
-                self.wait_cv.notify()
+            self.wait_new.put((t.refs[0], t))
 
     def wait_loop(self):
+        """--collector wait: ray.wait over a rotating window of the pending refs.
+
+        One ray.wait over all 10k pending refs per loop is O(pending); a 256-ref
+        window rotated through the pending set keeps each call cheap, and batched
+        ray.get of the ready ones costs less CPU than a per-ref callback.
+        """
+        import collections
+
         import ray
 
+        dq = collections.deque()   # (manifest ref, Task), oldest first
+        scanned_empty = 0
         while not self.stop.is_set():
-            with self.wait_cv:
-                while not self.pending_wait and not self.stop.is_set():
-                    self.wait_cv.wait(0.5)
-                pend = list(self.pending_wait.keys())
-            if not pend:
-                continue
-            ready, _ = ray.wait(pend, num_returns=len(pend), timeout=0.002, fetch_local=True)
-            if not ready:
-                ready, _ = ray.wait(pend, num_returns=1, timeout=0.2, fetch_local=True)
-                if not ready:
-                    continue
-            with self.wait_cv:
-                ts = [self.pending_wait.pop(r) for r in ready]
-            vals = []
             try:
-                vals = ray.get(ready)
+                while True:
+                    dq.append(self.wait_new.get_nowait())
+            except queue.Empty:
+                pass
+            if not dq:
+                try:
+                    dq.append(self.wait_new.get(timeout=0.5))
+                except queue.Empty:
+                    pass
+                continue
+            k = min(self.args.wait_window, len(dq))
+            win = [dq.popleft() for _ in range(k)]
+            refs = [r for r, _ in win]
+            ready, _ = ray.wait(refs, num_returns=k, timeout=0, fetch_local=True)
+            if not ready:
+                dq.extend(win)
+                scanned_empty += k
+                if scanned_empty >= len(dq):  # a full rotation found nothing: block briefly
+                    ray.wait(refs, num_returns=1, timeout=0.005, fetch_local=True)
+                    scanned_empty = 0
+                continue
+            scanned_empty = 0
+            rs = set(ready)
+            done = [(r, t) for r, t in win if r in rs]
+            dq.extend((r, t) for r, t in win if r not in rs)
+            try:
+                vals = ray.get([r for r, _ in done])
             except Exception:
                 vals = []
-                for r in ready:
+                for r, _ in done:
                     try:
                         vals.append(ray.get(r))
                     except Exception as e:
                         vals.append(e)
-            for t, v in zip(ts, vals):
+            for (_, t), v in zip(done, vals):
                 self.complete(t, v)
 
     def complete(self, t, v):
@@ -806,8 +825,6 @@ class Driver:
             ids = [tid for tid, t in self.tasks.items() if not t.done]
         for tid in ids:
             self.cancel_task(tid, "cancelled", force=True)
-        with self.wait_cv:
-            self.wait_cv.notify_all()
         with self.dl_cv:
             self.dl_cv.notify_all()
         with self.lock:
@@ -885,6 +902,7 @@ def main():
     p.add_argument("--fetch-timeout-s", type=float, default=300)
     p.add_argument("--accept-timeout-s", type=float, default=60)
     p.add_argument("--collector", choices=["callback", "wait"], default="callback")
+    p.add_argument("--wait-window", type=int, default=256, help="--collector wait: refs per ray.wait")
     p.add_argument("--keep-temp", action="store_true", help="local mode: keep Ray's temp dir")
     p.add_argument("--log-level", default="WARNING")
     p.add_argument("--quiet-workers", action="store_true", help="don't forward worker logs")
