@@ -149,3 +149,136 @@ fn custom_resources_route_to_the_ray_instance_that_has_them_and_infeasible_ones_
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("needs 5 licence (has 2)"), "{stderr}");
 }
+
+/// A head and two worker Ray nodes, each in its own network namespace on a
+/// private bridge (Ray replaces 127.0.0.1 by the machine's address, so
+/// loopback alone cannot separate nodes). Worker `w1` has the custom
+/// resource `special`; both have `worker`. Torn down on drop.
+struct RayCluster {
+    script: PathBuf,
+    vars: Vec<(String, String)>,
+    ns: String,
+    subnet: String,
+}
+
+impl RayCluster {
+    fn up() -> Self {
+        ray_python();
+        let script = workspace_root().join("plugins/ray-like/testing/netns-cluster.sh");
+        let ns = format!("bpt{}", std::process::id() % 10_000);
+        let subnet = format!("10.79.{}", std::process::id() % 250);
+        let mut cluster = Self { script, vars: Vec::new(), ns, subnet };
+        // Torn down by `drop` even when starting fails half-way.
+        let up = cluster.command(&["up"]).output().unwrap();
+        assert!(up.status.success(), "the Ray cluster did not start:\n{}", String::from_utf8_lossy(&up.stderr));
+        let env = cluster.command(&["env"]).output().unwrap();
+        cluster.vars = String::from_utf8_lossy(&env.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("export ")?.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
+        cluster
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new("bash");
+        command
+            .arg(&self.script)
+            .args(args)
+            .env("BP_NS", &self.ns)
+            .env("BP_SUBNET", &self.subnet)
+            .env("VENV", workspace_root().join("target/ray-venv"));
+        command
+    }
+
+    fn var(&self, name: &str) -> &str {
+        &self.vars.iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("cluster env has no {name}")).1
+    }
+
+    fn ip(&self, node: &str) -> String {
+        format!(
+            "{}.{}",
+            self.subnet,
+            match node {
+                "head" => 1,
+                "w1" => 2,
+                _ => 3,
+            }
+        )
+    }
+
+    /// A config whose `ray` instance connects to this cluster, its driver in the head's namespace.
+    fn config(&self) -> String {
+        format!(
+            "default_backend = \"ray\"\n\n[backends.ray]\ntype = \"ray\"\npython = \"{}\"\naddress = \"{}\"\n\
+             auth_token = \"{}\"\nnode_ip_address = \"{}\"\ndriver_prefix = [\"ip\", \"netns\", \"exec\", \"{}-head\"]\nmax_retries = 3\n",
+            ray_python().display(),
+            self.var("BP_RAY_ADDRESS"),
+            self.var("RAY_AUTH_TOKEN"),
+            self.ip("head"),
+            self.ns
+        )
+    }
+
+    /// `kill -9` of the raylet of `node`.
+    fn kill_raylet(&self, node: &str) {
+        let pids = self.command(&["pids", node, "raylet"]).output().unwrap();
+        let pids = String::from_utf8_lossy(&pids.stdout).to_string();
+        assert!(!pids.trim().is_empty(), "no raylet in {node}");
+        for pid in pids.split_whitespace() {
+            unsafe { libc::kill(pid.parse().unwrap(), libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for RayCluster {
+    fn drop(&mut self) {
+        let _ = self.command(&["down"]).output();
+    }
+}
+
+/// A shell node that records and prints the address of the Ray node it runs on.
+const WHERE: &str = "ip -o -4 addr show dev eth0 | awk '{print $4}' | cut -d/ -f1";
+
+#[test]
+fn on_a_three_node_cluster_placement_follows_custom_resources_and_a_killed_raylet_s_task_is_retried_elsewhere() {
+    let cluster = RayCluster::up();
+
+    // Only w1 has `special`.
+    let placed = format!(
+        "[[node]]\nid = \"special\"\ntype = \"std.shell\"\nresources = {{ custom = {{ special = 1 }} }}\n\
+         settings = {{ command = \"{WHERE}\" }}\n\n[[output]]\nfrom = \"special.stdout\"\nto = \"out/special.txt\"\n"
+    );
+    let dir = workflow_with_config(&placed, &cluster.config());
+    let (code, report, stderr) = run_json(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
+    let ran_on = std::fs::read_to_string(dir.path().join("out/special.txt")).unwrap();
+    assert_eq!(ran_on.trim(), cluster.ip("w1"));
+
+    // A 6 s task on a worker node; its raylet is killed mid-task.
+    let marks = dir.path().join("started-on.txt");
+    let long = format!(
+        "[[node]]\nid = \"long\"\ntype = \"std.shell\"\nresources = {{ custom = {{ worker = 1 }} }}\n\
+         settings = {{ command = \"{WHERE} >> {}; sleep 6; {WHERE}\" }}\n\n[[output]]\nfrom = \"long.stdout\"\nto = \"out/long.txt\"\n",
+        marks.display()
+    );
+    std::fs::write(dir.path().join("workflow.toml"), long).unwrap();
+    let run = {
+        let dir = dir.path().to_owned();
+        std::thread::spawn(move || run_json(&dir, &[]))
+    };
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&marks).map_or(true, |m| m.trim().is_empty()) {
+        assert!(start.elapsed() < Duration::from_secs(120), "the task never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let first = std::fs::read_to_string(&marks).unwrap().trim().to_owned();
+    let victim = if first == cluster.ip("w1") { "w1" } else { "w2" };
+    cluster.kill_raylet(victim);
+    let (code, report, stderr) = run.join().unwrap();
+    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
+    let finished_on = std::fs::read_to_string(dir.path().join("out/long.txt")).unwrap();
+    let survivor = if victim == "w1" { "w2" } else { "w1" };
+    assert_eq!(finished_on.trim(), cluster.ip(survivor), "retried on the other node");
+    let started = std::fs::read_to_string(&marks).unwrap();
+    assert_eq!(started.lines().collect::<Vec<_>>(), [cluster.ip(victim), cluster.ip(survivor)]);
+}

@@ -30,6 +30,12 @@ pub struct RayConfig {
     pub plugin_dirs: Vec<PathBuf>,
     /// The node runner library [default: next to this plugin].
     pub node_runner: Option<PathBuf>,
+    /// A command the driver runs under, e.g. `["ip", "netns", "exec", "head"]`:
+    /// a driver must share a network with a Ray node of the cluster.
+    #[serde(default)]
+    pub driver_prefix: Vec<String>,
+    /// This machine's address as the cluster sees it (passed to `ray.init`).
+    pub node_ip_address: Option<String>,
     /// How long the driver may take to connect (a cold Ray start takes seconds).
     #[serde(default = "default_start_timeout")]
     pub start_timeout_secs: f64,
@@ -58,6 +64,8 @@ pub fn schema() -> serde_json::Value {
             "auth_token": { "type": "string", "description": "RAY_AUTH_TOKEN of an existing cluster" },
             "plugin_dirs": { "type": "array", "items": { "type": "string" }, "description": "extra plugin directories for Ray workers" },
             "node_runner": { "type": "string", "description": "the node runner library (default: next to this plugin)" },
+            "driver_prefix": { "type": "array", "items": { "type": "string" }, "description": "command prefix for the driver, e.g. [\"ip\", \"netns\", \"exec\", \"head\"]" },
+            "node_ip_address": { "type": "string", "description": "this machine's address as the cluster sees it" },
             "start_timeout_secs": { "type": "number", "minimum": 1, "description": "how long the driver may take to start (default 120)" }
         },
         "additionalProperties": false

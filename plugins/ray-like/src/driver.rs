@@ -46,6 +46,8 @@ pub struct DriverSettings {
     pub runner_config: String,
     pub node_runner: PathBuf,
     pub start_timeout: Duration,
+    pub prefix: Vec<String>,
+    pub node_ip_address: Option<String>,
 }
 
 impl DriverSettings {
@@ -107,7 +109,14 @@ impl Driver {
         let script = dir.join("backplane_ray_driver.py");
         std::fs::write(&script, DRIVER_SOURCE).map_err(|e| format!("cannot write {}: {e}", script.display()))?;
         let socket = dir.join("driver.sock");
-        let mut command = Command::new(&settings.python);
+        let mut command = match settings.prefix.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&settings.python);
+                command
+            }
+            None => Command::new(&settings.python),
+        };
         command
             .arg(&script)
             .arg("--socket")
@@ -125,6 +134,9 @@ impl Driver {
             .stderr(Stdio::piped())
             // Its own process group: Ray's helper processes are killed with it.
             .process_group(0);
+        if let Some(ip) = &settings.node_ip_address {
+            command.args(["--node-ip-address", ip]);
+        }
         if settings.is_local() {
             command.arg("--temp-dir").arg(dir.join("ray"));
             command.env("RAY_AUTH_TOKEN", settings.auth_token.clone().unwrap_or_else(random_token));

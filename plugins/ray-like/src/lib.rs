@@ -301,6 +301,8 @@ impl BackendPlugin for RayBackend {
             runner_config: serde_json::json!({ "plugin_dirs": plugin_dirs }).to_string(),
             node_runner,
             start_timeout: seconds("start_timeout_secs", config.start_timeout_secs)?,
+            prefix: config.driver_prefix.clone(),
+            node_ip_address: config.node_ip_address.clone(),
         };
         let task_timeout_ms = seconds("task_timeout_secs", config.task_timeout_secs)?.as_millis() as u64;
         let driver = Driver::start(&settings).map_err(|e| PluginError::infrastructure(format!("ray backend: {e}")))?;
