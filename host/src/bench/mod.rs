@@ -100,6 +100,7 @@ pub fn synthetic_plan_on(
         types: vec![PlannedType {
             name: entry.type_name(),
             version: entry.version(),
+            outputs: entry.outputs(),
             compute: entry.spec.compute(),
             requirements: entry.spec.requirements(),
         }],

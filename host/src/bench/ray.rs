@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::{fmt::Write, path::PathBuf, process::Command};
 
 /// The direct-Ray baseline script.
-const DIRECT_RAY: &str = include_str!("../../../plugins/ray-like/bench/direct_ray.py");
+const DIRECT_RAY: &str = include_str!("direct_ray.py");
 
 pub struct RayBenchSettings {
     pub tasks: usize,

@@ -21,6 +21,7 @@
 //!   most every 100 ms; when it is down, its queued and future nodes move to
 //!   the next capable healthy instance (pinned nodes fail instead).
 
+mod by_reference;
 pub mod policy;
 mod report;
 mod sink;
@@ -162,6 +163,8 @@ struct Run<'p> {
     ready: Vec<VecDeque<u32>>,
     /// The instance each node runs on (the plan's, unless rerouted).
     assigned: Vec<u32>,
+    /// Instances that keep outputs by reference.
+    by_reference: Vec<bool>,
     /// `Some(reason)` for instances found down during the run.
     down: Vec<Option<String>>,
     next_health_check: Vec<Instant>,
@@ -169,6 +172,8 @@ struct Run<'p> {
     in_flight: Vec<usize>,
     in_flight_total: usize,
     per_backend_done: Vec<usize>,
+    /// Output bytes each instance sent to the host (not references).
+    received_bytes: Vec<u64>,
     first_submit: Vec<Option<Instant>>,
     last_complete: Vec<Option<Instant>>,
     outputs: Vec<Option<Payload>>,
@@ -204,12 +209,14 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
         state: vec![State::Waiting; plan.nodes.len()],
         ready: vec![VecDeque::new(); backends],
         assigned: plan.nodes.iter().map(|n| n.backend).collect(),
+        by_reference: by_reference::capable_instances(&plan.instances),
         down: vec![None; backends],
         next_health_check: vec![started; backends],
         reroutes: Vec::new(),
         in_flight: vec![0; backends],
         in_flight_total: 0,
         per_backend_done: vec![0; backends],
+        received_bytes: vec![0; backends],
         first_submit: vec![None; backends],
         last_complete: vec![None; backends],
         outputs: vec![None; plan.outputs.len()],
@@ -568,7 +575,7 @@ impl Run<'_> {
             timeout_ms: timeout.map_or(0, |t| t.as_millis() as u64),
             working_dir: self.working_dir.as_str().into(),
             compute: node_type.compute,
-            extensions: RVec::new(),
+            extensions: self.task_extensions(node as usize, backend),
         };
         self.state[node as usize] = State::Running;
         self.in_flight[backend] += 1;
@@ -590,6 +597,9 @@ impl Run<'_> {
         self.in_flight_total -= 1;
         self.per_backend_done[backend] += 1;
         self.last_complete[backend] = Some(Instant::now());
+        if let Ok(outputs) = &completion.result {
+            self.received_bytes[backend] += outputs.iter().map(|p| p.data.len() as u64).sum::<u64>();
+        }
         let result = match completion.result {
             // Cancelled because of its deadline: a timeout, whatever the backend called it.
             Err(_) if self.timed_out[node] => {
@@ -681,9 +691,15 @@ impl Run<'_> {
             let later_consumer = consumers[c + 1..].iter().filter(wanted).any(|other| other.port == consumer.port);
             let mut payload = if later_consumer { outputs[at].clone() } else { std::mem::take(&mut outputs[at]) };
             match consumer.target {
+                Target::Output(_) if !payload.object_ref.is_empty() => {
+                    return Err(format!("output `{}` came back as a reference, not bytes", payload.port));
+                }
                 Target::Output(index) => self.outputs[index as usize] = Some(payload),
                 Target::Node { node: target, slot } => {
                     let target = target as usize;
+                    let instances = &self.plan.instances;
+                    let (from, to) = (self.assigned[node] as usize, self.assigned[target] as usize);
+                    by_reference::check_delivery(&payload, &instances[from].name, &instances[to].name)?;
                     let slots = &mut self.slots[target];
                     if slots.is_empty() {
                         slots.resize_with(self.plan.nodes[target].inputs.len(), || None);
@@ -716,6 +732,7 @@ impl Run<'_> {
                 instance: instance.name.clone(),
                 factory: instance.factory.clone(),
                 nodes: self.per_backend_done[i],
+                received_bytes: self.received_bytes[i],
                 active: match (self.first_submit[i], self.last_complete[i]) {
                     (Some(a), Some(b)) => b.saturating_duration_since(a),
                     _ => Duration::ZERO,

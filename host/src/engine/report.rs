@@ -8,6 +8,9 @@ pub struct BackendSummary {
     pub instance: String,
     pub factory: String,
     pub nodes: usize,
+    /// Output bytes that came back to the host; outputs a backend kept as
+    /// references do not count.
+    pub received_bytes: u64,
     /// From the first submit to the last completion on this instance.
     #[serde(serialize_with = "as_secs")]
     pub active: Duration,

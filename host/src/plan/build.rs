@@ -250,6 +250,7 @@ pub fn build(
                     types.push(PlannedType {
                         name: entry.type_name(),
                         version: entry.version(),
+                        outputs: entry.outputs(),
                         compute: entry.spec.compute(),
                         requirements: entry.spec.requirements(),
                     });

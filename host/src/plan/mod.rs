@@ -48,6 +48,7 @@ use std::{path::PathBuf, sync::Arc};
 pub struct PlannedType {
     pub name: &'static str,
     pub version: &'static str,
+    pub outputs: &'static [backplane_plugin_api::PortSpec],
     pub compute: ROption<ComputeFn>,
     pub requirements: &'static Requirements,
 }

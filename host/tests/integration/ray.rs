@@ -282,3 +282,42 @@ fn on_a_three_node_cluster_placement_follows_custom_resources_and_a_killed_rayle
     let started = std::fs::read_to_string(&marks).unwrap();
     assert_eq!(started.lines().collect::<Vec<_>>(), [cluster.ip(victim), cluster.ip(survivor)]);
 }
+
+#[test]
+fn a_64_mib_intermediate_result_stays_in_ray_and_only_its_digest_reaches_the_host() {
+    let workflow = r#"
+[[node]]
+id = "make"
+type = "std.shell"
+settings = { command = "yes 0123456789abcdef | head -c 67108864" }
+
+[[node]]
+id = "digest"
+type = "std.hash"
+inputs = { data = "make.stdout" }
+
+[[output]]
+from = "digest.digest"
+to = "out/digest.b3"
+"#;
+    let dir = workflow_with_config(workflow, &config(""));
+    let (code, report, stderr) = run_json(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
+    let expected: Vec<u8> = b"0123456789abcdef\n".iter().copied().cycle().take(64 << 20).collect();
+    let digest = std::fs::read_to_string(dir.path().join("out/digest.b3")).unwrap();
+    assert_eq!(digest.trim(), blake3::hash(&expected).to_hex().as_str());
+    // The 64 MiB went from one Ray task to the next by reference: what came
+    // back to the host is the digest line alone.
+    let ray = &report["backends"][0];
+    assert_eq!(ray["instance"], "ray", "{report:#}");
+    assert!(ray["received_bytes"].as_u64().unwrap() < 1024, "{report:#}");
+
+    // The same workflow with its consumer on `local`: the bytes must come to the host.
+    let crossing = workflow.replace("type = \"std.hash\"\n", "type = \"std.hash\"\nbackend = \"local\"\n");
+    std::fs::write(dir.path().join("workflow.toml"), crossing).unwrap();
+    let (code, report, stderr) = run_json(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
+    let ray = report["backends"].as_array().unwrap().iter().find(|b| b["instance"] == "ray").unwrap().clone();
+    assert_eq!(ray["received_bytes"].as_u64().unwrap(), 64 << 20, "{report:#}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("out/digest.b3")).unwrap(), digest);
+}

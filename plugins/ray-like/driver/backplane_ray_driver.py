@@ -270,7 +270,7 @@ class Conn:
 
 
 class Task:
-    __slots__ = ("task_id", "refs", "node_type", "deadline", "done", "cancel_kind", "resources")
+    __slots__ = ("task_id", "refs", "node_type", "deadline", "done", "cancel_kind", "resources", "keep_inline")
 
     def __init__(self, task_id, refs, node_type, deadline, resources):
         self.task_id = task_id
@@ -280,6 +280,7 @@ class Task:
         self.done = False
         self.cancel_kind = None
         self.resources = resources
+        self.keep_inline = False  # by_ref: false -> outputs always come back as bytes
 
 
 def as_bytes(x):
@@ -461,6 +462,7 @@ class Driver:
             timeout_ms = m.get("timeout_ms") or self.args.default_timeout_ms
             deadline = time.time() + timeout_ms / 1000.0 if timeout_ms else None
             t = Task(task_id, refs_out, node_type, deadline, req)
+            t.keep_inline = m.get("by_ref") is False
             with self.lock:
                 self.tasks[task_id] = t
             if deadline is not None:
@@ -556,7 +558,7 @@ class Driver:
                     with self.lock:
                         self.objects[h] = ref
                     o["ref"] = h
-                elif size > thr:
+                elif size > thr and not t.keep_inline:
                     # large output of an inline-mode task: keep it out of the host
                     # (ray.put by the driver, off the callback thread)
                     late_put.append((o, data))

@@ -122,8 +122,6 @@ impl Driver {
             .arg("--socket")
             .arg(&socket)
             .args(["--address", &settings.address, "--max-retries", &settings.max_retries.to_string()])
-            // Everything inline for now: outputs come back to the host as bytes.
-            .args(["--inline-threshold", &i32::MAX.to_string()])
             .env("BACKPLANE_RAY_NODE_LIB", &settings.node_runner)
             .env("BACKPLANE_RAY_NODE_LIB_CONFIG", &settings.runner_config)
             .env("RAY_USAGE_STATS_ENABLED", "0")

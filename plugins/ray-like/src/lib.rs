@@ -16,12 +16,14 @@
 mod config;
 mod driver;
 mod protocol;
+mod references;
 
 use backplane_plugin_api::{Health, HealthStatus, log_warn, prelude::*};
 use config::RayConfig;
 use crossbeam_channel::{Receiver, Sender};
 use driver::{Driver, DriverSettings};
 use protocol::{ContextOut, FromDriver, InputOut, ResourcesOut, ToDriver};
+use references::{ByReference, REF_PREFIX, ReferenceBook};
 use std::{
     collections::HashMap,
     ffi::CStr,
@@ -35,10 +37,18 @@ use std::{
     time::Duration,
 };
 
+/// A submitted task: its sink, and how many nodes read each output when
+/// its outputs stay in Ray.
+struct Pending {
+    sink: CompletionSinkBox,
+    consumers: Option<HashMap<String, u32>>,
+}
+
 struct Shared {
     settings: DriverSettings,
     task_timeout_ms: u64,
-    pending: Mutex<HashMap<u64, CompletionSinkBox>>,
+    pending: Mutex<HashMap<u64, Pending>>,
+    references: Mutex<ReferenceBook>,
     /// Frames for the current driver; `None` while it restarts.
     link: Mutex<Option<Sender<Vec<u8>>>>,
     /// Why the driver is down, while it is.
@@ -53,9 +63,9 @@ impl Shared {
     }
 
     fn fail_all(&self, error: impl Fn() -> PluginError_NE) {
-        let pending: Vec<CompletionSinkBox> = Self::lock(&self.pending).drain().map(|(_, sink)| sink).collect();
-        for sink in pending {
-            sink.complete(RResult::RErr(error()));
+        let pending: Vec<Pending> = Self::lock(&self.pending).drain().map(|(_, p)| p).collect();
+        for p in pending {
+            p.sink.complete(RResult::RErr(error()));
         }
     }
 }
@@ -113,7 +123,10 @@ fn capabilities_of(nodes: &[protocol::NodeInfo]) -> Capabilities {
 
 fn static_capabilities() -> Capabilities {
     Capabilities {
-        flags: CapabilityFlags::PARALLEL | CapabilityFlags::REMOTE | CapabilityFlags::DISTRIBUTED,
+        flags: CapabilityFlags::PARALLEL
+            | CapabilityFlags::REMOTE
+            | CapabilityFlags::DISTRIBUTED
+            | CapabilityFlags::BY_REFERENCE,
         isolation: Isolation::PROCESS,
         max_concurrency: 0,
         capacity: Resources::default(),
@@ -143,25 +156,30 @@ fn error_from(kind: &str, message: String) -> PluginError_NE {
 
 fn on_message(shared: &Shared, message: FromDriver) {
     let FromDriver::Result { task_id, ok, outputs, error_kind, message } = message else { return };
-    let Some(sink) = Shared::lock(&shared.pending).remove(&task_id) else { return };
+    let Some(Pending { sink, consumers }) = Shared::lock(&shared.pending).remove(&task_id) else { return };
     let result = if ok {
         let mut payloads = Vec::with_capacity(outputs.len());
+        let mut book = Shared::lock(&shared.references);
         for output in outputs {
-            match output.data {
-                Some(data) => payloads.push(Payload::bytes(&output.port, &output.content_type, data)),
-                None => {
-                    return sink.complete(RResult::RErr(PluginError::infrastructure(format!(
-                        "output `{}` came back as Ray object {}, which this version does not fetch",
-                        output.port,
-                        output.reference.unwrap_or_default()
-                    ))));
-                }
+            let mut payload = Payload::bytes(&output.port, &output.content_type, output.data.unwrap_or_default());
+            if let Some(object) = output.reference {
+                let readers = consumers.as_ref().and_then(|c| c.get(&output.port)).copied().unwrap_or(1);
+                book.produced(&object, readers);
+                payload.object_ref = format!("{REF_PREFIX}{object}").into();
             }
+            payloads.push(payload);
         }
         Ok(RVec::from(payloads))
     } else {
         Err(error_from(&error_kind, message))
     };
+    let released = Shared::lock(&shared.references).finished(task_id, result.is_ok());
+    if !released.is_empty()
+        && let Some(frames) = Shared::lock(&shared.link).clone()
+        && let Ok(frame) = protocol::encode(&ToDriver::Release { refs: released })
+    {
+        let _ = frames.send(frame);
+    }
     sink.complete(result.into());
 }
 
@@ -310,6 +328,7 @@ impl BackendPlugin for RayBackend {
             settings,
             task_timeout_ms,
             pending: Mutex::new(HashMap::new()),
+            references: Mutex::new(ReferenceBook::default()),
             link: Mutex::new(None),
             down: Mutex::new(None),
             capabilities: Mutex::new(static_capabilities()),
@@ -338,21 +357,32 @@ impl BackendPlugin for RayBackend {
             return;
         };
         let resources = &task.resources;
+        let by_reference = ByReference::from_extensions(task.extensions.iter().map(|t| (t.0.as_str(), t.1.as_str())));
+        let mut reads = Vec::new();
+        let inputs = task
+            .inputs
+            .iter()
+            .map(|p| match p.object_ref.strip_prefix(REF_PREFIX) {
+                Some(object) => {
+                    reads.push(object.to_owned());
+                    InputOut { port: &p.port, content_type: &p.content_type, data: None, reference: Some(object) }
+                }
+                None => InputOut {
+                    port: &p.port,
+                    content_type: &p.content_type,
+                    data: Some(serde_bytes::Bytes::new(&p.data)),
+                    reference: None,
+                },
+            })
+            .collect();
         let frame = protocol::encode(&ToDriver::Submit {
             task_id: task.task_id,
             function: "generic",
             node_type: &task.node_type,
             settings: &task.settings,
-            inputs: task
-                .inputs
-                .iter()
-                .map(|p| InputOut {
-                    port: &p.port,
-                    content_type: &p.content_type,
-                    data: serde_bytes::Bytes::new(&p.data),
-                })
-                .collect(),
-            by_ref: false,
+            inputs,
+            outputs: by_reference.as_ref().map(|b| b.outputs.clone()),
+            by_ref: by_reference.is_some(),
             resources: ResourcesOut {
                 num_cpus: (resources.cpus > 0.0).then_some(resources.cpus),
                 memory: (resources.memory_bytes > 0).then_some(resources.memory_bytes),
@@ -375,11 +405,13 @@ impl BackendPlugin for RayBackend {
                     .complete(RResult::RErr(PluginError::infrastructure(format!("cannot encode the task: {e}"))));
             }
         };
-        Shared::lock(&self.shared.pending).insert(task.task_id, sink);
+        Shared::lock(&self.shared.references).reads(task.task_id, reads);
+        let consumers = by_reference.map(|b| b.consumers);
+        Shared::lock(&self.shared.pending).insert(task.task_id, Pending { sink, consumers });
         if frames.send(frame).is_err()
-            && let Some(sink) = Shared::lock(&self.shared.pending).remove(&task.task_id)
+            && let Some(pending) = Shared::lock(&self.shared.pending).remove(&task.task_id)
         {
-            sink.complete(RResult::RErr(PluginError::infrastructure("the Ray driver went away")));
+            pending.sink.complete(RResult::RErr(PluginError::infrastructure("the Ray driver went away")));
         }
     }
 
@@ -394,7 +426,14 @@ impl BackendPlugin for RayBackend {
     fn health(&self) -> Health {
         match Shared::lock(&self.shared.down).clone() {
             Some(why) => Health { status: HealthStatus::DEGRADED, message: why.into(), ..Health::default() },
-            None => Health::up(),
+            None => Health {
+                message: format!(
+                    "{} objects kept in Ray for later nodes",
+                    Shared::lock(&self.shared.references).held()
+                )
+                .into(),
+                ..Health::up()
+            },
         }
     }
 

@@ -11,11 +11,15 @@ use std::{
 /// Frames larger than this are refused (a corrupt stream, not a payload).
 const MAX_FRAME: u32 = 1 << 30;
 
+/// An input: its bytes, or the id of a Ray object the driver holds.
 #[derive(Serialize)]
 pub struct InputOut<'a> {
     pub port: &'a str,
     pub content_type: &'a str,
-    pub data: &'a serde_bytes::Bytes,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<&'a serde_bytes::Bytes>,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<&'a str>,
 }
 
 #[derive(Serialize, Default)]
@@ -50,6 +54,9 @@ pub enum ToDriver<'a> {
         node_type: &'a str,
         settings: &'a str,
         inputs: Vec<InputOut<'a>>,
+        /// Every output port, with `by_ref`: large outputs stay in Ray.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        outputs: Option<Vec<String>>,
         by_ref: bool,
         resources: ResourcesOut,
         max_retries: u32,
@@ -59,6 +66,10 @@ pub enum ToDriver<'a> {
     Cancel {
         task_id: u64,
         force: bool,
+    },
+    /// Objects no consumer needs any more.
+    Release {
+        refs: Vec<String>,
     },
     Shutdown {},
 }
