@@ -53,6 +53,10 @@ pub fn ensure_plugins_built() {
                 "-p",
                 "backplane-worker",
                 "-p",
+                "backplane-ray-like",
+                "-p",
+                "backplane-ray-node-runner",
+                "-p",
                 "backplane-test-faulty",
             ])
             .status()

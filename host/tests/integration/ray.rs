@@ -321,3 +321,56 @@ to = "out/digest.b3"
     assert_eq!(ray["received_bytes"].as_u64().unwrap(), 64 << 20, "{report:#}");
     assert_eq!(std::fs::read_to_string(dir.path().join("out/digest.b3")).unwrap(), digest);
 }
+
+#[test]
+fn a_driver_killed_mid_run_is_restarted_and_its_task_retried_as_an_infrastructure_failure() {
+    use std::io::{BufRead, BufReader};
+    let workflow = "[[node]]\nid = \"slow\"\ntype = \"std.sleep\"\nsettings = { ms = 3000 }\n\n\
+                    [[output]]\nfrom = \"slow.out\"\nto = \"out/slow.txt\"\n";
+    let config = config("[policy]\nretry = { infrastructure_attempts = 5, backoff_secs = 2 }");
+    let dir = workflow_with_config(workflow, &config);
+    ensure_plugins_built();
+    let mut child = std::process::Command::new(bin_dir().join("backplane"))
+        .current_dir(dir.path())
+        .args(["run", "--json", "workflow.toml", "--config", "backplane.toml"])
+        .env("BACKPLANE_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let (log, stderr) = (log.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    };
+    let start = std::time::Instant::now();
+    let pid = loop {
+        let text = log.lock().unwrap().clone();
+        if let Some(at) = text.find("driver pid ") {
+            break text[at + "driver pid ".len()..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse::<i32>()
+                .unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "Ray did not start:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let output = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    let stderr = log.lock().unwrap().clone();
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(report["retries"].as_u64().unwrap() >= 1, "{report:#}");
+    assert!(stderr.contains("the Ray driver stopped"), "{stderr}");
+    assert_eq!(stderr.matches("driver pid ").count(), 2, "a second driver started:\n{stderr}");
+}

@@ -340,6 +340,9 @@ class Driver:
             kw["address"] = a.address
             if a.node_ip_address:
                 kw["_node_ip_address"] = a.node_ip_address
+        if a.init_options:
+            # Pass-through `ray.init` keyword arguments from the backend's config.
+            kw.update(json.loads(a.init_options))
         ray.init(**kw)
         self.startup_ms = int((time.time() - t0) * 1000)
         self.remote = ray.remote(bp_run_node)
@@ -897,6 +900,7 @@ def main():
     p.add_argument("--inline-threshold", type=int, default=64 * 1024,
                    help="outputs larger than this stay in Ray as refs")
     p.add_argument("--max-retries", type=int, default=3)
+    p.add_argument("--init-options", default=None, help="JSON: extra ray.init keyword arguments")
     p.add_argument("--default-timeout-ms", type=int, default=0)
     p.add_argument("--force-cancel-after-ms", type=int, default=2000)
     p.add_argument("--infeasible-grace-ms", type=int, default=5000)

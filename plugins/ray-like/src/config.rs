@@ -36,6 +36,14 @@ pub struct RayConfig {
     pub driver_prefix: Vec<String>,
     /// This machine's address as the cluster sees it (passed to `ray.init`).
     pub node_ip_address: Option<String>,
+    /// Outputs larger than this stay in Ray's object store when their
+    /// consumers run on Ray too.
+    #[serde(default = "default_inline_threshold")]
+    pub inline_threshold_bytes: u64,
+    /// Extra `ray.init` keyword arguments, passed through as they are
+    /// (e.g. `{ object_store_memory = 500000000, runtime_env = { ... } }`).
+    #[serde(default)]
+    pub init_options: serde_json::Map<String, serde_json::Value>,
     /// How long the driver may take to connect (a cold Ray start takes seconds).
     #[serde(default = "default_start_timeout")]
     pub start_timeout_secs: f64,
@@ -46,6 +54,9 @@ fn default_address() -> String {
 }
 fn default_max_retries() -> u32 {
     3
+}
+fn default_inline_threshold() -> u64 {
+    64 * 1024
 }
 fn default_start_timeout() -> f64 {
     120.0
@@ -66,6 +77,8 @@ pub fn schema() -> serde_json::Value {
             "node_runner": { "type": "string", "description": "the node runner library (default: next to this plugin)" },
             "driver_prefix": { "type": "array", "items": { "type": "string" }, "description": "command prefix for the driver, e.g. [\"ip\", \"netns\", \"exec\", \"head\"]" },
             "node_ip_address": { "type": "string", "description": "this machine's address as the cluster sees it" },
+            "inline_threshold_bytes": { "type": "integer", "minimum": 0, "description": "larger outputs stay in Ray's object store when their consumers run on Ray (default 65536)" },
+            "init_options": { "type": "object", "description": "extra ray.init keyword arguments, passed through" },
             "start_timeout_secs": { "type": "number", "minimum": 1, "description": "how long the driver may take to start (default 120)" }
         },
         "additionalProperties": false

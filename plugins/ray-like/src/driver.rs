@@ -48,6 +48,9 @@ pub struct DriverSettings {
     pub start_timeout: Duration,
     pub prefix: Vec<String>,
     pub node_ip_address: Option<String>,
+    pub inline_threshold: u64,
+    /// JSON object of extra `ray.init` arguments (empty: none).
+    pub init_options: String,
 }
 
 impl DriverSettings {
@@ -135,6 +138,10 @@ impl Driver {
         if let Some(ip) = &settings.node_ip_address {
             command.args(["--node-ip-address", ip]);
         }
+        command.args(["--inline-threshold", &settings.inline_threshold.min(i32::MAX as u64).to_string()]);
+        if !settings.init_options.is_empty() {
+            command.args(["--init-options", &settings.init_options]);
+        }
         if settings.is_local() {
             command.arg("--temp-dir").arg(dir.join("ray"));
             command.env("RAY_AUTH_TOKEN", settings.auth_token.clone().unwrap_or_else(random_token));
@@ -176,8 +183,11 @@ impl Driver {
         let hello = read_message(&mut &stream);
         let _ = stream.set_read_timeout(None);
         match hello {
-            Ok(Some(FromDriver::Hello { ray_version, nodes, mode })) => {
-                log_debug!("ray driver up: Ray {ray_version}, {mode} mode, {} nodes", nodes.len());
+            Ok(Some(FromDriver::Hello { ray_version, driver_pid, nodes, mode })) => {
+                log_debug!(
+                    "ray driver up: Ray {ray_version}, {mode} mode, {} nodes, driver pid {driver_pid}",
+                    nodes.len()
+                );
                 driver.stream = stream;
                 driver.ray_version = ray_version;
                 driver.nodes = nodes;

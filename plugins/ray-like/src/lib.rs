@@ -321,6 +321,12 @@ impl BackendPlugin for RayBackend {
             start_timeout: seconds("start_timeout_secs", config.start_timeout_secs)?,
             prefix: config.driver_prefix.clone(),
             node_ip_address: config.node_ip_address.clone(),
+            inline_threshold: config.inline_threshold_bytes,
+            init_options: if config.init_options.is_empty() {
+                String::new()
+            } else {
+                serde_json::Value::Object(config.init_options.clone()).to_string()
+            },
         };
         let task_timeout_ms = seconds("task_timeout_secs", config.task_timeout_secs)?.as_millis() as u64;
         let driver = Driver::start(&settings).map_err(|e| PluginError::infrastructure(format!("ray backend: {e}")))?;

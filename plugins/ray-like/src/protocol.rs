@@ -100,6 +100,8 @@ pub enum FromDriver {
         #[serde(default)]
         ray_version: String,
         #[serde(default)]
+        driver_pid: u32,
+        #[serde(default)]
         mode: String,
         #[serde(default)]
         nodes: Vec<NodeInfo>,
