@@ -103,6 +103,87 @@ pub fn run_json(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, serde_json::V
     (output.status.code(), report, stderr_of(&output))
 }
 
+/// Runs a copy of the quickstart with `config`; returns its two output files
+/// (`.tsv`, `.b3`) and the run report.
+pub fn quickstart_outputs(config: &str) -> (Vec<u8>, Vec<u8>, serde_json::Value) {
+    let quickstart = workspace_root().join("examples/quickstart");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(quickstart.join("workflow.toml"), dir.path().join("workflow.toml")).unwrap();
+    std::fs::create_dir_all(dir.path().join("docs")).unwrap();
+    for entry in std::fs::read_dir(quickstart.join("docs")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join("docs").join(entry.file_name())).unwrap();
+    }
+    std::fs::write(dir.path().join("backplane.toml"), config).unwrap();
+    let (code, report, stderr) = run_json(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
+    let read = |name: &str| std::fs::read(dir.path().join("out").join(name)).unwrap();
+    (read("word-frequencies.tsv"), read("word-frequencies.b3"), report)
+}
+
+/// A `backplane run --json` started in `dir`, its stderr (the log) collected
+/// as it comes, for tests that act mid-run.
+pub struct RunningRun {
+    pub child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningRun {
+    pub fn start(dir: &Path, log_filter: &str) -> Self {
+        use std::io::{BufRead, BufReader};
+        ensure_plugins_built();
+        let mut child = std::process::Command::new(bin_dir().join("backplane"))
+            .current_dir(dir)
+            .args(["run", "--json", "workflow.toml", "--config", "backplane.toml"])
+            .env("BACKPLANE_LOG", log_filter)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = {
+            let (log, stderr) = (log.clone(), child.stderr.take().unwrap());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            })
+        };
+        Self { child, log, reader: Some(reader) }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`; returns the log.
+    pub fn wait_for_log(&self, needle: &str, within: std::time::Duration) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(start.elapsed() < within, "`{needle}` did not appear within {within:?}:\n{log}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the exit: exit code, report, the whole log.
+    pub fn finish(mut self) -> (Option<i32>, serde_json::Value, String) {
+        let stdout = self.child.stdout.take().unwrap();
+        let report = serde_json::from_reader(stdout).unwrap_or(serde_json::Value::Null);
+        let status = self.child.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        (status.code(), report, self.log())
+    }
+}
+
 pub fn stderr_of(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }

@@ -5,7 +5,7 @@
 //! Ray comes from the venv `plugins/ray-like/setup-venv.sh` makes
 //! (`target/ray-venv`, or `BACKPLANE_RAY_PYTHON`); `.ci/run` creates it.
 
-use crate::fixtures::{bin_dir, ensure_plugins_built, run_json, workflow_with_config, workspace_root};
+use crate::fixtures::{RunningRun, quickstart_outputs, run_json, workflow_with_config, workspace_root};
 use std::{path::PathBuf, time::Duration};
 
 fn ray_python() -> PathBuf {
@@ -30,23 +30,8 @@ fn config(extra: &str) -> String {
 
 #[test]
 fn the_quickstart_gives_byte_identical_outputs_on_local_and_ray() {
-    let quickstart = workspace_root().join("examples/quickstart");
-    let outputs = |config: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(quickstart.join("workflow.toml"), dir.path().join("workflow.toml")).unwrap();
-        std::fs::create_dir_all(dir.path().join("docs")).unwrap();
-        for entry in std::fs::read_dir(quickstart.join("docs")).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), dir.path().join("docs").join(entry.file_name())).unwrap();
-        }
-        std::fs::write(dir.path().join("backplane.toml"), config).unwrap();
-        let (code, report, stderr) = run_json(dir.path(), &[]);
-        assert_eq!(code, Some(0), "{stderr}\n{report:#}");
-        let read = |name: &str| std::fs::read(dir.path().join("out").join(name)).unwrap();
-        (read("word-frequencies.tsv"), read("word-frequencies.b3"), report)
-    };
-    let (local_tsv, local_b3, _) = outputs("[backends.local]\ntype = \"local\"\n");
-    let (ray_tsv, ray_b3, report) = outputs(&config(""));
+    let (local_tsv, local_b3, _) = quickstart_outputs("[backends.local]\ntype = \"local\"\n");
+    let (ray_tsv, ray_b3, report) = quickstart_outputs(&config(""));
     assert_eq!(report["backends"][0]["instance"], "ray", "{report:#}");
     assert_eq!(report["backends"][0]["nodes"], 11, "{report:#}");
     assert!(!local_tsv.is_empty());
@@ -92,46 +77,19 @@ settings = { command = "echo attempt >> attempts.txt; kill -ABRT $PPID; sleep 5"
 
 #[test]
 fn interrupting_a_run_cancels_its_ray_tasks() {
-    use std::io::{BufRead, BufReader};
     let workflow = "[[node]]\nid = \"long\"\ntype = \"std.sleep\"\nsettings = { ms = 60000 }\n";
     let dir = workflow_with_config(workflow, &config(""));
-    ensure_plugins_built();
-    let mut child = std::process::Command::new(bin_dir().join("backplane"))
-        .current_dir(dir.path())
-        .args(["run", "--json", "workflow.toml", "--config", "backplane.toml"])
-        .env("BACKPLANE_LOG", "debug")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let reader = {
-        let (log, stderr) = (log.clone(), child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        })
-    };
-    let start = std::time::Instant::now();
-    while !log.lock().unwrap().contains("ray driver up") {
-        assert!(start.elapsed() < Duration::from_secs(90), "Ray did not start:\n{}", log.lock().unwrap());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let run = RunningRun::start(dir.path(), "debug");
+    run.wait_for_log("ray driver up", Duration::from_secs(90));
     // The task is submitted at once; give the Ray worker a moment to start it.
     std::thread::sleep(Duration::from_secs(2));
     let interrupted = std::time::Instant::now();
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let output = child.wait_with_output().unwrap();
-    reader.join().unwrap();
-    let stderr = log.lock().unwrap().clone();
-    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) };
+    let (code, report, log) = run.finish();
+    assert_eq!(code, Some(130), "{log}");
     assert!(interrupted.elapsed() < Duration::from_secs(30), "took {:?}", interrupted.elapsed());
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["cancelled"], 1, "{report:#}");
-    assert!(stderr.contains("ray.cancel of task"), "the driver cancelled the Ray task:\n{stderr}");
+    assert!(log.contains("ray.cancel of task"), "the driver cancelled the Ray task:\n{log}");
 }
 
 #[test]
@@ -324,53 +282,19 @@ to = "out/digest.b3"
 
 #[test]
 fn a_driver_killed_mid_run_is_restarted_and_its_task_retried_as_an_infrastructure_failure() {
-    use std::io::{BufRead, BufReader};
     let workflow = "[[node]]\nid = \"slow\"\ntype = \"std.sleep\"\nsettings = { ms = 3000 }\n\n\
                     [[output]]\nfrom = \"slow.out\"\nto = \"out/slow.txt\"\n";
     let config = config("[policy]\nretry = { infrastructure_attempts = 5, backoff_secs = 2 }");
     let dir = workflow_with_config(workflow, &config);
-    ensure_plugins_built();
-    let mut child = std::process::Command::new(bin_dir().join("backplane"))
-        .current_dir(dir.path())
-        .args(["run", "--json", "workflow.toml", "--config", "backplane.toml"])
-        .env("BACKPLANE_LOG", "debug")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let reader = {
-        let (log, stderr) = (log.clone(), child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        })
-    };
-    let start = std::time::Instant::now();
-    let pid = loop {
-        let text = log.lock().unwrap().clone();
-        if let Some(at) = text.find("driver pid ") {
-            break text[at + "driver pid ".len()..]
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .unwrap()
-                .parse::<i32>()
-                .unwrap();
-        }
-        assert!(start.elapsed() < Duration::from_secs(90), "Ray did not start:\n{text}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let run = RunningRun::start(dir.path(), "debug");
+    let log = run.wait_for_log("driver pid ", Duration::from_secs(90));
+    let at = log.find("driver pid ").unwrap() + "driver pid ".len();
+    let pid: i32 = log[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
     std::thread::sleep(Duration::from_secs(1));
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    let output = child.wait_with_output().unwrap();
-    reader.join().unwrap();
-    let stderr = log.lock().unwrap().clone();
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let (code, report, log) = run.finish();
+    assert_eq!(code, Some(0), "{log}");
     assert!(report["retries"].as_u64().unwrap() >= 1, "{report:#}");
-    assert!(stderr.contains("the Ray driver stopped"), "{stderr}");
-    assert_eq!(stderr.matches("driver pid ").count(), 2, "a second driver started:\n{stderr}");
+    assert!(log.contains("the Ray driver stopped"), "{log}");
+    assert_eq!(log.matches("driver pid ").count(), 2, "a second driver started:\n{log}");
 }

@@ -4,7 +4,7 @@
 //! 64 MiB payload through the object store, and parity with `local`.
 
 use crate::{
-    fixtures::{run_json, workflow_with_config, workspace_root},
+    fixtures::{quickstart_outputs, run_json, workflow_with_config},
     nats::{NatsServer, USER, WorkerProcess, wait_until},
 };
 use std::{path::Path, time::Duration};
@@ -266,32 +266,13 @@ fn the_quickstart_gives_byte_identical_outputs_on_local_and_worker() {
     let nats = NatsServer::start();
     let _a = WorkerProcess::start(&nats, "wa", "default", &[]);
     let _b = WorkerProcess::start(&nats, "wb", "default", &["--isolation", "process"]);
-    let quickstart = workspace_root().join("examples/quickstart");
-    let outputs = |config: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(quickstart.join("workflow.toml"), dir.path().join("workflow.toml")).unwrap();
-        copy_dir(&quickstart.join("docs"), &dir.path().join("docs"));
-        std::fs::write(dir.path().join("backplane.toml"), config).unwrap();
-        let (code, report, stderr) = run_json(dir.path(), &[]);
-        assert_eq!(code, Some(0), "{stderr}\n{report:#}");
-        let read = |name: &str| std::fs::read(dir.path().join("out").join(name)).unwrap();
-        (read("word-frequencies.tsv"), read("word-frequencies.b3"), report)
-    };
-    let (local_tsv, local_b3, _) = outputs("[backends.local]\ntype = \"local\"\n");
-    let (worker_tsv, worker_b3, report) = outputs(&config(&nats, ""));
+    let (local_tsv, local_b3, _) = quickstart_outputs("[backends.local]\ntype = \"local\"\n");
+    let (worker_tsv, worker_b3, report) = quickstart_outputs(&config(&nats, ""));
     assert_eq!(report["backends"][0]["instance"], "workers", "{report:#}");
     assert_eq!(report["backends"][0]["nodes"], 11, "{report:#}");
     assert!(!local_tsv.is_empty());
     assert_eq!(local_tsv, worker_tsv);
     assert_eq!(local_b3, worker_b3);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
 }
 
 #[test]
