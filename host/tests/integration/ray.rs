@@ -298,3 +298,19 @@ fn a_driver_killed_mid_run_is_restarted_and_its_task_retried_as_an_infrastructur
     assert!(log.contains("the Ray driver stopped"), "{log}");
     assert_eq!(log.matches("driver pid ").count(), 2, "a second driver started:\n{log}");
 }
+
+#[test]
+fn a_ray_task_past_its_deadline_is_cancelled_and_reported_as_a_timeout() {
+    // The instance's own deadline (the driver's), not the host's policy timeout.
+    let workflow = "[[node]]\nid = \"stuck\"\ntype = \"std.sleep\"\nsettings = { ms = 60000 }\n";
+    let dir = workflow_with_config(
+        workflow,
+        &config("task_timeout_secs = 2\n[policy]\nretry = { infrastructure_attempts = 1 }"),
+    );
+    let started = std::time::Instant::now();
+    let (code, report, stderr) = run_json(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(45), "took {:?}", started.elapsed());
+    let failure = &report["failures"][0];
+    assert_eq!(failure["kind"], "timed-out", "{report:#}");
+}
