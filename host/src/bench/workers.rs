@@ -51,6 +51,7 @@ const PASSWORD: &str = "bench-password";
 
 /// A throwaway `nats-server` and workers, killed on drop.
 struct Cluster {
+    binary: PathBuf,
     dir: PathBuf,
     url: String,
     server: Child,
@@ -67,7 +68,9 @@ impl Drop for Cluster {
     }
 }
 
-fn find_nats_server(given: Option<&Path>) -> Result<PathBuf, String> {
+/// The `nats-server` binary: `given`, else found on `PATH` or in Debian's
+/// `/usr/sbin` (not on a normal user's `PATH`).
+pub fn find_nats_server(given: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(path) = given {
         return Ok(path.to_owned());
     }
@@ -101,7 +104,7 @@ fn start_cluster(settings: &WorkerBenchSettings) -> Result<Cluster, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-    let mut cluster = Cluster { dir, url: format!("nats://127.0.0.1:{port}"), server, workers: Vec::new() };
+    let mut cluster = Cluster { binary, dir, url: format!("nats://127.0.0.1:{port}"), server, workers: Vec::new() };
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if start.elapsed() > Duration::from_secs(10) {
@@ -175,7 +178,7 @@ pub fn run(host: &Host, settings: &WorkerBenchSettings) -> Result<WorkerBenchRes
     let raw = raw_jetstream(&cluster.url, settings.tasks, settings.repeat)?;
     workers.backend.shutdown();
     local.backend.shutdown();
-    let version = Command::new(find_nats_server(settings.nats_server.as_deref())?)
+    let version = Command::new(&cluster.binary)
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())

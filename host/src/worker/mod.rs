@@ -210,24 +210,13 @@ pub async fn serve(
         worker.options.drain_timeout.as_secs_f64(),
         worker.counters.in_flight.load(Ordering::Relaxed)
     );
-    let finished = tokio::time::timeout(worker.options.drain_timeout, async {
-        while worker.counters.in_flight.load(Ordering::Acquire) > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    if finished.is_err() {
+    if !all_finished(&worker, worker.options.drain_timeout).await {
         tracing::warn!(
             "releasing {} unfinished tasks for redelivery",
             worker.counters.in_flight.load(Ordering::Relaxed)
         );
         let _ = release_tx.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while worker.counters.in_flight.load(Ordering::Acquire) > 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
+        all_finished(&worker, Duration::from_secs(5)).await;
     }
     announcer.abort();
     cancel_listener.abort();
@@ -242,6 +231,17 @@ pub async fn serve(
         counters.refused
     );
     Ok(counters)
+}
+
+/// Waits up to `within` for the worker to have no task in flight; false if
+/// some still are.
+async fn all_finished(worker: &Worker, within: Duration) -> bool {
+    let idle = async {
+        while worker.counters.in_flight.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(within, idle).await.is_ok()
 }
 
 /// Resolves once the flag is set (at once if it already is).

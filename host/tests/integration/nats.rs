@@ -16,14 +16,7 @@ pub const USER: &str = "backplane";
 pub const PASSWORD: &str = "test-secret";
 
 fn nats_server_binary() -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|p| p.join("nats-server")).collect::<Vec<_>>())
-        .unwrap_or_default();
-    on_path
-        .into_iter()
-        .chain(["/usr/sbin/nats-server".into(), "/usr/bin/nats-server".into()])
-        .find(|p| p.is_file())
-        .expect("nats-server is not installed: `apt-get install nats-server` (.ci/run does this)")
+    backplane_host::bench::workers::find_nats_server(None).unwrap_or_else(|e| panic!("{e} (.ci/run installs it)"))
 }
 
 fn free_port() -> u16 {
