@@ -44,7 +44,7 @@ pub struct NodeTask {
     pub working_dir: RString,
     /// The node type's in-process compute function, when it has one.
     pub compute: ROption<ComputeFn>,
-    /// Key/value attributes added in later 1.x versions.
+    /// Key/value attributes added in later 1.x versions; see [`crate::extensions`].
     pub extensions: RVec<Tuple2<RString, RString>>,
 }
 

@@ -31,6 +31,7 @@
 
 pub mod backend;
 pub mod error;
+pub mod extensions;
 pub mod guard;
 pub mod log;
 pub mod module;

@@ -92,6 +92,7 @@ pub fn synthetic_plan_on(
             resources: None,
             timeout_ms: 0,
             retry: None,
+            placement: None,
         })
         .collect();
     Ok(Plan {

@@ -11,14 +11,10 @@ use super::Run;
 use crate::plan::Target;
 use backplane_plugin_api::{
     CapabilityFlags, Payload,
-    abi_stable::std_types::{RString, RVec, Tuple2},
+    abi_stable::std_types::{RString, Tuple2},
+    extensions::{OutputsByReference, TaskExtension},
 };
 use std::collections::BTreeMap;
-
-/// The task extension asking for outputs by reference. Its value is JSON:
-/// `{"outputs": [every output port], "consumers": {port: consuming nodes}}`,
-/// so the backend knows when the last consumer has read an output.
-pub const OUTPUTS_BY_REFERENCE: &str = "backplane.outputs_by_reference";
 
 /// Which instances keep outputs by reference.
 pub fn capable_instances(run_instances: &[std::sync::Arc<crate::registry::BackendInstance>]) -> Vec<bool> {
@@ -26,29 +22,27 @@ pub fn capable_instances(run_instances: &[std::sync::Arc<crate::registry::Backen
 }
 
 impl Run<'_> {
-    /// The extensions of `node`'s next task on `backend`: the by-reference
-    /// request when all its consumers run there too.
-    pub(super) fn task_extensions(&self, node: usize, backend: usize) -> RVec<Tuple2<RString, RString>> {
+    /// The by-reference request for `node`'s next task on `backend`, when
+    /// the backend keeps outputs and all the node's consumers run there too.
+    pub(super) fn by_reference_request(&self, node: usize, backend: usize) -> Option<Tuple2<RString, RString>> {
         if !self.by_reference[backend] {
-            return RVec::new();
+            return None;
         }
         let planned = &self.plan.nodes[node];
-        let mut consumers: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut consumers: BTreeMap<String, u32> = BTreeMap::new();
         for consumer in &planned.consumers {
             match consumer.target {
                 Target::Node { node: target, .. } if self.assigned[target as usize] as usize == backend => {
-                    *consumers.entry(consumer.port).or_default() += 1;
+                    *consumers.entry(consumer.port.to_owned()).or_default() += 1;
                 }
-                _ => return RVec::new(),
+                _ => return None,
             }
         }
         if consumers.is_empty() {
-            return RVec::new();
+            return None;
         }
-        let outputs: Vec<&str> =
-            self.plan.types[planned.type_index as usize].outputs.iter().map(|p| p.name.as_str()).collect();
-        let value = serde_json::json!({ "outputs": outputs, "consumers": consumers });
-        RVec::from(vec![Tuple2(RString::from(OUTPUTS_BY_REFERENCE), RString::from(value.to_string()))])
+        let outputs = self.plan.types[planned.type_index as usize].outputs.iter().map(|p| p.name.to_string()).collect();
+        Some(OutputsByReference { outputs, consumers }.to_extension())
     }
 }
 

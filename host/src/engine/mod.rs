@@ -575,7 +575,13 @@ impl Run<'_> {
             timeout_ms: timeout.map_or(0, |t| t.as_millis() as u64),
             working_dir: self.working_dir.as_str().into(),
             compute: node_type.compute,
-            extensions: self.task_extensions(node as usize, backend),
+            extensions: planned
+                .placement
+                .as_deref()
+                .cloned()
+                .into_iter()
+                .chain(self.by_reference_request(node as usize, backend))
+                .collect(),
         };
         self.state[node as usize] = State::Running;
         self.in_flight[backend] += 1;

@@ -2,7 +2,7 @@
 
 use super::{
     Consumer, NO_RULE, Plan, PlannedInput, PlannedNode, PlannedOutput, PlannedType, Target,
-    route::{RouteRequest, Router},
+    route::{RouteRequest, Router, merged_requirements},
 };
 use crate::{
     config::RouteRule,
@@ -10,6 +10,11 @@ use crate::{
     registry::{BackendRegistry, NodeEntry, NodeRegistry},
     spanned_toml::{span_for_pointer, suggest},
     workflow::{NodeDecl, Workflow},
+};
+use backplane_plugin_api::{
+    Requirements,
+    abi_stable::std_types::{RString, Tuple2},
+    extensions::{Placement, TaskExtension},
 };
 use std::collections::HashMap;
 
@@ -270,6 +275,7 @@ pub fn build(
                     timeout_ms: node.timeout_ms,
                     // The node's own retry policy, else its route rule's.
                     retry: node.retry.or_else(|| decision.rule.and_then(|r| rules[r].retry)).map(Box::new),
+                    placement: placement(entry.spec.requirements(), decision.rule.map(|r| &rules[r].require), node),
                 });
             }
             Err(reasons) => route_error(&mut b, node, entry, reasons),
@@ -289,6 +295,19 @@ pub fn build(
     } else {
         Err(Diagnostics::sorted(b.diagnostics))
     }
+}
+
+/// The placement extension of a node that requires tags or has labels.
+fn placement(
+    spec: &Requirements,
+    rule: Option<&Requirements>,
+    node: &NodeDecl,
+) -> Option<Box<Tuple2<RString, RString>>> {
+    let placement = Placement {
+        tags: merged_requirements(spec, rule).tags.iter().map(|t| t.to_string()).collect(),
+        labels: node.labels.iter().cloned().collect(),
+    };
+    (!placement.is_empty()).then(|| Box::new(placement.to_extension()))
 }
 
 fn route_error(b: &mut Builder<'_>, node: &NodeDecl, entry: &NodeEntry, reasons: Vec<String>) {

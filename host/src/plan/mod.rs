@@ -40,7 +40,10 @@ pub fn plan_source(
 pub use route::{RouteReason, RouteRequest, Router, alternative, merged_requirements};
 
 use crate::registry::BackendInstance;
-use backplane_plugin_api::{ComputeFn, Requirements, Resources, abi_stable::std_types::ROption};
+use backplane_plugin_api::{
+    ComputeFn, Requirements, Resources,
+    abi_stable::std_types::{ROption, RString, Tuple2},
+};
 use serde::Serialize;
 use std::{path::PathBuf, sync::Arc};
 
@@ -98,6 +101,9 @@ pub struct PlannedNode {
     pub timeout_ms: u64,
     /// The node's own `retry`, overriding the config's.
     pub retry: Option<Box<crate::engine::policy::RetryOverride>>,
+    /// The [`Placement`](backplane_plugin_api::extensions::Placement) task
+    /// extension, for a node that requires tags or has labels.
+    pub placement: Option<Box<Tuple2<RString, RString>>>,
 }
 
 #[derive(Debug, Clone)]

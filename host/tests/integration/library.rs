@@ -4,16 +4,29 @@
 use crate::fixtures::{dylib, ensure_plugins_built};
 use backplane_host::{
     Host,
+    config::Config,
     diagnostic::SourceFile,
     engine::{self, RunOptions},
     plan,
     registry::{Origin, RegistryError},
     workflow::Workflow,
 };
-use backplane_plugin_api::{backend_factory, node::Context, node_spec, prelude::*, run_compute};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use backplane_plugin_api::{
+    backend_factory,
+    extensions::{Placement, TaskExtension},
+    node::Context,
+    node_spec,
+    prelude::*,
+    run_compute,
+};
+use std::sync::{
+    Mutex,
+    atomic::{AtomicUsize, Ordering},
+};
 
 static INLINE_TASKS: AtomicUsize = AtomicUsize::new(0);
+/// The placement extension each task reached the backend with, by node.
+static PLACEMENTS: Mutex<Vec<(String, Result<Option<Placement>, String>)>> = Mutex::new(Vec::new());
 
 /// Runs each task on the submitting thread: the smallest possible backend.
 struct InlineBackend;
@@ -25,13 +38,18 @@ impl BackendPlugin for InlineBackend {
     type Config = serde_json::Value;
 
     fn capabilities() -> Capabilities {
-        Capabilities { flags: CapabilityFlags::IN_PROCESS_COMPUTE, ..Capabilities::default() }
+        Capabilities {
+            flags: CapabilityFlags::IN_PROCESS_COMPUTE,
+            tags: RVec::from(vec![RString::from("licensed"), RString::from("gpu")]),
+            ..Capabilities::default()
+        }
     }
     fn create(_: serde_json::Value) -> Result<Self, PluginError_NE> {
         Ok(Self)
     }
     fn submit(&self, task: NodeTask, sink: CompletionSinkBox) {
         INLINE_TASKS.fetch_add(1, Ordering::Relaxed);
+        PLACEMENTS.lock().unwrap().push((task.node_id.to_string(), Placement::of(&task)));
         sink.complete(run_compute(task, &|| false));
     }
 }
@@ -70,12 +88,29 @@ impl NodeType for Silent {
     }
 }
 
+/// Needs a backend with the tag `licensed`.
+struct Licensed;
+
+impl NodeType for Licensed {
+    const TYPE_NAME: &'static str = "test.licensed";
+    const VERSION: &'static str = "1.0.0";
+    const DESCRIPTION: &'static str = "Requires the tag `licensed`";
+    type Settings = NoSettings;
+    fn requirements() -> Requirements {
+        Requirements { tags: RVec::from(vec![RString::from("licensed")]), ..Requirements::default() }
+    }
+    fn compute(_: NoSettings, _: Inputs, _: &Context<'_>) -> Result<Vec<Payload>, NodeError> {
+        Ok(Vec::new())
+    }
+}
+
 fn host() -> Host {
     ensure_plugins_built();
     let mut host = Host::new();
     host.register_backend_factory(backend_factory::<InlineBackend>(), Origin::code("tests"));
     host.register_node_type(node_spec::<Upper>(), Origin::code("tests"));
     host.register_node_type(node_spec::<Silent>(), Origin::code("tests"));
+    host.register_node_type(node_spec::<Licensed>(), Origin::code("tests"));
     host.load_files(&[dylib("backplane_std_nodes"), dylib("backplane_local")]);
     assert!(host.load_errors.is_empty() && host.conflicts.is_empty());
     host
@@ -187,4 +222,47 @@ fn runs_sharing_an_instance_never_see_each_others_cancellations() {
         "[[node]]\nid = \"ok\"\ntype = \"std.noop\"\n\n[[node]]\nid = \"nap\"\ntype = \"std.sleep\"\nsettings = { ms = 10 }\n",
     );
     assert!(second.report.success(), "{:?}", second.report.failure);
+}
+
+#[test]
+fn a_node_s_required_tags_and_labels_reach_its_backend_as_the_placement_extension() {
+    let mut host = host();
+    host.backends.create("inline", "inline", serde_json::json!({}), None).unwrap();
+    let workflow = r#"
+[[node]]
+id = "plain"
+type = "std.noop"
+
+[[node]]
+id = "licensed"
+type = "test.licensed"
+
+[[node]]
+id = "labelled"
+type = "test.licensed"
+labels = { zone = "eu" }
+"#;
+    let workflow = Workflow::parse(SourceFile::new("wf.toml", workflow.into())).unwrap();
+    let config = "[[route]]\nmatch = { labels = { zone = \"eu\" } }\nrequire = { tags = [\"gpu\"] }\n";
+    let config = Config::parse(SourceFile::new("backplane.toml", config.into())).unwrap();
+    let plan = plan::build(&workflow, &host.nodes, &host.backends, &config.routes).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let outcome = runtime.block_on(engine::execute(&plan, &RunOptions::default()));
+    assert!(outcome.report.success(), "{:?}", outcome.report.failure);
+
+    let mut seen = PLACEMENTS.lock().unwrap().clone();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    let placement = |tags: &[&str], labels: &[(&str, &str)]| Placement {
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    };
+    assert_eq!(
+        seen,
+        [
+            // The type's tag, the rule's tag and the node's label.
+            ("labelled".to_owned(), Ok(Some(placement(&["licensed", "gpu"], &[("zone", "eu")])))),
+            ("licensed".to_owned(), Ok(Some(placement(&["licensed"], &[])))),
+            ("plain".to_owned(), Ok(None)),
+        ]
+    );
 }

@@ -108,6 +108,54 @@ fn custom_resources_route_to_the_ray_instance_that_has_them_and_infeasible_ones_
     assert!(stderr.contains("needs 5 licence (has 2)"), "{stderr}");
 }
 
+#[test]
+fn tags_and_labels_mapped_to_custom_resources_route_nodes_to_ray_and_hold_the_resource_while_they_run() {
+    // `licensed` takes both licences of the private instance, so two such nodes must take turns.
+    let mapped = "resources = { licence = 2 }\n\
+                  tag_resources = { licensed = { resource = \"licence\", amount = 2 }, absent = \"nowhere\" }\n\
+                  label_resources = { \"zone=eu\" = \"nowhere\" }\n\
+                  [policy]\nfailure = \"continue\"\n\n\
+                  [[route]]\nmatch = { id = \"turn-*\" }\nrequire = { tags = [\"licensed\"] }\n";
+    // `local` is the default: only the tag sends the `turn-*` nodes to Ray.
+    let config = config(mapped).replace("default_backend = \"ray\"", "default_backend = \"local\"");
+    let turn = "settings = { command = \"echo start >> turns.txt; sleep 2; echo end >> turns.txt\" }";
+    let workflow = format!(
+        "[[node]]\nid = \"turn-a\"\ntype = \"std.shell\"\n{turn}\n\n[[node]]\nid = \"turn-b\"\ntype = \"std.shell\"\n{turn}\n\n\
+         [[node]]\nid = \"plain\"\ntype = \"std.noop\"\n\n\
+         [[node]]\nid = \"in-eu\"\ntype = \"std.noop\"\nbackend = \"ray\"\nlabels = {{ zone = \"eu\" }}\n"
+    );
+    let dir = workflow_with_config(&workflow, &config);
+    let (code, report, stderr) = run_json(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{stderr}\n{report:#}");
+    let nodes_on = |instance: &str| {
+        report["backends"].as_array().unwrap().iter().find(|b| b["instance"] == instance).map(|b| b["nodes"].clone())
+    };
+    assert_eq!(nodes_on("ray"), Some(3.into()), "{report:#}");
+    assert_eq!(nodes_on("local"), Some(1.into()), "{report:#}");
+    let turns = std::fs::read_to_string(dir.path().join("turns.txt")).unwrap();
+    assert_eq!(turns.lines().collect::<Vec<_>>(), ["start", "end", "start", "end"], "the two ran at once");
+    // A label whose resource no Ray node has fails its node at once, saying why.
+    let failures = report["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{report:#}");
+    assert_eq!(failures[0]["node"], "in-eu", "{report:#}");
+    assert_eq!(failures[0]["kind"], "unsupported", "{report:#}");
+    assert!(
+        failures[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("its label `zone=eu` maps to Ray resource `nowhere`, which no live Ray node has"),
+        "{report:#}"
+    );
+    assert!(stderr.contains("tag `absent` maps to Ray resource `nowhere`, which no live Ray node has"), "{stderr}");
+
+    // A tag whose resource no Ray node has is not offered: the plan fails.
+    let absent = config.replace("\"licensed\"]", "\"absent\"]");
+    let dir = workflow_with_config("[[node]]\nid = \"turn-c\"\ntype = \"std.noop\"\n", &absent);
+    let (code, _, stderr) = run_json(dir.path(), &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("ray: missing tag absent"), "{stderr}");
+}
+
 /// A head and two worker Ray nodes, each in its own network namespace on a
 /// private bridge (Ray replaces 127.0.0.1 by the machine's address, so
 /// loopback alone cannot separate nodes). Worker `w1` has the custom

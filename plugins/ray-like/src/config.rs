@@ -1,7 +1,7 @@
 //! `[backends.<name>] type = "ray"` settings.
 
 use serde::Deserialize;
-use std::path::PathBuf;
+use std::{collections::BTreeMap, path::PathBuf};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,7 +22,7 @@ pub struct RayConfig {
     pub num_cpus: Option<u32>,
     /// Custom resources of the private instance, e.g. `{ licence = 2 }`.
     #[serde(default)]
-    pub resources: std::collections::BTreeMap<String, f64>,
+    pub resources: BTreeMap<String, f64>,
     /// Token of an existing cluster (`RAY_AUTH_TOKEN`); a private instance gets a fresh one.
     pub auth_token: Option<String>,
     /// Extra plugin directories for the node runner on Ray workers.
@@ -47,6 +47,24 @@ pub struct RayConfig {
     /// How long the driver may take to connect (a cold Ray start takes seconds).
     #[serde(default = "default_start_timeout")]
     pub start_timeout_secs: f64,
+    /// Backplane tags as Ray custom resources: a node requiring the tag asks
+    /// Ray for the resource, so it runs on a Ray node that has it.
+    #[serde(default)]
+    pub tag_resources: BTreeMap<String, ResourceMapping>,
+    /// Workflow labels (`"key=value"`) as Ray custom resources, the same way.
+    #[serde(default)]
+    pub label_resources: BTreeMap<String, ResourceMapping>,
+}
+
+/// The Ray custom resource a tag or label stands for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ResourceMapping {
+    /// Just the name: a token amount that steers placement without limiting
+    /// how many such tasks run at once.
+    Name(String),
+    /// An amount each task holds while it runs (e.g. one of a node's licences).
+    Amount { resource: String, amount: f64 },
 }
 
 fn default_address() -> String {
@@ -79,7 +97,34 @@ pub fn schema() -> serde_json::Value {
             "node_ip_address": { "type": "string", "description": "this machine's address as the cluster sees it" },
             "inline_threshold_bytes": { "type": "integer", "minimum": 0, "description": "larger outputs stay in Ray's object store when their consumers run on Ray (default 65536)" },
             "init_options": { "type": "object", "description": "extra ray.init keyword arguments, passed through" },
-            "start_timeout_secs": { "type": "number", "minimum": 1, "description": "how long the driver may take to start (default 120)" }
+            "start_timeout_secs": { "type": "number", "minimum": 1, "description": "how long the driver may take to start (default 120)" },
+            "tag_resources": {
+                "type": "object",
+                "additionalProperties": { "$ref": "#/$defs/resource" },
+                "description": "tag -> Ray custom resource a node requiring the tag asks for"
+            },
+            "label_resources": {
+                "type": "object",
+                "propertyNames": { "pattern": "^[^=]+=.*$" },
+                "additionalProperties": { "$ref": "#/$defs/resource" },
+                "description": "\"key=value\" label -> Ray custom resource a node with the label asks for"
+            }
+        },
+        "$defs": {
+            "resource": {
+                "oneOf": [
+                    { "type": "string", "minLength": 1, "description": "the resource's name; a token amount (0.001) steers placement only" },
+                    {
+                        "type": "object",
+                        "properties": {
+                            "resource": { "type": "string", "minLength": 1 },
+                            "amount": { "type": "number", "minimum": 0.0001, "description": "how much of it each task holds" }
+                        },
+                        "required": ["resource", "amount"],
+                        "additionalProperties": false
+                    }
+                ]
+            }
         },
         "additionalProperties": false
     })

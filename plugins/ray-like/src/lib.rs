@@ -15,17 +15,24 @@
 
 mod config;
 mod driver;
+mod placement;
 mod protocol;
 mod references;
 
-use backplane_plugin_api::{Health, HealthStatus, log_warn, prelude::*};
+use backplane_plugin_api::{
+    Health, HealthStatus,
+    extensions::{OutputsByReference, Placement, TaskExtension},
+    log_warn,
+    prelude::*,
+};
 use config::RayConfig;
 use crossbeam_channel::{Receiver, Sender};
 use driver::{Driver, DriverSettings};
+use placement::PlacementResources;
 use protocol::{ContextOut, FromDriver, InputOut, ResourcesOut, ToDriver};
-use references::{ByReference, REF_PREFIX, ReferenceBook};
+use references::{REF_PREFIX, ReferenceBook};
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     ffi::CStr,
     io::{BufWriter, Write},
     path::PathBuf,
@@ -41,12 +48,13 @@ use std::{
 /// its outputs stay in Ray.
 struct Pending {
     sink: CompletionSinkBox,
-    consumers: Option<HashMap<String, u32>>,
+    consumers: Option<BTreeMap<String, u32>>,
 }
 
 struct Shared {
     settings: DriverSettings,
     task_timeout_ms: u64,
+    placement: PlacementResources,
     pending: Mutex<HashMap<u64, Pending>>,
     references: Mutex<ReferenceBook>,
     /// Frames for the current driver; `None` while it restarts.
@@ -90,7 +98,9 @@ fn own_directory() -> Option<PathBuf> {
     Some(path.parent()?.to_path_buf())
 }
 
-fn capabilities_of(nodes: &[protocol::NodeInfo]) -> Capabilities {
+/// What the live Ray nodes offer: the largest node's resources, and the
+/// tags whose mapped resource a live node has.
+fn capabilities_of(nodes: &[protocol::NodeInfo], placement: &PlacementResources) -> Capabilities {
     let alive: Vec<_> = nodes.iter().filter(|n| n.alive).collect();
     let most = |name: &str| alive.iter().map(|n| n.resources.get(name).copied().unwrap_or(0.0)).fold(0.0, f64::max);
     let mut custom: Vec<(String, f64)> = Vec::new();
@@ -109,6 +119,8 @@ fn capabilities_of(nodes: &[protocol::NodeInfo]) -> Capabilities {
         }
     }
     custom.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut tags = static_capabilities().tags;
+    tags.extend(placement.offered_tags(&custom.iter().cloned().collect()).into_iter().map(RString::from));
     Capabilities {
         max_concurrency: alive.iter().map(|n| n.resources.get("CPU").copied().unwrap_or(0.0)).sum::<f64>() as u32,
         capacity: Resources {
@@ -117,6 +129,7 @@ fn capabilities_of(nodes: &[protocol::NodeInfo]) -> Capabilities {
             gpus: most("GPU"),
             custom: custom.into_iter().map(|(n, a)| Tuple2(n.into(), a)).collect(),
         },
+        tags,
         ..static_capabilities()
     }
 }
@@ -256,10 +269,19 @@ fn connect(shared: &Shared, driver: &Driver, streams: &Mutex<Option<std::os::uni
             .spawn(move || write_frames(stream, receiver))
             .ok();
     }
-    *Shared::lock(&shared.capabilities) = capabilities_of(&driver.nodes);
+    let capabilities = capabilities_of(&driver.nodes, &shared.placement);
+    for problem in shared.placement.unavailable(&custom_capacity(&capabilities)) {
+        log_warn!("ray backend: {problem}; nodes that need it cannot run here");
+    }
+    *Shared::lock(&shared.capabilities) = capabilities;
     *Shared::lock(streams) = driver.stream.try_clone().ok();
     *Shared::lock(&shared.down) = None;
     *Shared::lock(&shared.link) = Some(frames);
+}
+
+/// The largest amount of each custom resource on a live Ray node.
+fn custom_capacity(capabilities: &Capabilities) -> BTreeMap<String, f64> {
+    capabilities.capacity.custom.iter().map(|t| (t.0.to_string(), t.1)).collect()
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, PluginError_NE> {
@@ -329,10 +351,13 @@ impl BackendPlugin for RayBackend {
             },
         };
         let task_timeout_ms = seconds("task_timeout_secs", config.task_timeout_secs)?.as_millis() as u64;
+        let placement = PlacementResources::new(&config.tag_resources, &config.label_resources)
+            .map_err(|e| PluginError::invalid_config(format!("ray backend: {e}")))?;
         let driver = Driver::start(&settings).map_err(|e| PluginError::infrastructure(format!("ray backend: {e}")))?;
         let shared = Arc::new(Shared {
             settings,
             task_timeout_ms,
+            placement,
             pending: Mutex::new(HashMap::new()),
             references: Mutex::new(ReferenceBook::default()),
             link: Mutex::new(None),
@@ -363,7 +388,12 @@ impl BackendPlugin for RayBackend {
             return;
         };
         let resources = &task.resources;
-        let by_reference = ByReference::from_extensions(task.extensions.iter().map(|t| (t.0.as_str(), t.1.as_str())));
+        let mut custom: BTreeMap<String, f64> = resources.custom.iter().map(|t| (t.0.to_string(), t.1)).collect();
+        let by_reference = match (OutputsByReference::of(&task), self.add_placement(&task, &mut custom)) {
+            (Ok(by_reference), Ok(())) => by_reference,
+            (Err(e), _) => return sink.complete(RResult::RErr(PluginError::infrastructure(e))),
+            (_, Err(e)) => return sink.complete(RResult::RErr(e)),
+        };
         let mut reads = Vec::new();
         let inputs = task
             .inputs
@@ -393,7 +423,7 @@ impl BackendPlugin for RayBackend {
                 num_cpus: (resources.cpus > 0.0).then_some(resources.cpus),
                 memory: (resources.memory_bytes > 0).then_some(resources.memory_bytes),
                 num_gpus: (resources.gpus > 0.0).then_some(resources.gpus),
-                custom: resources.custom.iter().map(|t| (t.0.to_string(), t.1)).collect(),
+                custom,
             },
             max_retries: self.shared.settings.max_retries,
             timeout_ms: if task.timeout_ms > 0 { task.timeout_ms } else { self.shared.task_timeout_ms },
@@ -462,6 +492,18 @@ impl BackendPlugin for RayBackend {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+}
+
+impl RayBackend {
+    /// Adds the custom resources the task's tags and labels map to.
+    fn add_placement(&self, task: &NodeTask, custom: &mut BTreeMap<String, f64>) -> Result<(), PluginError_NE> {
+        if self.shared.placement.is_empty() {
+            return Ok(());
+        }
+        let Some(placement) = Placement::of(task).map_err(PluginError::infrastructure)? else { return Ok(()) };
+        let capacity = custom_capacity(&Shared::lock(&self.shared.capabilities));
+        self.shared.placement.add_requests(&placement, &capacity, custom).map_err(PluginError::unsupported)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     io::{self, Read, Write},
 };
 
@@ -30,7 +30,7 @@ pub struct ResourcesOut {
     pub memory: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub num_gpus: Option<f64>,
-    pub custom: HashMap<String, f64>,
+    pub custom: BTreeMap<String, f64>,
 }
 
 /// Task details the driver forwards untouched to the node runner.

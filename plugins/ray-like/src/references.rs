@@ -1,28 +1,10 @@
 //! Outputs kept in Ray's object store: which tasks read which objects, and
 //! when the last consumer is done so the driver can let Ray free them.
 
-use serde::Deserialize;
 use std::collections::HashMap;
 
 /// `object_ref` prefix of a payload held in Ray's object store.
 pub const REF_PREFIX: &str = "ray:";
-
-/// The host's request (a task extension) to keep a task's outputs in Ray.
-#[derive(Debug, Deserialize)]
-pub struct ByReference {
-    /// Every output port of the node type.
-    pub outputs: Vec<String>,
-    /// How many nodes consume each port.
-    pub consumers: HashMap<String, u32>,
-}
-
-impl ByReference {
-    pub const EXTENSION: &'static str = "backplane.outputs_by_reference";
-
-    pub fn from_extensions<'a>(extensions: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Self> {
-        extensions.into_iter().find(|(k, _)| *k == Self::EXTENSION).and_then(|(_, v)| serde_json::from_str(v).ok())
-    }
-}
 
 #[derive(Default)]
 pub struct ReferenceBook {
@@ -86,14 +68,5 @@ mod tests {
         assert!(book.finished(2, false).is_empty(), "a failed reader keeps it for its retry");
         assert_eq!(book.finished(3, true), ["abc"]);
         assert_eq!(book.held(), 0);
-    }
-
-    #[test]
-    fn the_request_is_read_from_the_task_extensions() {
-        let value = r#"{"outputs":["stdout"],"consumers":{"stdout":2}}"#;
-        let request = ByReference::from_extensions([("other", "x"), (ByReference::EXTENSION, value)]).unwrap();
-        assert_eq!(request.outputs, ["stdout"]);
-        assert_eq!(request.consumers["stdout"], 2);
-        assert!(ByReference::from_extensions([("other", "x")]).is_none());
     }
 }
