@@ -25,8 +25,9 @@ use std::sync::{
 };
 
 static INLINE_TASKS: AtomicUsize = AtomicUsize::new(0);
-/// The placement extension each task reached the backend with, by node.
-static PLACEMENTS: Mutex<Vec<(String, Result<Option<Placement>, String>)>> = Mutex::new(Vec::new());
+/// A node and the placement extension its task reached the backend with.
+type SeenPlacement = (String, Result<Option<Placement>, String>);
+static PLACEMENTS: Mutex<Vec<SeenPlacement>> = Mutex::new(Vec::new());
 
 /// Runs each task on the submitting thread: the smallest possible backend.
 struct InlineBackend;

@@ -246,7 +246,8 @@ impl Drop for RayCluster {
 const WHERE: &str = "ip -o -4 addr show dev eth0 | awk '{print $4}' | cut -d/ -f1";
 
 #[test]
-fn on_a_three_node_cluster_placement_follows_custom_resources_and_a_killed_raylet_s_task_is_retried_elsewhere() {
+fn on_a_three_node_cluster_placement_follows_custom_resources_tags_and_labels_and_a_killed_raylet_s_task_is_retried_elsewhere()
+ {
     let cluster = RayCluster::up();
 
     // Only w1 has `special`.
@@ -259,6 +260,30 @@ fn on_a_three_node_cluster_placement_follows_custom_resources_and_a_killed_rayle
     assert_eq!(code, Some(0), "{stderr}\n{report:#}");
     let ran_on = std::fs::read_to_string(dir.path().join("out/special.txt")).unwrap();
     assert_eq!(ran_on.trim(), cluster.ip("w1"));
+
+    // The tag `special` maps to w1's resource, the label `site=two` to w2's `other`.
+    let mapped = format!(
+        "{}tag_resources = {{ special = \"special\" }}\nlabel_resources = {{ \"site=two\" = \"other\" }}\n\n\
+         [[route]]\nmatch = {{ id = \"tagged-*\" }}\nrequire = {{ tags = [\"special\"] }}\n",
+        cluster.config()
+    );
+    let mut workflow = String::new();
+    for i in 0..3 {
+        for (node, labels) in [("tagged", ""), ("labelled", "labels = { site = \"two\" }\n")] {
+            workflow += &format!(
+                "[[node]]\nid = \"{node}-{i}\"\ntype = \"std.shell\"\n{labels}settings = {{ command = \"{WHERE}\" }}\n\n\
+                 [[output]]\nfrom = \"{node}-{i}.stdout\"\nto = \"out/{node}-{i}.txt\"\n\n"
+            );
+        }
+    }
+    let dir = workflow_with_config(&workflow, &mapped);
+    let (code, report, stderr) = run_json(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
+    for i in 0..3 {
+        let ran_on = |node: &str| std::fs::read_to_string(dir.path().join(format!("out/{node}-{i}.txt"))).unwrap();
+        assert_eq!(ran_on("tagged").trim(), cluster.ip("w1"), "tagged-{i}");
+        assert_eq!(ran_on("labelled").trim(), cluster.ip("w2"), "labelled-{i}");
+    }
 
     // A 6 s task on a worker node; its raylet is killed mid-task.
     let marks = dir.path().join("started-on.txt");
