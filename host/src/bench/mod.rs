@@ -89,10 +89,8 @@ pub fn synthetic_plan_on(
             } else {
                 Vec::new()
             },
-            resources: None,
             timeout_ms: 0,
-            retry: None,
-            placement: None,
+            extras: None,
         })
         .collect();
     Ok(Plan {

@@ -367,7 +367,7 @@ impl Run<'_> {
             );
             return self.fail(i, "infrastructure", message);
         }
-        let resources = planned.resources.as_deref().cloned().unwrap_or_default();
+        let resources = planned.resources().cloned().unwrap_or_default();
         match crate::plan::alternative(&self.plan.instances, &self.down, &self.plan.requirements(i), &resources) {
             Ok(to) => {
                 self.assigned[i] = to as u32;
@@ -448,7 +448,7 @@ impl Run<'_> {
     }
 
     fn retry_policy(&self, node: usize) -> RetryPolicy {
-        self.plan.nodes[node].retry.as_deref().map_or(self.options.retry, |r| r.apply(self.options.retry))
+        self.plan.nodes[node].retry().map_or(self.options.retry, |r| r.apply(self.options.retry))
     }
 
     /// When the loop must wake at the latest: housekeeping or the next timer.
@@ -571,13 +571,12 @@ impl Run<'_> {
             node_version: node_type.version.into(),
             settings: planned.settings.as_str().into(),
             inputs,
-            resources: planned.resources.as_deref().cloned().unwrap_or_default(),
+            resources: planned.resources().cloned().unwrap_or_default(),
             timeout_ms: timeout.map_or(0, |t| t.as_millis() as u64),
             working_dir: self.working_dir.as_str().into(),
             compute: node_type.compute,
             extensions: planned
-                .placement
-                .as_deref()
+                .placement()
                 .cloned()
                 .into_iter()
                 .chain(self.by_reference_request(node as usize, backend))

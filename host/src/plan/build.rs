@@ -1,7 +1,7 @@
 //! Workflow + registries -> [`Plan`], reporting every problem at once.
 
 use super::{
-    Consumer, NO_RULE, Plan, PlannedInput, PlannedNode, PlannedOutput, PlannedType, Target,
+    Consumer, NO_RULE, NodeExtras, Plan, PlannedInput, PlannedNode, PlannedOutput, PlannedType, Target,
     route::{RouteRequest, Router, merged_requirements},
 };
 use crate::{
@@ -271,11 +271,14 @@ pub fn build(
                     settings: std::mem::take(&mut settings[i]),
                     inputs: std::mem::take(&mut inputs[i]),
                     consumers: std::mem::take(&mut consumers[i]),
-                    resources: (!node.resources.is_empty()).then(|| Box::new(node.resources.clone())),
                     timeout_ms: node.timeout_ms,
-                    // The node's own retry policy, else its route rule's.
-                    retry: node.retry.or_else(|| decision.rule.and_then(|r| rules[r].retry)).map(Box::new),
-                    placement: placement(entry.spec.requirements(), decision.rule.map(|r| &rules[r].require), node),
+                    extras: NodeExtras {
+                        resources: node.resources.clone(),
+                        // The node's own retry policy, else its route rule's.
+                        retry: node.retry.or_else(|| decision.rule.and_then(|r| rules[r].retry)),
+                        placement: placement(entry.spec.requirements(), decision.rule.map(|r| &rules[r].require), node),
+                    }
+                    .boxed(),
                 });
             }
             Err(reasons) => route_error(&mut b, node, entry, reasons),
@@ -298,16 +301,12 @@ pub fn build(
 }
 
 /// The placement extension of a node that requires tags or has labels.
-fn placement(
-    spec: &Requirements,
-    rule: Option<&Requirements>,
-    node: &NodeDecl,
-) -> Option<Box<Tuple2<RString, RString>>> {
+fn placement(spec: &Requirements, rule: Option<&Requirements>, node: &NodeDecl) -> Option<Tuple2<RString, RString>> {
     let placement = Placement {
         tags: merged_requirements(spec, rule).tags.iter().map(|t| t.to_string()).collect(),
         labels: node.labels.iter().cloned().collect(),
     };
-    (!placement.is_empty()).then(|| Box::new(placement.to_extension()))
+    (!placement.is_empty()).then(|| placement.to_extension())
 }
 
 fn route_error(b: &mut Builder<'_>, node: &NodeDecl, entry: &NodeEntry, reasons: Vec<String>) {

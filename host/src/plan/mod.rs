@@ -97,13 +97,41 @@ pub struct PlannedNode {
     pub settings: String,
     pub inputs: Vec<PlannedInput>,
     pub consumers: Vec<Consumer>,
-    pub resources: Option<Box<Resources>>,
     pub timeout_ms: u64,
-    /// The node's own `retry`, overriding the config's.
-    pub retry: Option<Box<crate::engine::policy::RetryOverride>>,
+    /// What few nodes have; `None` for the rest.
+    pub extras: Option<Box<NodeExtras>>,
+}
+
+/// The per-node settings most nodes lack, boxed together so a plain node
+/// pays one pointer for all of them.
+#[derive(Debug, Default)]
+pub struct NodeExtras {
+    pub resources: Resources,
+    /// The node's own `retry` (else its route rule's), overriding the config's.
+    pub retry: Option<crate::engine::policy::RetryOverride>,
     /// The [`Placement`](backplane_plugin_api::extensions::Placement) task
     /// extension, for a node that requires tags or has labels.
-    pub placement: Option<Box<Tuple2<RString, RString>>>,
+    pub placement: Option<Tuple2<RString, RString>>,
+}
+
+impl NodeExtras {
+    /// `None` when there is nothing to keep.
+    pub fn boxed(self) -> Option<Box<Self>> {
+        let empty = self.resources.is_empty() && self.retry.is_none() && self.placement.is_none();
+        (!empty).then(|| Box::new(self))
+    }
+}
+
+impl PlannedNode {
+    pub fn resources(&self) -> Option<&Resources> {
+        self.extras.as_ref().map(|e| &e.resources)
+    }
+    pub fn retry(&self) -> Option<&crate::engine::policy::RetryOverride> {
+        self.extras.as_ref().and_then(|e| e.retry.as_ref())
+    }
+    pub fn placement(&self) -> Option<&Tuple2<RString, RString>> {
+        self.extras.as_ref().and_then(|e| e.placement.as_ref())
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -40,7 +40,7 @@ fn the_quickstart_gives_byte_identical_outputs_on_local_and_ray() {
 }
 
 #[test]
-fn a_panicking_node_is_a_node_error_and_a_crashing_one_is_retried_by_ray_then_fails() {
+fn a_panicking_node_is_a_node_error_a_crashing_one_is_retried_by_ray_then_fails_and_nodes_see_the_host_attempt() {
     let workflow = r#"
 [[node]]
 id = "panics"
@@ -50,7 +50,17 @@ settings = { message = "boom in ray" }
 [[node]]
 id = "crashes"
 type = "std.shell"
-settings = { command = "echo attempt >> attempts.txt; kill -ABRT $PPID; sleep 5" }
+settings = { command = "echo $BACKPLANE_ATTEMPT >> attempts.txt; kill -ABRT $PPID; sleep 5" }
+
+[[node]]
+id = "second-try"
+type = "std.shell"
+settings = { command = "[ $BACKPLANE_ATTEMPT -ge 2 ] || exit 3; echo $BACKPLANE_ATTEMPT" }
+retry = { node_attempts = 2 }
+
+[[output]]
+from = "second-try.stdout"
+to = "out/second-try.txt"
 "#;
     let dir = workflow_with_config(workflow, &config("max_retries = 2\n[policy]\nfailure = \"continue\""));
     let (code, report, stderr) = run_json(dir.path(), &[]);
@@ -70,9 +80,13 @@ settings = { command = "echo attempt >> attempts.txt; kill -ABRT $PPID; sleep 5"
     let crashed = failure("crashes");
     assert_eq!(crashed["kind"], "node-failed", "{report:#}");
     assert!(crashed["message"].as_str().unwrap().contains("the Ray worker died running it"), "{report:#}");
-    // The first run and Ray's two retries, each in a new worker process.
+    // The first run and Ray's two retries, each in a new worker process, all
+    // within the host's first attempt.
     let attempts = std::fs::read_to_string(dir.path().join("attempts.txt")).unwrap();
-    assert_eq!(attempts.lines().count(), 3, "{attempts}");
+    assert_eq!(attempts.lines().collect::<Vec<_>>(), ["1", "1", "1"], "{attempts}");
+    // The host's retry is attempt 2 on the Ray worker too.
+    let second = std::fs::read_to_string(dir.path().join("out/second-try.txt")).unwrap();
+    assert_eq!(second, "2\n");
 }
 
 #[test]

@@ -196,7 +196,8 @@ def bp_run_node(meta, *ref_values):
     try:
         lib = os.environ.get("BACKPLANE_RAY_NODE_LIB")
         if lib:
-            resp = _call_node_lib(lib, task_id, node_type, settings, inputs, 0, context)
+            attempt = (context or {}).get("attempt", 0)
+            resp = _call_node_lib(lib, task_id, node_type, settings, inputs, attempt, context)
             ok = bool(resp.get("ok"))
             kind = resp.get("error_kind") or ("" if ok else "node")
             msg = resp.get("message") or ""

@@ -432,6 +432,7 @@ impl BackendPlugin for RayBackend {
                 node_version: &task.node_version,
                 working_dir: &task.working_dir,
                 timeout_ms: task.timeout_ms,
+                attempt: task.attempt,
             },
         });
         let frame = match frame {

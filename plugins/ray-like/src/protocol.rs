@@ -40,6 +40,8 @@ pub struct ContextOut<'a> {
     pub node_version: &'a str,
     pub working_dir: &'a str,
     pub timeout_ms: u64,
+    /// The host's attempt (Ray's own retries of it keep the number).
+    pub attempt: u32,
 }
 
 // Built and encoded at once, never stored: boxing `Submit` would only add an allocation.

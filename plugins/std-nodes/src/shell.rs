@@ -104,6 +104,8 @@ impl NodeType for Shell {
             _input_dir = Some(dir);
         }
         command.env("BACKPLANE_INPUTS", paths.join(" "));
+        // Which node and attempt this is, e.g. to ask for more on a retry.
+        command.env("BACKPLANE_NODE_ID", ctx.node_id()).env("BACKPLANE_ATTEMPT", ctx.attempt().to_string());
         // Its own process group, so a timeout or cancellation can kill
         // everything the command started, not just `sh`.
         #[cfg(unix)]
@@ -281,6 +283,13 @@ mod tests {
         assert_eq!(out.port.as_str(), "stdout");
         assert_eq!(out.content_type.as_str(), "text/plain; charset=utf-8");
         assert_eq!(out.as_text().unwrap(), "hi there marker.txt\n");
+    }
+
+    #[test]
+    fn the_command_knows_its_node_and_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = shell(json!({ "command": r#"echo "$BACKPLANE_NODE_ID $BACKPLANE_ATTEMPT""# }), vec![], dir.path());
+        assert_eq!(out.unwrap().as_text().unwrap(), "test 1\n");
     }
 
     #[test]
