@@ -15,6 +15,7 @@
 
 mod config;
 mod driver;
+mod link;
 mod placement;
 mod protocol;
 mod references;
@@ -22,12 +23,13 @@ mod references;
 use backplane_plugin_api::{
     Health, HealthStatus,
     extensions::{OutputsByReference, Placement, TaskExtension},
-    log_warn,
+    log_info, log_warn,
     prelude::*,
 };
 use config::RayConfig;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use driver::{Driver, DriverSettings};
+use link::Link;
 use placement::PlacementResources;
 use protocol::{ContextOut, FromDriver, InputOut, ResourcesOut, ToDriver};
 use references::{REF_PREFIX, ReferenceBook};
@@ -57,10 +59,9 @@ struct Shared {
     placement: PlacementResources,
     pending: Mutex<HashMap<u64, Pending>>,
     references: Mutex<ReferenceBook>,
-    /// Frames for the current driver; `None` while it restarts.
-    link: Mutex<Option<Sender<Vec<u8>>>>,
-    /// Why the driver is down, while it is.
-    down: Mutex<Option<String>>,
+    /// Frames for the current driver, and tasks waiting for a new one.
+    /// Locked before `pending` where both are.
+    link: Mutex<Link>,
     capabilities: Mutex<Capabilities>,
     closed: AtomicBool,
 }
@@ -74,6 +75,16 @@ impl Shared {
         let pending: Vec<Pending> = Self::lock(&self.pending).drain().map(|(_, p)| p).collect();
         for p in pending {
             p.sink.complete(RResult::RErr(error()));
+        }
+    }
+
+    /// Fails tasks that never reached a driver.
+    fn fail(&self, tasks: Vec<u64>, error: impl Fn() -> PluginError_NE) {
+        for task_id in tasks {
+            Self::lock(&self.references).finished(task_id, false);
+            if let Some(p) = Self::lock(&self.pending).remove(&task_id) {
+                p.sink.complete(RResult::RErr(error()));
+            }
         }
     }
 }
@@ -188,10 +199,9 @@ fn on_message(shared: &Shared, message: FromDriver) {
     };
     let released = Shared::lock(&shared.references).finished(task_id, result.is_ok());
     if !released.is_empty()
-        && let Some(frames) = Shared::lock(&shared.link).clone()
         && let Ok(frame) = protocol::encode(&ToDriver::Release { refs: released })
     {
-        let _ = frames.send(frame);
+        Shared::lock(&shared.link).control(frame);
     }
     sink.complete(result.into());
 }
@@ -230,16 +240,23 @@ fn supervise(shared: Arc<Shared>, mut driver: Driver, streams: Arc<Mutex<Option<
                 }
             }
         }
-        *Shared::lock(&shared.link) = None;
         if shared.closed.load(Ordering::Acquire) {
             driver.stop();
             return;
         }
         let why = driver.exit_reason();
+        // Tasks sent to this driver are lost with it; tasks submitted from
+        // now on wait for the next one.
+        let lost: Vec<Pending> = {
+            let mut link = Shared::lock(&shared.link);
+            link.lost(why.clone());
+            Shared::lock(&shared.pending).drain().map(|(_, p)| p).collect()
+        };
         driver.stop();
         log_warn!("the Ray driver stopped ({why}); starting a new one");
-        shared.fail_all(|| PluginError::infrastructure(format!("the Ray driver stopped: {why}")));
-        *Shared::lock(&shared.down) = Some(format!("the Ray driver stopped ({why}); restarting"));
+        for p in lost {
+            p.sink.complete(RResult::RErr(PluginError::infrastructure(format!("the Ray driver stopped: {why}"))));
+        }
         loop {
             std::thread::sleep(Duration::from_secs(1));
             if shared.closed.load(Ordering::Acquire) {
@@ -253,7 +270,11 @@ fn supervise(shared: Arc<Shared>, mut driver: Driver, streams: Arc<Mutex<Option<
                 }
                 Err(e) => {
                     log_warn!("cannot restart the Ray driver: {e}");
-                    *Shared::lock(&shared.down) = Some(format!("cannot restart the Ray driver: {e}"));
+                    let mut link = Shared::lock(&shared.link);
+                    let expired = link.restart_failed(&e.to_string(), shared.settings.start_timeout);
+                    let why = link.problem().unwrap_or_default();
+                    drop(link);
+                    shared.fail(expired, || PluginError::infrastructure(why.clone()));
                 }
             }
         }
@@ -275,8 +296,10 @@ fn connect(shared: &Shared, driver: &Driver, streams: &Mutex<Option<std::os::uni
     }
     *Shared::lock(&shared.capabilities) = capabilities;
     *Shared::lock(streams) = driver.stream.try_clone().ok();
-    *Shared::lock(&shared.down) = None;
-    *Shared::lock(&shared.link) = Some(frames);
+    let replayed = Shared::lock(&shared.link).connected(frames);
+    if replayed > 0 {
+        log_info!("{replayed} tasks submitted while the Ray driver restarted go to the new one");
+    }
 }
 
 /// The largest amount of each custom resource on a live Ray node.
@@ -360,8 +383,7 @@ impl BackendPlugin for RayBackend {
             placement,
             pending: Mutex::new(HashMap::new()),
             references: Mutex::new(ReferenceBook::default()),
-            link: Mutex::new(None),
-            down: Mutex::new(None),
+            link: Mutex::new(Link::starting()),
             capabilities: Mutex::new(static_capabilities()),
             closed: AtomicBool::new(false),
         });
@@ -382,11 +404,6 @@ impl BackendPlugin for RayBackend {
     }
 
     fn submit(&self, task: NodeTask, sink: CompletionSinkBox) {
-        let Some(frames) = Shared::lock(&self.shared.link).clone() else {
-            let why = Shared::lock(&self.shared.down).clone().unwrap_or_else(|| "the Ray driver is not running".into());
-            sink.complete(RResult::RErr(PluginError::infrastructure(why)));
-            return;
-        };
         let resources = &task.resources;
         let mut custom: BTreeMap<String, f64> = resources.custom.iter().map(|t| (t.0.to_string(), t.1)).collect();
         let by_reference = match (OutputsByReference::of(&task), self.add_placement(&task, &mut custom)) {
@@ -444,24 +461,27 @@ impl BackendPlugin for RayBackend {
         };
         Shared::lock(&self.shared.references).reads(task.task_id, reads);
         let consumers = by_reference.map(|b| b.consumers);
+        // Recorded before the frame leaves, so a fast result finds its task.
+        let mut link = Shared::lock(&self.shared.link);
         Shared::lock(&self.shared.pending).insert(task.task_id, Pending { sink, consumers });
-        if frames.send(frame).is_err()
-            && let Some(pending) = Shared::lock(&self.shared.pending).remove(&task.task_id)
-        {
-            pending.sink.complete(RResult::RErr(PluginError::infrastructure("the Ray driver went away")));
+        if let Err(why) = link.submit(task.task_id, frame) {
+            drop(link);
+            self.shared.fail(vec![task.task_id], || PluginError::infrastructure(why.clone()));
         }
     }
 
     fn cancel(&self, task_id: u64) {
-        if let Some(frames) = Shared::lock(&self.shared.link).clone()
-            && let Ok(frame) = protocol::encode(&ToDriver::Cancel { task_id, force: false })
-        {
-            let _ = frames.send(frame);
+        let mut link = Shared::lock(&self.shared.link);
+        if link.withdraw(task_id) {
+            drop(link);
+            self.shared.fail(vec![task_id], PluginError::cancelled);
+        } else if let Ok(frame) = protocol::encode(&ToDriver::Cancel { task_id, force: false }) {
+            link.control(frame);
         }
     }
 
     fn health(&self) -> Health {
-        match Shared::lock(&self.shared.down).clone() {
+        match Shared::lock(&self.shared.link).problem() {
             Some(why) => Health { status: HealthStatus::DEGRADED, message: why.into(), ..Health::default() },
             None => Health {
                 message: format!(
@@ -478,7 +498,7 @@ impl BackendPlugin for RayBackend {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        *Shared::lock(&self.shared.link) = None;
+        Shared::lock(&self.shared.link).close();
         self.shared.fail_all(PluginError::cancelled);
         // The driver stops Ray and says bye; the supervisor then stops it.
         if let Some(stream) = Shared::lock(&self.driver_stream).take()
