@@ -82,7 +82,9 @@ impl Shared {
     fn fail(&self, tasks: Vec<u64>, error: impl Fn() -> PluginError_NE) {
         for task_id in tasks {
             Self::lock(&self.references).finished(task_id, false);
-            if let Some(p) = Self::lock(&self.pending).remove(&task_id) {
+            // Taken out first, so the sink completes with no lock held.
+            let pending = Self::lock(&self.pending).remove(&task_id);
+            if let Some(p) = pending {
                 p.sink.complete(RResult::RErr(error()));
             }
         }
@@ -481,7 +483,8 @@ impl BackendPlugin for RayBackend {
     }
 
     fn health(&self) -> Health {
-        match Shared::lock(&self.shared.link).problem() {
+        let problem = Shared::lock(&self.shared.link).problem();
+        match problem {
             Some(why) => Health { status: HealthStatus::DEGRADED, message: why.into(), ..Health::default() },
             None => Health {
                 message: format!(
