@@ -3,26 +3,100 @@
 use serde::Serialize;
 use std::{fmt, ops::Range, path::PathBuf};
 
+/// Workflow and config files larger than this are refused unless the
+/// limit is raised (`--max-file-size`): their parse trees would cost memory
+/// many times their size.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// At most this many diagnostics are shown per file; the rest are counted.
+pub const MAX_DIAGNOSTICS_PER_FILE: usize = 100;
+
+/// Bytes between two checkpoints of the character count (see [`SourceFile::location`]).
+const CHAR_CHECKPOINT: usize = 1024;
+
 /// A file's text, kept to turn byte offsets into line:column.
 #[derive(Debug, Clone)]
 pub struct SourceFile {
     pub path: PathBuf,
     pub text: String,
     line_starts: Vec<usize>,
+    /// Characters before each multiple of [`CHAR_CHECKPOINT`] bytes (rounded
+    /// down to a character boundary), so a column costs at most one
+    /// checkpoint's worth of counting even on a megabyte-long line.
+    chars_before: Vec<(usize, usize)>,
+}
+
+/// Why a user-written file could not be read as text.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    /// Invalid input, located.
+    #[error("{0}")]
+    Invalid(Diagnostic),
 }
 
 impl SourceFile {
     pub fn new(path: impl Into<PathBuf>, text: String) -> Self {
         let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
-        Self { path: path.into(), text, line_starts }
+        let mut chars_before = vec![(0, 0)];
+        let (mut at, mut count) = (0, 0);
+        while at + CHAR_CHECKPOINT < text.len() {
+            let mut next = at + CHAR_CHECKPOINT;
+            while !text.is_char_boundary(next) {
+                next -= 1;
+            }
+            count += text[at..next].chars().count();
+            chars_before.push((next, count));
+            at = next;
+        }
+        Self { path: path.into(), text, line_starts, chars_before }
+    }
+
+    /// Reads a UTF-8 file of at most `max_bytes`. A larger file, or one that
+    /// is not UTF-8 (located at its first bad byte), is invalid input.
+    pub fn read(path: &std::path::Path, max_bytes: u64) -> Result<Self, ReadError> {
+        use std::io::Read;
+        let io = |source| ReadError::Io { path: path.to_owned(), source };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let mut bytes = Vec::new();
+        file.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes).map_err(io)?;
+        if bytes.len() as u64 > max_bytes {
+            return Err(ReadError::Invalid(
+                Diagnostic::unlocated(path, format!("the file is larger than {max_bytes} bytes"))
+                    .with_help("split it, or raise the limit with --max-file-size BYTES"),
+            ));
+        }
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(Self::new(path, text)),
+            Err(e) => {
+                let bad = e.utf8_error().valid_up_to();
+                let mut bytes = e.into_bytes();
+                bytes.truncate(bad);
+                let prefix = Self::new(path, String::from_utf8(bytes).unwrap_or_default());
+                let mut diagnostic = prefix.diagnostic(bad..bad, "the file is not valid UTF-8");
+                diagnostic.help = Some("workflow and config files are TOML, which must be UTF-8 text".into());
+                Err(ReadError::Invalid(diagnostic))
+            }
+        }
+    }
+
+    /// Characters in `text[..offset]`; `offset` is a character boundary.
+    fn chars_up_to(&self, offset: usize) -> usize {
+        let at = self.chars_before.partition_point(|&(byte, _)| byte <= offset) - 1;
+        let (byte, count) = self.chars_before[at];
+        count + self.text[byte..offset].chars().count()
     }
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn location(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
         let line = self.line_starts.partition_point(|&start| start <= offset) - 1;
         let start = self.line_starts[line];
-        let column = self.text.get(start..offset).map_or(offset - start, |s| s.chars().count());
+        let column = self.chars_up_to(offset) - self.chars_up_to(start);
         (line + 1, column + 1)
     }
 
@@ -74,13 +148,58 @@ impl fmt::Display for Diagnostic {
 /// Every problem found in one pass over a file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(transparent)]
-pub struct Diagnostics(pub Vec<Diagnostic>);
+pub struct Diagnostics(
+    pub Vec<Diagnostic>,
+    /// How many were left out of `.0` (see [`Diagnostics::sorted`]).
+    #[serde(skip)]
+    pub usize,
+);
 
 impl Diagnostics {
-    /// In file order, which is how people fix them.
+    /// In file order, which is how people fix them; at most
+    /// [`MAX_DIAGNOSTICS_PER_FILE`] per file, then one saying how many more.
     pub fn sorted(mut diagnostics: Vec<Diagnostic>) -> Self {
         diagnostics.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
-        Self(diagnostics)
+        let mut kept = Vec::with_capacity(diagnostics.len().min(4 * MAX_DIAGNOSTICS_PER_FILE));
+        let (mut file, mut in_file, mut more, mut omitted) = (None::<PathBuf>, 0, 0, 0);
+        for d in diagnostics {
+            if file.as_ref() != Some(&d.file) {
+                omitted += Self::say_more(&mut kept, file.take(), more);
+                (file, in_file, more) = (Some(d.file.clone()), 0, 0);
+            }
+            if in_file < MAX_DIAGNOSTICS_PER_FILE {
+                kept.push(d);
+                in_file += 1;
+            } else {
+                more += 1;
+            }
+        }
+        omitted += Self::say_more(&mut kept, file, more);
+        Self(kept, omitted)
+    }
+
+    /// Adds "and N more" for `file` when `more` were left out; returns `more`.
+    fn say_more(kept: &mut Vec<Diagnostic>, file: Option<PathBuf>, more: usize) -> usize {
+        if let (Some(file), true) = (file, more > 0) {
+            let text = format!("and {more} more error{} in this file", if more == 1 { "" } else { "s" });
+            kept.push(
+                Diagnostic::unlocated(file, text)
+                    .with_help(format!("only the first {MAX_DIAGNOSTICS_PER_FILE} are shown; fix these and run again")),
+            );
+        }
+        more
+    }
+
+    /// Errors found, including those only counted in an "and N more" line.
+    pub fn count(&self) -> usize {
+        self.0.len() - self.summaries() + self.1
+    }
+
+    fn summaries(&self) -> usize {
+        self.0
+            .iter()
+            .filter(|d| d.line == 0 && d.message.starts_with("and ") && d.message.ends_with(" in this file"))
+            .count()
     }
 }
 
@@ -89,7 +208,7 @@ impl fmt::Display for Diagnostics {
         for d in &self.0 {
             writeln!(f, "{d}")?;
         }
-        let n = self.0.len();
+        let n = self.count();
         write!(f, "{n} error{}", if n == 1 { "" } else { "s" })
     }
 }

@@ -35,6 +35,8 @@ pub struct Host {
     pub routes: Vec<RouteRule>,
     /// The config's `[policy]`.
     pub policy: RunPolicy,
+    /// The config's `allow_outside_workflow_dir`.
+    pub allow_outside_workflow_dir: bool,
 }
 
 impl Host {
@@ -53,6 +55,9 @@ impl Host {
         let (loaded, errors) = loader::load_all(files);
         for e in &errors {
             tracing::warn!("{e}");
+            let reason = e.to_string();
+            let first_line = reason.lines().next().unwrap_or_default().to_owned();
+            self.nodes.note_refused(e.path.clone(), first_line);
         }
         self.load_errors.extend(errors);
         for plugin in loaded {
@@ -96,6 +101,7 @@ impl Host {
         config.instantiate(&mut self.backends)?;
         self.routes = config.routes.clone();
         self.policy = config.policy.clone();
+        self.allow_outside_workflow_dir = config.allow_outside_workflow_dir;
         Ok(())
     }
 }

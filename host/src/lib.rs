@@ -13,7 +13,8 @@
 //! - [`engine::execute`] runs a plan on the current tokio runtime and returns
 //!   a report plus the workflow outputs, which [`output`] writes.
 //!
-//! The path of a run: config -> loader -> registries -> plan -> engine -> output.
+//! The path of a run: config -> loader -> registries -> plan (with
+//! [`output_targets`] checked) -> engine -> output.
 
 pub mod bench;
 pub mod config;
@@ -24,6 +25,7 @@ mod host;
 pub mod loader;
 mod log_bridge;
 pub mod output;
+pub mod output_targets;
 pub mod plan;
 pub mod registry;
 mod spanned_toml;

@@ -33,6 +33,15 @@ pub struct GlobalArgs {
     /// Only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Largest workflow or config file read (bytes, or a size such as 64MiB).
+    #[arg(long, global = true, env = "BACKPLANE_MAX_FILE_SIZE", value_name = "BYTES",
+          default_value_t = backplane_host::diagnostic::DEFAULT_MAX_FILE_BYTES, value_parser = parse_size)]
+    pub max_file_size: u64,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    backplane_host::workflow::parse_memory(text)
+        .ok_or_else(|| format!("`{text}` is not a size (e.g. 1048576 or 64MiB)"))
 }
 
 #[derive(Subcommand)]
@@ -73,6 +82,25 @@ pub enum Failure {
     Invalid(String),
     /// Environment problem (exit 3).
     Environment(String),
+}
+
+impl Failure {
+    /// The text printed for it (empty for a failed or interrupted run).
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Run | Failure::Interrupted => "",
+            Failure::Invalid(m) | Failure::Environment(m) => m,
+        }
+    }
+
+    /// The same failure, its message already printed (as JSON, say).
+    pub fn reported(self) -> Self {
+        match self {
+            Failure::Invalid(_) => Failure::Invalid(String::new()),
+            Failure::Environment(_) => Failure::Environment(String::new()),
+            other => other,
+        }
+    }
 }
 
 /// Logs go to stderr, except for the worker service, a long-running process
@@ -116,11 +144,16 @@ fn main() -> ExitCode {
         Err(Failure::Run) => ExitCode::from(1),
         Err(Failure::Interrupted) => ExitCode::from(EXIT_INTERRUPTED as u8),
         Err(Failure::Invalid(message)) => {
-            eprintln!("{message}");
+            // Empty when the problems were already printed (as JSON, say).
+            if !message.is_empty() {
+                eprintln!("{message}");
+            }
             ExitCode::from(2)
         }
         Err(Failure::Environment(message)) => {
-            eprintln!("error: {message}");
+            if !message.is_empty() {
+                eprintln!("error: {message}");
+            }
             ExitCode::from(3)
         }
     }

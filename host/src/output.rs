@@ -1,46 +1,39 @@
 //! Writing a run's workflow outputs where the workflow says.
+//!
+//! Files are written with [`backplane_atomic_file::write`]: atomically, never
+//! through a link or into a special file. One output that cannot be written
+//! does not stop the others.
 
 use crate::{plan::Plan, workflow::OutputTarget};
 use backplane_plugin_api::Payload;
-use std::{io::Write, path::Path};
+use std::{io::Write, path::PathBuf};
 
-/// Writes `path` atomically: a reader sees the old file or the new one, never half.
-fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(data)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
+/// What writing a run's outputs did: the files written and every failure.
+#[derive(Debug, Default)]
+pub struct WrittenOutputs {
+    pub files: Vec<PathBuf>,
+    /// One message per output that could not be written.
+    pub errors: Vec<String>,
 }
 
-/// Writes every produced output; returns the files written. Outputs of a
-/// failed run that were produced are still written (results are never lost).
-pub fn write_outputs(plan: &Plan, outputs: &[Option<Payload>]) -> Result<Vec<std::path::PathBuf>, String> {
-    let mut written = Vec::new();
+/// Writes every produced output. Outputs of a failed run that were produced
+/// are still written (results are never lost).
+pub fn write_outputs(plan: &Plan, outputs: &[Option<Payload>]) -> WrittenOutputs {
+    let mut written = WrittenOutputs::default();
     for (declared, payload) in plan.outputs.iter().zip(outputs) {
         let Some(payload) = payload else { continue };
         match &declared.target {
             OutputTarget::Stdout => {
                 let mut out = std::io::stdout().lock();
-                out.write_all(&payload.data)
-                    .and_then(|()| out.flush())
-                    .map_err(|e| format!("cannot write to stdout: {e}"))?;
+                if let Err(e) = out.write_all(&payload.data).and_then(|()| out.flush()) {
+                    written.errors.push(format!("cannot write output {}: {e}", declared.describe()));
+                }
             }
-            OutputTarget::File(path) => {
-                write_atomically(path, &payload.data)
-                    .map_err(|e| format!("cannot write output {}: {e}", path.display()))?;
-                written.push(path.clone());
-            }
+            OutputTarget::File(path) => match backplane_atomic_file::write(path, &payload.data) {
+                Ok(()) => written.files.push(path.clone()),
+                Err(e) => written.errors.push(format!("cannot write output {}: {e}", declared.describe())),
+            },
         }
     }
-    Ok(written)
+    written
 }

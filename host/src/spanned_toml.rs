@@ -32,6 +32,14 @@ impl<'f> Reader<'f> {
 
     /// Parses the whole document; a syntax error is reported and yields `None`.
     pub fn parse(&mut self) -> Option<Spanned<DeTable<'f>>> {
+        if let Some(at) = too_deep(&self.file.text, MAX_NESTING) {
+            self.error_help(
+                at..at,
+                format!("arrays and inline tables are nested more than {MAX_NESTING} deep"),
+                "flatten the value; no workflow or config needs this depth",
+            );
+            return None;
+        }
         match DeTable::parse(&self.file.text) {
             Ok(table) => Some(table),
             Err(e) => {
@@ -41,6 +49,56 @@ impl<'f> Reader<'f> {
             }
         }
     }
+}
+
+/// Deepest nesting of arrays and inline tables accepted. Checked on the
+/// text before parsing: the parser's tree for 40 MB of `[` takes gigabytes.
+pub const MAX_NESTING: usize = 64;
+
+/// The offset of the first `[` or `{` opening a value deeper than `limit`,
+/// skipping strings and comments. Table headers (`[a]`, `[[a]]`) open at most
+/// two levels and close on their line, so they never reach a sane limit.
+fn too_deep(text: &str, limit: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let (mut depth, mut i) = (0usize, 0);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return Some(i);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'#' => i = memchr_or_end(bytes, i, b'\n'),
+            quote @ (b'"' | b'\'') => i = string_end(bytes, i, quote),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+fn memchr_or_end(bytes: &[u8], from: usize, byte: u8) -> usize {
+    bytes[from..].iter().position(|&b| b == byte).map_or(bytes.len(), |p| from + p)
+}
+
+/// The index of the last byte of the string starting at `start` (a quote).
+fn string_end(bytes: &[u8], start: usize, quote: u8) -> usize {
+    let triple = bytes.get(start..start + 3).is_some_and(|q| q.iter().all(|&b| b == quote));
+    let mut i = start + if triple { 3 } else { 1 };
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if quote == b'"' => i += 1,
+            b'\n' if !triple => return i,
+            b if b == quote && (!triple || bytes.get(i..i + 3).is_some_and(|q| q.iter().all(|&b| b == quote))) => {
+                return if triple { i + 2 } else { i };
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    bytes.len()
 }
 
 /// A table being read: remembers which keys were used so the rest can be
@@ -116,6 +174,17 @@ impl<'a, 'i> TableView<'a, 'i> {
             },
             _ => {
                 self.wrong_type(r, key, value, "a non-negative integer");
+                None
+            }
+        }
+    }
+
+    pub fn boolean(&mut self, r: &mut Reader<'_>, key: &'a str) -> Option<Spanned<bool>> {
+        let value = self.get(key)?;
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(Spanned::new(value.span(), *b)),
+            _ => {
+                self.wrong_type(r, key, value, "true or false");
                 None
             }
         }
@@ -250,5 +319,20 @@ pub fn span_for_pointer(spans: &[(String, Range<usize>)], pointer: &str, fallbac
             Some(i) => pointer = &pointer[..i],
             None => return fallback,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_is_measured_outside_strings_and_comments() {
+        assert_eq!(too_deep("a = [[1]]", 2), None);
+        assert_eq!(too_deep("a = [[[1]]]", 2), Some(6));
+        assert_eq!(too_deep("a = \"[[[[\" # [[[[\nb = '{{{{'\nc = \"\"\"[[[\n[[[\"\"\"", 1), None);
+        assert_eq!(too_deep("a = \"\\\"[[[\"", 1), None);
+        assert_eq!(too_deep("[[node]]\nid = { x = [1] }", 2), None);
+        assert_eq!(too_deep(&"[".repeat(40_000_000), MAX_NESTING), Some(MAX_NESTING));
     }
 }

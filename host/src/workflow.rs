@@ -27,7 +27,7 @@
 //! every problem at once; [`crate::plan`] checks it against the registries.
 
 use crate::{
-    diagnostic::{Diagnostic, Diagnostics, SourceFile},
+    diagnostic::{DEFAULT_MAX_FILE_BYTES, Diagnostic, Diagnostics, ReadError, SourceFile},
     spanned_toml::{Reader, TableView, number_of, to_json},
 };
 use backplane_plugin_api::{
@@ -82,7 +82,10 @@ pub enum OutputTarget {
 #[derive(Debug, Clone)]
 pub struct OutputDecl {
     pub from: Spanned<PortRef>,
+    /// Where it goes, resolved against the workflow's directory.
     pub to: Spanned<OutputTarget>,
+    /// `to` as written (relative or absolute).
+    pub to_text: String,
 }
 
 #[derive(Debug, Clone)]
@@ -104,10 +107,22 @@ pub enum WorkflowError {
     Invalid(Diagnostics),
 }
 
-/// Reads a workflow file for parsing.
-pub fn read_source(path: &Path) -> Result<SourceFile, WorkflowError> {
-    let text = std::fs::read_to_string(path).map_err(|source| WorkflowError::Read { path: path.to_owned(), source })?;
-    Ok(SourceFile::new(path, text))
+impl WorkflowError {
+    /// The problems as diagnostics (an unreadable file as one without a position).
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        match self {
+            WorkflowError::Read { path, .. } => vec![Diagnostic::unlocated(path.clone(), self.to_string())],
+            WorkflowError::Invalid(d) => d.0.clone(),
+        }
+    }
+}
+
+/// Reads a workflow file for parsing: at most `max_bytes`, UTF-8.
+pub fn read_source(path: &Path, max_bytes: u64) -> Result<SourceFile, WorkflowError> {
+    SourceFile::read(path, max_bytes).map_err(|e| match e {
+        ReadError::Io { path, source } => WorkflowError::Read { path, source },
+        ReadError::Invalid(d) => WorkflowError::Invalid(Diagnostics::sorted(vec![d])),
+    })
 }
 
 /// A year: longer "timeouts" are mistakes, and would overflow deadlines.
@@ -148,9 +163,7 @@ pub fn parse_memory(text: &str) -> Option<u64> {
 
 impl Workflow {
     pub fn load(path: &Path) -> Result<Self, WorkflowError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| WorkflowError::Read { path: path.to_owned(), source })?;
-        Self::parse(SourceFile::new(path, text)).map_err(WorkflowError::Invalid)
+        Self::parse(read_source(path, DEFAULT_MAX_FILE_BYTES)?).map_err(WorkflowError::Invalid)
     }
 
     /// The workflow, failing on any problem.
@@ -219,12 +232,21 @@ impl Workflow {
                     continue;
                 };
                 let target = match to.get_ref().as_str() {
+                    "" => {
+                        r.error_help(
+                            to.span(),
+                            "the output's `to` is empty",
+                            "write a file path relative to the workflow, e.g. `out/result.txt`, or `-` for stdout",
+                        );
+                        continue;
+                    }
                     "-" => OutputTarget::Stdout,
                     path => OutputTarget::File(base.join(path)),
                 };
                 outputs.push(OutputDecl {
                     from: Spanned::new(from.span(), port_ref),
                     to: Spanned::new(to.span(), target),
+                    to_text: to.into_inner(),
                 });
             }
         }

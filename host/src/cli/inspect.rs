@@ -23,11 +23,14 @@ pub struct NodesArgs {
 
 pub fn plugins(global: &GlobalArgs, args: JsonArg) -> Result<(), Failure> {
     let config = load_config(global)?;
-    let host = load_host(global, &config);
+    let host = load_host(global, &config)?;
     let errors: Vec<String> = host.load_errors.iter().map(ToString::to_string).collect();
     let conflicts: Vec<String> = host.conflicts.iter().map(ToString::to_string).collect();
+    // A refused file or a conflict is a problem to fix, also for scripts: exit 2.
+    let outcome = if errors.is_empty() && conflicts.is_empty() { Ok(()) } else { Err(Failure::Invalid(String::new())) };
     if args.json {
-        return print_json(&serde_json::json!({ "plugins": host.plugins, "errors": errors, "conflicts": conflicts }));
+        print_json(&serde_json::json!({ "plugins": host.plugins, "errors": errors, "conflicts": conflicts }))?;
+        return outcome;
     }
     for p in &host.plugins {
         say!("{} {} (plugin-api {})  {}", p.name, p.version, p.interface_version, p.path.display());
@@ -46,7 +49,7 @@ pub fn plugins(global: &GlobalArgs, args: JsonArg) -> Result<(), Failure> {
     for e in errors.iter().chain(&conflicts) {
         say!("error: {e}");
     }
-    Ok(())
+    outcome
 }
 
 pub fn backends(global: &GlobalArgs, args: JsonArg) -> Result<(), Failure> {
@@ -73,7 +76,7 @@ pub fn backends(global: &GlobalArgs, args: JsonArg) -> Result<(), Failure> {
 
 pub fn nodes(global: &GlobalArgs, args: NodesArgs) -> Result<(), Failure> {
     let config = load_config(global)?;
-    let host = load_host(global, &config);
+    let host = load_host(global, &config)?;
     let mut views: Vec<NodeView> = host.nodes.sorted().into_iter().map(Into::into).collect();
     if let Some(wanted) = &args.node_type {
         views.retain(|v| &v.type_name == wanted);

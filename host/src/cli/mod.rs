@@ -11,13 +11,14 @@ use crate::{Failure, GlobalArgs};
 use backplane_host::{
     Host,
     config::{Config, ConfigError},
+    diagnostic::Diagnostic,
 };
 
 /// The config named by `--config`/`BACKPLANE_CONFIG`, else the XDG config
 /// file, else the built-in default (one `local` instance); with
 /// `BACKPLANE_*` overrides applied.
 pub fn load_config(global: &GlobalArgs) -> Result<Config, Failure> {
-    let config = Config::discover(global.config.as_deref()).map_err(config_failure)?;
+    let config = Config::discover(global.config.as_deref(), global.max_file_size).map_err(config_failure)?;
     config.check().map_err(config_failure)?;
     Ok(config)
 }
@@ -30,26 +31,59 @@ pub fn config_failure(e: ConfigError) -> Failure {
 }
 
 /// Loads plugins from `--plugin-dir`s, the config's `plugin_dirs`,
-/// `BACKPLANE_PLUGIN_PATH` and the executable's directory.
-pub fn load_host(global: &GlobalArgs, config: &Config) -> Host {
+/// `BACKPLANE_PLUGIN_PATH` and the executable's directory. A `--plugin-dir`
+/// that is not a directory is a mistake worth stopping for: its plugins would
+/// silently be missing.
+pub fn load_host(global: &GlobalArgs, config: &Config) -> Result<Host, Failure> {
+    for dir in &global.plugin_dirs {
+        if !dir.is_dir() {
+            let what = if dir.exists() { "is not a directory" } else { "does not exist" };
+            return Err(Failure::Invalid(format!(
+                "error: --plugin-dir {} {what}\n  help: pass a directory that holds plugin libraries (*.{})",
+                dir.display(),
+                std::env::consts::DLL_EXTENSION
+            )));
+        }
+    }
     let mut dirs = global.plugin_dirs.clone();
     dirs.extend(config.plugin_dirs.iter().cloned());
     let mut host = Host::new();
     host.load_plugins(&dirs, true);
-    host
+    Ok(host)
 }
 
 /// Loads plugins and creates backend instances; conflicts are fatal.
 pub fn setup(global: &GlobalArgs) -> Result<Host, Failure> {
+    setup_with_diagnostics(global).map_err(|(failure, _)| failure)
+}
+
+/// [`setup`], also giving the problems as diagnostics (for `--json`).
+pub fn setup_with_diagnostics(global: &GlobalArgs) -> Result<Host, (Failure, Vec<Diagnostic>)> {
+    let source = || global.config.clone().unwrap_or_else(|| "backplane".into());
+    let unlocated = |failure: Failure| {
+        let message = failure.message().trim_start_matches("error: ").to_owned();
+        (failure, vec![Diagnostic::unlocated(source(), message)])
+    };
     // Problems in the file are reported together with instantiation's.
-    let config = Config::discover(global.config.as_deref()).map_err(config_failure)?;
-    let mut host = load_host(global, &config);
+    let config =
+        Config::discover(global.config.as_deref(), global.max_file_size).map_err(config_failure_with_diagnostics)?;
+    let mut host = load_host(global, &config).map_err(unlocated)?;
     if !host.conflicts.is_empty() {
         let text: Vec<String> = host.conflicts.iter().map(|c| format!("error: {c}")).collect();
-        return Err(Failure::Invalid(text.join("\n")));
+        let diagnostics = host.conflicts.iter().map(|c| Diagnostic::unlocated(source(), c.to_string())).collect();
+        return Err((Failure::Invalid(text.join("\n")), diagnostics));
     }
-    host.instantiate(&config).map_err(config_failure)?;
+    host.instantiate(&config).map_err(config_failure_with_diagnostics)?;
     Ok(host)
+}
+
+fn config_failure_with_diagnostics(e: ConfigError) -> (Failure, Vec<Diagnostic>) {
+    let diagnostics = match &e {
+        ConfigError::Invalid(d) => d.0.clone(),
+        ConfigError::Read { path, .. } => vec![Diagnostic::unlocated(path.clone(), e.to_string())],
+        other => vec![Diagnostic::unlocated("backplane.toml", other.to_string())],
+    };
+    (config_failure(e), diagnostics)
 }
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {

@@ -1,17 +1,22 @@
 //! `backplane run` and `backplane validate`.
 
 use super::say;
-use super::{print_json, setup};
+use super::{print_json, setup_with_diagnostics};
 use crate::{Failure, GlobalArgs};
 use backplane_host::{
     Host,
+    diagnostic::Diagnostic,
     engine::{self, FailurePolicy, RetryPolicy, RunOptions, RunReport},
     output,
+    output_targets::OutputRules,
     plan::{self, Plan},
-    workflow,
+    workflow::{self, WorkflowError},
 };
 use clap::Args;
-use std::{io::IsTerminal, path::PathBuf};
+use std::{
+    io::IsTerminal,
+    path::{Path, PathBuf},
+};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -48,40 +53,52 @@ pub struct ValidateArgs {
     json: bool,
 }
 
-fn load_plan(
-    host: &Host,
-    path: &std::path::Path,
-) -> Result<Plan, (Failure, Vec<backplane_host::diagnostic::Diagnostic>)> {
-    let source = workflow::read_source(path).map_err(|e| (Failure::Environment(e.to_string()), Vec::new()))?;
-    plan::plan_source(source, &host.nodes, &host.backends, &host.routes)
-        .map_err(|d| (Failure::Invalid(d.to_string()), d.0))
+/// Config, plugins, instances and the plan, or every problem found on the way.
+fn prepare(
+    global: &GlobalArgs,
+    path: &Path,
+    output_rules: OutputRules,
+) -> Result<(Host, Plan), (Failure, Vec<Diagnostic>)> {
+    let host = setup_with_diagnostics(global)?;
+    let source = workflow::read_source(path, global.max_file_size).map_err(|e| {
+        let diagnostics = e.diagnostics();
+        let failure = match e {
+            WorkflowError::Read { .. } => Failure::Environment(e.to_string()),
+            WorkflowError::Invalid(_) => Failure::Invalid(e.to_string()),
+        };
+        (failure, diagnostics)
+    })?;
+    let output_rules = OutputRules { allow_outside_workflow_dir: host.allow_outside_workflow_dir, ..output_rules };
+    let plan = plan::plan_source(source, &host.nodes, &host.backends, &host.routes, output_rules)
+        .map_err(|d| (Failure::Invalid(d.to_string()), d.0))?;
+    Ok((host, plan))
+}
+
+/// Under `--json`, a command that cannot get as far as its work still prints
+/// one JSON document: `{"valid": false, "errors": [...]}` with every problem
+/// as `{file, line, column, message, help}`.
+fn failed(json: bool, (failure, diagnostics): (Failure, Vec<Diagnostic>)) -> Failure {
+    if !json {
+        return failure;
+    }
+    match print_json(&serde_json::json!({ "valid": false, "errors": diagnostics })) {
+        Ok(()) => failure.reported(),
+        Err(e) => e,
+    }
 }
 
 pub fn validate(global: &GlobalArgs, args: ValidateArgs) -> Result<(), Failure> {
-    let host = setup(global)?;
-    match load_plan(&host, &args.workflow) {
-        Ok(plan) => {
-            if args.json {
-                print_json(&serde_json::json!({ "valid": true, "errors": [], "nodes": plan.nodes.len() }))
-            } else {
-                say!("{}: valid ({} nodes)", args.workflow.display(), plan.nodes.len());
-                Ok(())
-            }
-        }
-        Err((failure, diagnostics)) if args.json && !diagnostics.is_empty() => {
-            print_json(&serde_json::json!({ "valid": false, "errors": diagnostics }))?;
-            Err(match failure {
-                Failure::Invalid(_) => Failure::Invalid(String::new()),
-                other => other,
-            })
-        }
-        Err((failure, _)) => Err(failure),
+    let (_host, plan) = prepare(global, &args.workflow, OutputRules::default()).map_err(|e| failed(args.json, e))?;
+    if args.json {
+        print_json(&serde_json::json!({ "valid": true, "errors": [], "nodes": plan.nodes.len() }))
+    } else {
+        say!("{}: valid ({} nodes)", args.workflow.display(), plan.nodes.len());
+        Ok(())
     }
 }
 
 pub fn plan(global: &GlobalArgs, args: PlanArgs) -> Result<(), Failure> {
-    let host = setup(global)?;
-    let plan = load_plan(&host, &args.workflow).map_err(|(f, _)| f)?;
+    let (_host, plan) = prepare(global, &args.workflow, OutputRules::default()).map_err(|e| failed(args.json, e))?;
     print_plan(&plan, args.json)
 }
 
@@ -117,8 +134,9 @@ fn print_plan(plan: &Plan, json: bool) -> Result<(), Failure> {
 }
 
 pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
-    let host = setup(global)?;
-    let plan = load_plan(&host, &args.workflow).map_err(|(f, _)| f)?;
+    // The JSON report owns stdout: outputs to `-` are refused with `--json`.
+    let rules = OutputRules { stdout_reserved: args.json && !args.dry_run, ..OutputRules::default() };
+    let (host, plan) = prepare(global, &args.workflow, rules).map_err(|e| failed(args.json, e))?;
     if args.dry_run {
         return print_plan(&plan, args.json);
     }
@@ -141,18 +159,27 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
         tokio::spawn(watch_signals(interrupt, grace));
         engine::execute(&plan, &options).await
     });
-    let written = output::write_outputs(&plan, &outcome.outputs).map_err(Failure::Environment)?;
+    let written = output::write_outputs(&plan, &outcome.outputs);
     if args.json {
-        print_json(&outcome.report)?;
+        let mut report = serde_json::to_value(&outcome.report).map_err(|e| Failure::Environment(e.to_string()))?;
+        report["written"] = serde_json::json!(written.files);
+        report["output_errors"] = serde_json::json!(written.errors);
+        print_json(&report)?;
     } else if !global.quiet {
-        print_summary(&outcome.report, &written);
+        print_summary(&outcome.report, &written.files);
+    }
+    for error in &written.errors {
+        eprintln!("error: {error}");
     }
     if outcome.report.interrupted {
         Err(Failure::Interrupted)
-    } else if outcome.report.success() {
-        Ok(())
-    } else {
+    } else if !outcome.report.success() {
         Err(Failure::Run)
+    } else if !written.errors.is_empty() {
+        // Reported above, with the summary.
+        Err(Failure::Environment(String::new()))
+    } else {
+        Ok(())
     }
 }
 
@@ -210,8 +237,10 @@ fn print_summary(report: &RunReport, written: &[PathBuf]) {
         eprintln!("  rerouted {} nodes from {} ({}) to {}", reroute.nodes, reroute.from, reroute.reason, reroute.to);
     }
     for backend in &report.backends {
+        let attempts =
+            if backend.attempts == backend.nodes { String::new() } else { format!(" ({} attempts)", backend.attempts) };
         eprintln!(
-            "  {} ({}): {} nodes, {:.3}s",
+            "  {} ({}): {} nodes{attempts}, {:.3}s",
             backend.instance,
             backend.factory,
             backend.nodes,

@@ -24,7 +24,7 @@ pub fn run_task(global: &GlobalArgs) -> Result<(), Failure> {
     };
     let message = TaskMessage::read_from(&mut std::io::stdin().lock())
         .map_err(|e| Failure::Environment(format!("cannot read the task from stdin: {e}")))?;
-    let host = load_host(global, &Config::default());
+    let host = load_host(global, &Config::default())?;
     let result = task_runner::run_task(&host, message, &|| false);
     write_result(&mut BufWriter::new(protocol), &result)
         .map_err(|e| Failure::Environment(format!("cannot write the result: {e}")))

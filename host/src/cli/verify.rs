@@ -61,7 +61,7 @@ struct Report {
 pub fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<(), Failure> {
     let configs = parse_configs(&args.backend_config)?;
     // The standard node types the suite runs come from the usual plugin path.
-    let host = load_host(global, &load_config(global)?);
+    let host = load_host(global, &load_config(global)?)?;
     let mut subjects = Vec::new();
     let plugin = match loader::load(&args.plugin) {
         Ok(plugin) => Some(plugin),

@@ -92,7 +92,7 @@ pub fn worker(global: &GlobalArgs, args: WorkerArgs) -> Result<(), Failure> {
             plugin_dirs: global.plugin_dirs.clone(),
         },
     };
-    let host = load_host(global, &Config::default());
+    let host = load_host(global, &Config::default())?;
     if !host.conflicts.is_empty() {
         let text: Vec<String> = host.conflicts.iter().map(|c| format!("error: {c}")).collect();
         return Err(Failure::Invalid(text.join("\n")));

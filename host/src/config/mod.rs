@@ -10,6 +10,7 @@
 //! ```toml
 //! plugin_dirs = ["plugins"]      # relative to this file
 //! default_backend = "local"
+//! allow_outside_workflow_dir = false  # may relative output paths climb out with `..`?
 //!
 //! [backends.local]
 //! type = "local"                 # the backend factory
@@ -31,7 +32,7 @@ pub use policy::RunPolicy;
 pub use routes::RouteRule;
 
 use crate::{
-    diagnostic::{Diagnostic, Diagnostics, SourceFile},
+    diagnostic::{DEFAULT_MAX_FILE_BYTES, Diagnostic, Diagnostics, ReadError, SourceFile},
     registry::InstanceSettings,
     registry::{BackendRegistry, RegistryError, config_problems},
     spanned_toml::{Reader, TableView, span_for_pointer, suggest, to_json},
@@ -70,6 +71,9 @@ pub struct Config {
     pub routes: Vec<RouteRule>,
     /// `[policy]`: how runs react to failures and interrupts.
     pub policy: RunPolicy,
+    /// Relative output and `std.write_file` paths may leave the workflow's
+    /// directory with `..` (absolute paths always may).
+    pub allow_outside_workflow_dir: bool,
     /// Problems found while reading, reported together with the ones
     /// [`Config::instantiate`] finds (so a user sees them all at once).
     deferred: Vec<Diagnostic>,
@@ -85,15 +89,17 @@ pub enum ConfigError {
     Registry(#[from] RegistryError),
 }
 
-fn read_source(path: &Path) -> Result<SourceFile, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-    Ok(SourceFile::new(path, text))
+fn read_source(path: &Path, max_bytes: u64) -> Result<SourceFile, ConfigError> {
+    SourceFile::read(path, max_bytes).map_err(|e| match e {
+        ReadError::Io { path, source } => ConfigError::Read { path, source },
+        ReadError::Invalid(d) => ConfigError::Invalid(Diagnostics::sorted(vec![d])),
+    })
 }
 
 impl Config {
     /// Reads and checks a config file, failing on any problem.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::parse(read_source(path)?).map_err(ConfigError::Invalid)
+        Self::parse(read_source(path, DEFAULT_MAX_FILE_BYTES)?).map_err(ConfigError::Invalid)
     }
 
     /// Checks a config, failing on any problem.
@@ -127,6 +133,9 @@ impl Config {
             }
         }
         config.default_backend = top.string(&mut r, "default_backend");
+        if let Some(allow) = top.boolean(&mut r, "allow_outside_workflow_dir") {
+            config.allow_outside_workflow_dir = allow.into_inner();
+        }
         if let Some(backends) = top.table(&mut r, "backends", "[backends]") {
             for (name, _, value) in backends.entries() {
                 let DeValue::Table(table) = value.get_ref() else {
@@ -195,7 +204,10 @@ impl Config {
                 }
             }
         }
-        top.finish(&mut r, &["plugin_dirs", "default_backend", "backends", "route", "policy"]);
+        top.finish(
+            &mut r,
+            &["plugin_dirs", "default_backend", "allow_outside_workflow_dir", "backends", "route", "policy"],
+        );
 
         // Without [backends.*] tables the only instance is the implicit `local`.
         let names: Vec<&str> = if config.backends.is_empty() {
@@ -244,9 +256,9 @@ impl Config {
     /// file if there is one, else the built-in default; then environment
     /// overrides. Only an unreadable file fails here; other problems wait for
     /// [`Config::check`] or [`Config::instantiate`].
-    pub fn discover(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+    pub fn discover(explicit: Option<&Path>, max_bytes: u64) -> Result<Self, ConfigError> {
         let mut config = match explicit.map(Path::to_path_buf).or_else(env::default_config_path) {
-            Some(path) => Self::parse_lenient(read_source(&path)?),
+            Some(path) => Self::parse_lenient(read_source(&path, max_bytes)?),
             None => Self::default(),
         };
         if let Err(problems) = config.apply_env(std::env::vars()) {
@@ -275,7 +287,7 @@ impl Config {
         if self.backends.is_empty() {
             self.check()?;
             if let Some(default) = self.default_backend.as_ref().filter(|d| d.get_ref() != "local") {
-                return Err(ConfigError::Invalid(Diagnostics(vec![
+                return Err(ConfigError::Invalid(Diagnostics::sorted(vec![
                     Diagnostic::unlocated(
                         self.describe_source(),
                         format!("the default backend `{}` is not configured", default.get_ref()),

@@ -253,6 +253,10 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
             }
             if let Some(bar) = &progress {
                 bar.set_position(run.succeeded as u64);
+                // Nodes finished per second of the whole run: indicatif's own
+                // estimate reads the bar's late start as a burst.
+                let rate = run.succeeded as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                bar.set_message(format!("{rate:.0} nodes/s"));
             }
             if run.stop.is_none() && interrupt.as_ref().is_some_and(|i| *i.borrow()) {
                 run.stop = Some(Stop::Interrupted);
@@ -334,7 +338,7 @@ fn spin_for_completion(completions: &mut mpsc::UnboundedReceiver<Completion>) ->
 fn new_progress_bar(total: usize) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
     if let Ok(style) =
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} nodes ({per_sec})")
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} nodes ({msg})")
     {
         bar.set_style(style);
     }
@@ -627,9 +631,11 @@ impl Run<'_> {
                 }
                 Err(message) => self.fail(node, "node-failed", message),
             },
-            Err(error) if self.stop.is_some() => {
-                self.state[node] = if describe(&error) == "cancelled" { State::Cancelled } else { State::Failed };
+            Err(error) if self.stop.is_some() && describe(&error) == "cancelled" => {
+                self.state[node] = State::Cancelled;
             }
+            // Failing while the run stops is still a failure to list (not retried).
+            Err(error) if self.stop.is_some() => self.fail(node, describe(&error), error_text(&error)),
             Err(error) => self.attempt_failed(node, backend, describe(&error), error_text(&error)),
         }
     }
@@ -727,6 +733,13 @@ impl Run<'_> {
         for node in &self.plan.nodes {
             planned[node.backend as usize] += 1;
         }
+        // A node counts once, on the instance its last attempt ran on.
+        let mut finished = vec![0usize; self.plan.instances.len()];
+        for (node, state) in self.state.iter().enumerate() {
+            if matches!(state, State::Succeeded | State::Failed | State::Cancelled) && self.attempt[node] > 0 {
+                finished[self.assigned[node] as usize] += 1;
+            }
+        }
         let backends = self
             .plan
             .instances
@@ -736,7 +749,8 @@ impl Run<'_> {
             .map(|(i, instance)| BackendSummary {
                 instance: instance.name.clone(),
                 factory: instance.factory.clone(),
-                nodes: self.per_backend_done[i],
+                nodes: finished[i],
+                attempts: self.per_backend_done[i],
                 received_bytes: self.received_bytes[i],
                 active: match (self.first_submit[i], self.last_complete[i]) {
                     (Some(a), Some(b)) => b.saturating_duration_since(a),

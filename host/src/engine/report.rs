@@ -7,7 +7,10 @@ use std::time::Duration;
 pub struct BackendSummary {
     pub instance: String,
     pub factory: String,
+    /// Nodes whose last attempt ran here.
     pub nodes: usize,
+    /// Attempts that finished here (retries count again).
+    pub attempts: usize,
     /// Output bytes that came back to the host; outputs a backend kept as
     /// references do not count.
     pub received_bytes: u64,

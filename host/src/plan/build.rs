@@ -70,9 +70,17 @@ pub fn build(
             let entry = nodes.get(node.type_name.get_ref());
             if entry.is_none() {
                 let name = node.type_name.get_ref();
-                let help = match suggest(name, &known_types) {
-                    Some(near) => format!("did you mean `{near}`? `backplane nodes` lists the loaded node types"),
-                    None => "`backplane nodes` lists the loaded node types; is the plugin on the plugin path?".into(),
+                let refused = nodes.refused_files_mentioning(name);
+                let help = match (refused.first(), suggest(name, &known_types)) {
+                    (Some((_, reason)), _) => format!(
+                        "a plugin file that mentions `{name}` was refused: {reason}; `backplane plugins` shows the whole reason"
+                    ),
+                    (None, Some(near)) => {
+                        format!("did you mean `{near}`? `backplane nodes` lists the loaded node types")
+                    }
+                    (None, None) => {
+                        "`backplane nodes` lists the loaded node types; is the plugin on the plugin path?".into()
+                    }
                 };
                 b.error(node.type_name.span(), format!("unknown node type `{name}` (node `{}`)", node.id.get_ref()))
                     .help = Some(help);
@@ -197,6 +205,7 @@ pub fn build(
         let output_index = outputs.len() as u32;
         consumers[from_index].push(Consumer { port: port.name.as_str(), target: Target::Output(output_index) });
         outputs.push(PlannedOutput {
+            source: format!("{}.{}", from.node, from.port),
             from: from_index as u32,
             port: port.name.as_str(),
             target: output.to.get_ref().clone(),

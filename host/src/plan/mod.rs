@@ -14,6 +14,7 @@ pub use build::build;
 use crate::{
     config::RouteRule,
     diagnostic::{Diagnostics, SourceFile},
+    output_targets::{self, OutputRules},
     registry::{BackendRegistry, NodeRegistry},
     workflow::Workflow,
 };
@@ -25,9 +26,11 @@ pub fn plan_source(
     nodes: &NodeRegistry,
     backends: &BackendRegistry,
     rules: &[RouteRule],
+    output_rules: OutputRules,
 ) -> Result<Plan, Diagnostics> {
     let (workflow, mut diagnostics) = Workflow::parse_lenient(source);
     let Some(workflow) = workflow else { return Err(Diagnostics::sorted(diagnostics)) };
+    diagnostics.extend(output_targets::check_targets(&workflow, output_rules));
     match build(&workflow, nodes, backends, rules) {
         Ok(plan) if diagnostics.is_empty() => Ok(plan),
         Ok(_) => Err(Diagnostics::sorted(diagnostics)),
@@ -136,9 +139,21 @@ impl PlannedNode {
 
 #[derive(Debug, Clone)]
 pub struct PlannedOutput {
+    /// `node.port`, as the workflow names it.
+    pub source: String,
     pub from: u32,
     pub port: &'static str,
     pub target: crate::workflow::OutputTarget,
+}
+
+impl PlannedOutput {
+    /// `count.counts -> out/counts.tsv`, for messages.
+    pub fn describe(&self) -> String {
+        match &self.target {
+            crate::workflow::OutputTarget::Stdout => format!("{} -> stdout", self.source),
+            crate::workflow::OutputTarget::File(path) => format!("{} -> {}", self.source, path.display()),
+        }
+    }
 }
 
 pub struct Plan {

@@ -2,7 +2,7 @@
 
 use super::{Origin, RegistryError};
 use backplane_plugin_api::{NodeSpecRef, PortSpec};
-use std::{collections::HashMap, sync::OnceLock};
+use std::{collections::HashMap, path::PathBuf, sync::OnceLock};
 
 pub struct NodeEntry {
     pub spec: NodeSpecRef,
@@ -63,7 +63,12 @@ impl NodeEntry {
 pub struct NodeRegistry {
     entries: Vec<NodeEntry>,
     by_name: HashMap<&'static str, usize>,
+    /// Plugin files that were refused, with why: an unknown node type may be theirs.
+    refused: Vec<(PathBuf, String)>,
 }
+
+/// Plugin files larger than this are not searched for a type name.
+const MAX_SEARCHED_FILE: u64 = 512 * 1024 * 1024;
 
 impl NodeRegistry {
     pub fn register(&mut self, spec: NodeSpecRef, origin: Origin) -> Result<(), RegistryError> {
@@ -90,6 +95,26 @@ impl NodeRegistry {
         let mut all: Vec<_> = self.entries.iter().collect();
         all.sort_by_key(|e| e.type_name());
         all
+    }
+
+    /// Remembers a plugin file that did not load, so a node type it would
+    /// have provided is reported as such instead of as a typo.
+    pub fn note_refused(&mut self, path: PathBuf, reason: String) {
+        self.refused.push((path, reason));
+    }
+
+    /// Refused plugin files whose bytes contain `type_name` (node type names
+    /// are string constants in the library), with the reason each was refused.
+    /// Only called for unknown types, so the read happens on the error path.
+    pub fn refused_files_mentioning(&self, type_name: &str) -> Vec<&(PathBuf, String)> {
+        let needle = type_name.as_bytes();
+        self.refused
+            .iter()
+            .filter(|(path, _)| {
+                std::fs::metadata(path).is_ok_and(|m| m.len() <= MAX_SEARCHED_FILE)
+                    && std::fs::read(path).is_ok_and(|bytes| memchr::memmem::find(&bytes, needle).is_some())
+            })
+            .collect()
     }
 
     pub fn names(&self) -> Vec<&'static str> {

@@ -373,15 +373,20 @@ pub fn next_minor_host() -> PathBuf {
     let base = root.join("target/abi-fixtures");
     let work = base.join("host-next-minor");
     write_next_minor_api(&work.join("plugin-api"));
-    for dir in ["host/src", "conformance/src", "plugins/worker/protocol/src"] {
+    for dir in ["host/src", "host/atomic-file/src", "conformance/src", "plugins/worker/protocol/src"] {
         copy_tree(&root.join(dir), &work.join(dir));
     }
-    for manifest in ["host/Cargo.toml", "conformance/Cargo.toml", "plugins/worker/protocol/Cargo.toml"] {
+    for manifest in [
+        "host/Cargo.toml",
+        "host/atomic-file/Cargo.toml",
+        "conformance/Cargo.toml",
+        "plugins/worker/protocol/Cargo.toml",
+    ] {
         write_if_changed(&work.join(manifest), &std::fs::read_to_string(root.join(manifest)).unwrap());
     }
-    let loader = std::fs::read_to_string(root.join("host/src/loader.rs")).unwrap();
+    let loader = std::fs::read_to_string(root.join("host/src/loader/mod.rs")).unwrap();
     write_if_changed(
-        &work.join("host/src/loader.rs"),
+        &work.join("host/src/loader/mod.rs"),
         &patch(
             &loader,
             "    let name = module.name().to_string();\n",
@@ -393,7 +398,7 @@ pub fn next_minor_host() -> PathBuf {
     let members_end = members_start + workspace[members_start..].find("default-members").unwrap();
     let default_end = members_end + workspace[members_end..].find("]\n").unwrap() + 1;
     let workspace = format!(
-        "{}members = [\"plugin-api\", \"host\", \"conformance\", \"plugins/worker/protocol\"]\n{}",
+        "{}members = [\"plugin-api\", \"host\", \"host/atomic-file\", \"conformance\", \"plugins/worker/protocol\"]\n{}",
         &workspace[..members_start],
         &workspace[default_end + 1..]
     );

@@ -10,8 +10,12 @@ fn plugins_json(extra_dir: Option<&std::path::Path>) -> Value {
         cmd.arg("--plugin-dir").arg(dir);
     }
     let output = cmd.output().unwrap();
-    assert!(output.status.success(), "{}", stderr_of(&output));
-    serde_json::from_slice(&output.stdout).unwrap()
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    // A refused file or a conflict makes `plugins` exit 2; a clean path exits 0.
+    let problems = json["errors"].as_array().unwrap().len() + json["conflicts"].as_array().unwrap().len();
+    let expected = if problems == 0 { 0 } else { 2 };
+    assert_eq!(output.status.code(), Some(expected), "{json:#}\n{}", stderr_of(&output));
+    json
 }
 
 fn names(json: &Value, key: &str) -> Vec<String> {
@@ -82,6 +86,7 @@ fn a_plugin_built_against_a_changed_interface_is_rejected_briefly() {
 fn a_plugin_built_against_another_major_interface_is_rejected() {
     let skewed = skewed_plugin(AbiSkew::NextMajor);
     let output = backplane().arg("plugins").arg("--plugin-dir").arg(skewed.parent().unwrap()).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "a refused plugin makes `plugins` fail");
     let stdout = stdout_of(&output);
     assert!(
         stdout.contains("built against plugin-api 2.0.0, which this host (plugin-api 1.0.0) cannot load"),
@@ -130,4 +135,77 @@ fn two_plugins_defining_the_same_node_type_are_an_error_naming_both_files() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = stderr_of(&output);
     assert!(stderr.contains("is defined twice") && stderr.contains(&copy.display().to_string()), "{stderr}");
+}
+
+/// A real plugin cut short, as a half-finished copy leaves it.
+fn truncated_copy(dir: &std::path::Path, len: usize) -> std::path::PathBuf {
+    let bytes = std::fs::read(dylib("backplane_std_nodes")).unwrap();
+    assert!(bytes.len() > len, "the std nodes plugin is {} bytes", bytes.len());
+    let path = dir.join(format!("libcut_{len}.{}", std::env::consts::DLL_EXTENSION));
+    std::fs::write(&path, &bytes[..len]).unwrap();
+    path
+}
+
+#[test]
+fn a_truncated_plugin_is_reported_as_damaged_and_every_command_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let sizes = [4096, 64 * 1024, 1024 * 1024, 2 * 1024 * 1024];
+    for len in sizes {
+        truncated_copy(dir.path(), len);
+    }
+    let json = plugins_json(Some(dir.path()));
+    let errors: Vec<&str> = json["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    for len in sizes {
+        let name = format!("libcut_{len}.");
+        let error = errors.iter().find(|e| e.contains(&name)).unwrap_or_else(|| panic!("{name} reported: {errors:?}"));
+        assert!(error.contains("damaged or truncated plugin file"), "{error}");
+    }
+    assert!(names(&json, "nodes").contains(&"std.noop".to_owned()), "the other plugins still load");
+
+    let wf = crate::fixtures::workflow_dir("[[node]]\nid = \"a\"\ntype = \"std.noop\"\n");
+    for command in ["validate", "plan", "run"] {
+        let output = backplane()
+            .arg(command)
+            .arg(wf.path().join("workflow.toml"))
+            .arg("--plugin-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{command}: {}", stderr_of(&output));
+        assert!(stderr_of(&output).contains("damaged or truncated plugin file"), "{command} warns");
+    }
+}
+
+#[test]
+fn a_plugin_dir_that_does_not_exist_is_an_error() {
+    let missing = tempfile::tempdir().unwrap().path().join("nope");
+    let output = backplane().arg("plugins").arg("--plugin-dir").arg(&missing).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains(&format!("--plugin-dir {} does not exist", missing.display())), "{stderr}");
+}
+
+#[test]
+fn an_unknown_node_type_names_the_refused_plugin_file_that_exports_it() {
+    let skewed = skewed_plugin(AbiSkew::ChangedFieldType);
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join(skewed.file_name().unwrap());
+    std::fs::copy(&skewed, &copy).unwrap();
+    let wf = crate::fixtures::workflow_dir("[[node]]\nid = \"a\"\ntype = \"fixture.abi_echo\"\n");
+    let output = backplane()
+        .arg("validate")
+        .arg(wf.path().join("workflow.toml"))
+        .arg("--plugin-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains("unknown node type `fixture.abi_echo`"), "{stderr}");
+    assert!(
+        stderr
+            .contains(&format!("help: a plugin file that mentions `fixture.abi_echo` was refused: {}", copy.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("incompatible plugin ABI"), "{stderr}");
 }

@@ -84,7 +84,8 @@ pub struct WriteFile;
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WriteFileSettings {
-    /// The file to write (replaced if it exists), relative to the workflow's directory.
+    /// The file to write, relative to the workflow's directory. An existing
+    /// regular file is replaced atomically; a link or special file is refused.
     #[serde(skip_serializing_if = "unset")]
     pub path: String,
 }
@@ -118,11 +119,8 @@ impl NodeType for WriteFile {
         }
         let data = inputs.require("data")?.data;
         let path = std::path::absolute(ctx.resolve(&settings.path))?;
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)
-                .map_err(|e| NodeError::new(format!("cannot create directory {}: {e}", parent.display())))?;
-        }
-        fs::write(&path, &*data).map_err(|e| NodeError::new(format!("cannot write {}: {e}", path.display())))?;
+        // Atomic: a reader, or a run killed mid-write, sees the old file or the new one.
+        backplane_atomic_file::write(&path, &data).map_err(|e| NodeError::new(e.to_string()))?;
         Ok(vec![Payload::text("path", format!("{}\n", path.display()))])
     }
 }

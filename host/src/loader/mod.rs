@@ -2,7 +2,11 @@
 //!
 //! Every file is loaded on its own: one bad file is reported and skipped,
 //! never stopping the others. Libraries are never unloaded (abi_stable leaks
-//! them; closing one after a check crashes the next load).
+//! them; closing one after a check crashes the next load). Each file's ELF
+//! headers are checked first ([`file_check`]), so a truncated file is an
+//! error instead of a SIGBUS.
+
+mod file_check;
 
 use crate::log_bridge::HostLogSink;
 use abi_stable::{
@@ -76,6 +80,9 @@ pub struct LoadedPlugin {
 pub enum LoadErrorKind {
     /// Not a Backplane plugin: not a loadable library, or no root module.
     NotAPlugin { reason: String },
+    /// A shared library shorter than its headers say, or with corrupt headers
+    /// (a half-copied or truncated file); it was not mapped.
+    Damaged { reason: String },
     /// Built against a `plugin-api` whose types differ from the host's.
     AbiMismatch { plugin_interface: String, details: Vec<String> },
     /// Built against an incompatible `plugin-api` major version.
@@ -97,6 +104,11 @@ impl fmt::Display for LoadError {
         let path = self.path.display();
         match &self.kind {
             LoadErrorKind::NotAPlugin { reason } => write!(f, "{path}: not a Backplane plugin ({reason})"),
+            LoadErrorKind::Damaged { reason } => write!(
+                f,
+                "{path}: damaged or truncated plugin file, not loaded ({reason})\n  \
+                 help: copy or rebuild the file again; a half-written copy looks like this"
+            ),
             LoadErrorKind::AbiMismatch { plugin_interface, details } => {
                 write!(
                     f,
@@ -224,6 +236,13 @@ fn load_older_plugin(header: &'static LibHeader) -> Option<PluginModRef> {
 
 /// Loads one plugin file.
 pub fn load(path: &Path) -> Result<LoadedPlugin, LoadError> {
+    file_check::check(path).map_err(|problem| LoadError {
+        path: path.to_owned(),
+        kind: match problem {
+            file_check::FileProblem::NotALibrary(reason) => LoadErrorKind::NotAPlugin { reason },
+            file_check::FileProblem::Damaged(reason) => LoadErrorKind::Damaged { reason },
+        },
+    })?;
     let header = lib_header_from_path(path).map_err(|e| classify(path, e, None))?;
     let plugin_interface = header.version_strings().version.to_string();
     // Not `RootModule::load_from_file`: it caches one module per type and
