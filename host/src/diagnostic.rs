@@ -102,7 +102,7 @@ impl SourceFile {
 
     pub fn diagnostic(&self, span: Range<usize>, message: impl Into<String>) -> Diagnostic {
         let (line, column) = self.location(span.start);
-        Diagnostic { file: self.path.clone(), line, column, message: message.into(), help: None }
+        Diagnostic { file: self.path.clone(), line, column, message: message.into(), help: None, stands_for: 0 }
     }
 }
 
@@ -115,13 +115,16 @@ pub struct Diagnostic {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub help: Option<String>,
+    /// For an "and N more" line, the N it stands for; 0 for a real problem.
+    #[serde(skip)]
+    stands_for: usize,
 }
 
 impl Diagnostic {
     /// A problem with no position in a file (an environment variable, the
     /// built-in config); `source` names where it came from.
     pub fn unlocated(source: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Self { file: source.into(), line: 0, column: 0, message: message.into(), help: None }
+        Self { file: source.into(), line: 0, column: 0, message: message.into(), help: None, stands_for: 0 }
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
@@ -148,24 +151,23 @@ impl fmt::Display for Diagnostic {
 /// Every problem found in one pass over a file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(transparent)]
-pub struct Diagnostics(
-    pub Vec<Diagnostic>,
-    /// How many were left out of `.0` (see [`Diagnostics::sorted`]).
-    #[serde(skip)]
-    pub usize,
-);
+pub struct Diagnostics(pub Vec<Diagnostic>);
 
 impl Diagnostics {
     /// In file order, which is how people fix them; at most
     /// [`MAX_DIAGNOSTICS_PER_FILE`] per file, then one saying how many more.
-    pub fn sorted(mut diagnostics: Vec<Diagnostic>) -> Self {
+    /// Sorting an already sorted list again keeps its counts.
+    pub fn sorted(diagnostics: Vec<Diagnostic>) -> Self {
+        let (summaries, mut diagnostics): (Vec<_>, Vec<_>) = diagnostics.into_iter().partition(|d| d.stands_for > 0);
         diagnostics.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        let earlier = |file: &PathBuf| summaries.iter().filter(|s| &s.file == file).map(|s| s.stands_for).sum();
         let mut kept = Vec::with_capacity(diagnostics.len().min(4 * MAX_DIAGNOSTICS_PER_FILE));
-        let (mut file, mut in_file, mut more, mut omitted) = (None::<PathBuf>, 0, 0, 0);
+        let (mut file, mut in_file, mut more) = (None::<PathBuf>, 0, 0);
         for d in diagnostics {
             if file.as_ref() != Some(&d.file) {
-                omitted += Self::say_more(&mut kept, file.take(), more);
-                (file, in_file, more) = (Some(d.file.clone()), 0, 0);
+                Self::say_more(&mut kept, file.take(), more);
+                (in_file, more) = (0, earlier(&d.file));
+                file = Some(d.file.clone());
             }
             if in_file < MAX_DIAGNOSTICS_PER_FILE {
                 kept.push(d);
@@ -174,32 +176,24 @@ impl Diagnostics {
                 more += 1;
             }
         }
-        omitted += Self::say_more(&mut kept, file, more);
-        Self(kept, omitted)
+        Self::say_more(&mut kept, file, more);
+        Self(kept)
     }
 
-    /// Adds "and N more" for `file` when `more` were left out; returns `more`.
-    fn say_more(kept: &mut Vec<Diagnostic>, file: Option<PathBuf>, more: usize) -> usize {
+    /// Adds "and N more" for `file` when `more` were left out.
+    fn say_more(kept: &mut Vec<Diagnostic>, file: Option<PathBuf>, more: usize) {
         if let (Some(file), true) = (file, more > 0) {
             let text = format!("and {more} more error{} in this file", if more == 1 { "" } else { "s" });
-            kept.push(
-                Diagnostic::unlocated(file, text)
-                    .with_help(format!("only the first {MAX_DIAGNOSTICS_PER_FILE} are shown; fix these and run again")),
-            );
+            let mut summary = Diagnostic::unlocated(file, text)
+                .with_help(format!("only the first {MAX_DIAGNOSTICS_PER_FILE} are shown; fix these and run again"));
+            summary.stands_for = more;
+            kept.push(summary);
         }
-        more
     }
 
     /// Errors found, including those only counted in an "and N more" line.
     pub fn count(&self) -> usize {
-        self.0.len() - self.summaries() + self.1
-    }
-
-    fn summaries(&self) -> usize {
-        self.0
-            .iter()
-            .filter(|d| d.line == 0 && d.message.starts_with("and ") && d.message.ends_with(" in this file"))
-            .count()
+        self.0.iter().map(|d| if d.stands_for > 0 { d.stands_for } else { 1 }).sum()
     }
 }
 
@@ -216,6 +210,31 @@ impl fmt::Display for Diagnostics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn diagnostics_are_capped_per_file_and_keep_their_count_when_sorted_again() {
+        let file = SourceFile::new("f.toml", "x\n".repeat(300));
+        let many: Vec<Diagnostic> = (0..250).rev().map(|i| file.diagnostic(i * 2..i * 2, "bad")).collect();
+        let other = Diagnostic::unlocated("g.toml", "also bad");
+        let mut all = many;
+        all.push(other);
+        let sorted = Diagnostics::sorted(all);
+        assert_eq!(sorted.count(), 251);
+        assert_eq!(sorted.0.len(), MAX_DIAGNOSTICS_PER_FILE + 2);
+        assert_eq!(sorted.0[0].line, 1, "file order");
+        assert_eq!(sorted.0[MAX_DIAGNOSTICS_PER_FILE].message, "and 150 more errors in this file");
+        let again = Diagnostics::sorted(sorted.0.clone());
+        assert_eq!(again, sorted);
+        assert!(again.to_string().ends_with("251 errors"), "{again}");
+    }
+
+    #[test]
+    fn columns_on_a_long_line_count_characters() {
+        let line = "é".repeat(5000) + "x";
+        let file = SourceFile::new("f.toml", format!("a\n{line}"));
+        assert_eq!(file.location(2 + 10_000), (2, 5001));
+        assert_eq!(file.location(2 + 3001), (2, 1501), "inside a character: its start");
+    }
 
     #[test]
     fn locations_are_one_based_and_count_characters() {

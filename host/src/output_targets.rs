@@ -93,10 +93,6 @@ pub fn check_targets(workflow: &Workflow, rules: OutputRules) -> Vec<Diagnostic>
         } else {
             seen.insert(normalized, span.start);
         }
-        if let Err(e) = backplane_atomic_file::check_destination(path) {
-            diagnostics.push(workflow.source.diagnostic(span.clone(), format!("output `{}`: {e}", output.to_text)));
-            continue;
-        }
         // The nearest existing ancestor must be a directory, or the write cannot create the file.
         if let Some(blocker) = path.ancestors().skip(1).find(|a| a.exists()).filter(|a| !a.is_dir()) {
             diagnostics.push(
@@ -112,6 +108,10 @@ pub fn check_targets(workflow: &Workflow, rules: OutputRules) -> Vec<Diagnostic>
                     )
                     .with_help("choose a path whose parent directories are directories"),
             );
+            continue;
+        }
+        if let Err(e) = backplane_atomic_file::check_destination(path) {
+            diagnostics.push(workflow.source.diagnostic(span.clone(), format!("output `{}`: {e}", output.to_text)));
         }
     }
     diagnostics

@@ -308,11 +308,20 @@ pub fn to_json(
     })
 }
 
+/// Spans by JSON pointer, for looking many up (one per schema error).
+pub fn pointer_index(spans: &[(String, Range<usize>)]) -> std::collections::HashMap<&str, Range<usize>> {
+    spans.iter().map(|(pointer, span)| (pointer.as_str(), span.clone())).collect()
+}
+
 /// The span recorded for the longest prefix of `pointer`.
-pub fn span_for_pointer(spans: &[(String, Range<usize>)], pointer: &str, fallback: Range<usize>) -> Range<usize> {
+pub fn span_for_pointer(
+    index: &std::collections::HashMap<&str, Range<usize>>,
+    pointer: &str,
+    fallback: Range<usize>,
+) -> Range<usize> {
     let mut pointer = pointer;
     loop {
-        if let Some((_, span)) = spans.iter().find(|(p, _)| p == pointer) {
+        if let Some(span) = index.get(pointer) {
             return span.clone();
         }
         match pointer.rfind('/') {

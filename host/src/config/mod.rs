@@ -35,7 +35,7 @@ use crate::{
     diagnostic::{DEFAULT_MAX_FILE_BYTES, Diagnostic, Diagnostics, ReadError, SourceFile},
     registry::InstanceSettings,
     registry::{BackendRegistry, RegistryError, config_problems},
-    spanned_toml::{Reader, TableView, span_for_pointer, suggest, to_json},
+    spanned_toml::{Reader, TableView, pointer_index, span_for_pointer, suggest, to_json},
 };
 use std::{
     ops::Range,
@@ -323,8 +323,9 @@ impl Config {
             };
             let problems = config_problems(entry, &decl.settings);
             if !problems.is_empty() {
+                let index = pointer_index(&decl.setting_spans);
                 for (pointer, message) in problems {
-                    let span = span_for_pointer(&decl.setting_spans, &pointer, decl.span.clone());
+                    let span = span_for_pointer(&index, &pointer, decl.span.clone());
                     let from_env = if decl.overridden { " (settings include environment overrides)" } else { "" };
                     diagnostics.push(locate(span, format!("backend instance `{}`: {message}{from_env}", decl.name)));
                 }

@@ -22,9 +22,27 @@ pub struct Pattern {
     matcher: GlobMatcher,
 }
 
+/// Longest `match` glob accepted, in bytes. Node types, ids and label values
+/// are short; a huge glob only makes a huge regex (globset panics compiling
+/// one of ~400,000 characters).
+pub const MAX_GLOB_LEN: usize = 1024;
+/// Most wildcards (`*`, `?`, `[`, `{`) in one glob, bounding the regex's size.
+pub const MAX_GLOB_WILDCARDS: usize = 64;
+
 impl Pattern {
-    pub fn new(text: &str) -> Result<Self, globset::Error> {
-        Ok(Self { text: text.to_owned(), matcher: Glob::new(text)?.compile_matcher() })
+    pub fn new(text: &str) -> Result<Self, String> {
+        if text.len() > MAX_GLOB_LEN {
+            return Err(format!("it is {} bytes long; globs may have at most {MAX_GLOB_LEN}", text.len()));
+        }
+        let wildcards = text.bytes().filter(|b| matches!(b, b'*' | b'?' | b'[' | b'{')).count();
+        if wildcards > MAX_GLOB_WILDCARDS {
+            return Err(format!("it has {wildcards} wildcards; globs may have at most {MAX_GLOB_WILDCARDS}"));
+        }
+        let glob = Glob::new(text).map_err(|e| e.kind().to_string())?;
+        // Bounded above, but a regex engine's limit must still not become a panic.
+        let matcher = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| glob.compile_matcher()))
+            .map_err(|_| "it is too complex to compile; simplify it".to_owned())?;
+        Ok(Self { text: text.to_owned(), matcher })
     }
     pub fn is_match(&self, value: &str) -> bool {
         self.matcher.is_match(value)
@@ -82,7 +100,9 @@ fn pattern(r: &mut Reader<'_>, value: &Spanned<DeValue<'_>>, what: &str) -> Opti
     match Pattern::new(text) {
         Ok(p) => Some(p),
         Err(e) => {
-            r.error(value.span(), format!("invalid glob `{text}` in {what}: {e}"));
+            let shown: String = text.chars().take(40).collect();
+            let shown = if shown.len() < text.len() { format!("{shown}…") } else { shown };
+            r.error(value.span(), format!("invalid glob `{shown}` in {what}: {e}"));
             None
         }
     }
@@ -190,4 +210,22 @@ pub fn parse_rule(r: &mut Reader<'_>, mut view: TableView<'_, '_>, number: usize
     }
     view.finish(r, &["match", "backend", "require", "backend_options", "retry"]);
     Some(RouteRule { number, line, node_type, node_id, labels, backend, require, backend_options, retry, span })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_or_wild_globs_are_errors_not_panics() {
+        assert!(Pattern::new("std.*").unwrap().is_match("std.shell"));
+        let long = "a".repeat(400_000);
+        assert!(Pattern::new(&long).unwrap_err().contains("at most 1024"));
+        let wild = "*".repeat(65);
+        assert!(Pattern::new(&wild).unwrap_err().contains("65 wildcards"));
+        assert!(Pattern::new("[").unwrap_err().contains("unclosed"), "{}", Pattern::new("[").unwrap_err());
+        // A glob at the wildcard bound still compiles and matches.
+        let busy = Pattern::new(&"{a,b}*?".repeat(21)).unwrap();
+        assert!(busy.is_match(&"ax".repeat(21)) && !busy.is_match("ax"));
+    }
 }

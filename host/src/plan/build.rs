@@ -8,7 +8,7 @@ use crate::{
     config::RouteRule,
     diagnostic::{Diagnostic, Diagnostics},
     registry::{BackendRegistry, NodeEntry, NodeRegistry},
-    spanned_toml::{span_for_pointer, suggest},
+    spanned_toml::{pointer_index, span_for_pointer, suggest},
     workflow::{NodeDecl, Workflow},
 };
 use backplane_plugin_api::{
@@ -95,9 +95,11 @@ pub fn build(
             continue;
         };
         let merged = entry.merged_settings(node.settings.as_ref());
-        for (pointer, message) in entry.settings_problems(&merged) {
+        let problems = entry.settings_problems(&merged);
+        let index = if problems.is_empty() { Default::default() } else { pointer_index(&node.settings_spans) };
+        for (pointer, message) in problems {
             let fallback = node.settings_span.clone().unwrap_or_else(|| node.span.clone());
-            let span = span_for_pointer(&node.settings_spans, &pointer, fallback);
+            let span = span_for_pointer(&index, &pointer, fallback);
             let at = if pointer.is_empty() { String::new() } else { format!(" at `{pointer}`") };
             b.error(
                 span,

@@ -4,6 +4,7 @@
 //! Modules:
 //! - `fixtures`: paths, the binary, plugin builds (including ABI-skewed ones)
 //! - `loading`: discovery, ABI and version rejection, duplicates, bad files
+//! - `hardening`: planted links, special files, kill -9 mid-write, orphans, bad bytes, `--json` on failure
 //! - `evolution`: next-minor plugins in this host and this host's plugins in a next-minor host
 //! - `runs`: workflows end to end, node failures and panics, misbehaving backends
 //! - `diagnostics`: every class of workflow error, snapshot-tested
@@ -18,6 +19,7 @@
 mod diagnostics;
 mod evolution;
 mod fixtures;
+mod hardening;
 mod library;
 mod loading;
 mod nats;

@@ -1,5 +1,8 @@
 //! `std.shell`: runs a shell command as a node.
 
+#[cfg(target_os = "linux")]
+mod watchdog;
+
 use crate::{ANY, VERSION, schema, unset};
 use backplane_plugin_api::{payload::OCTETS, prelude::*};
 use schemars::JsonSchema;
@@ -9,6 +12,10 @@ use std::{
     fs,
     io::{self, Read, Write},
     process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
@@ -19,7 +26,7 @@ const STDERR_TAIL: usize = 2048;
 /// `std.shell`: runs `sh -c <command>` in the workflow's directory.
 pub struct Shell;
 
-#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShellSettings {
     /// The command line, run with `sh -c` in the workflow's directory.
@@ -31,6 +38,26 @@ pub struct ShellSettings {
     /// Kill the command after this many seconds; unset means no limit beyond the task's deadline.
     #[serde(default)]
     pub timeout_secs: Option<f64>,
+    /// Most bytes of stdout kept (the output is held in memory); a command
+    /// printing more is killed and fails. Default 1 GiB.
+    #[serde(default = "default_max_stdout")]
+    #[schemars(range(min = 1, max = MAX_STDOUT_LIMIT))]
+    pub max_stdout_bytes: u64,
+}
+
+/// Default of `max_stdout_bytes`.
+const DEFAULT_MAX_STDOUT: u64 = 1 << 30;
+/// Highest `max_stdout_bytes` accepted: larger outputs belong in files.
+const MAX_STDOUT_LIMIT: u64 = 64 << 30;
+
+fn default_max_stdout() -> u64 {
+    DEFAULT_MAX_STDOUT
+}
+
+impl Default for ShellSettings {
+    fn default() -> Self {
+        Self { command: String::new(), env: BTreeMap::new(), timeout_secs: None, max_stdout_bytes: DEFAULT_MAX_STDOUT }
+    }
 }
 
 impl NodeType for Shell {
@@ -110,11 +137,22 @@ impl NodeType for Shell {
         // everything the command started, not just `sh`.
         #[cfg(unix)]
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        // ...and the group dies with this process, even on SIGKILL.
+        #[cfg(target_os = "linux")]
+        watchdog::die_with_parent(&mut command);
 
         let child = command
             .spawn()
             .map_err(|e| NodeError::new(format!("cannot start `sh` in {}: {e}", ctx.working_dir().display())))?;
-        let mut child = Running { child, status: None, finished: false };
+        #[cfg(target_os = "linux")]
+        let watchdog = watchdog::Watchdog::start(child.id());
+        let mut child = Running {
+            child,
+            status: None,
+            finished: false,
+            #[cfg(target_os = "linux")]
+            _watchdog: watchdog,
+        };
 
         // Separate threads feed stdin and drain stdout/stderr, so a command
         // blocked writing one pipe never deadlocks against us writing another.
@@ -123,10 +161,18 @@ impl NodeType for Shell {
             // early; that is its choice, not an error.
             spawn("std.shell stdin", move || drop(pipe.write_all(&payload.data)))?;
         }
-        let mut stdout_pipe = child.child.stdout.take().expect("stdout is piped");
-        let stdout = spawn("std.shell stdout", move || {
-            let mut buf = Vec::new();
-            stdout_pipe.read_to_end(&mut buf).map(|_| buf)
+        let stdout_pipe = child.child.stdout.take().expect("stdout is piped");
+        let max_stdout = s.max_stdout_bytes;
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let stdout = spawn("std.shell stdout", {
+            let overflowed = Arc::clone(&overflowed);
+            move || {
+                let mut buf = Vec::new();
+                // One byte past the limit tells "exactly the limit" from "more".
+                let read = stdout_pipe.take(max_stdout.saturating_add(1)).read_to_end(&mut buf);
+                overflowed.store(buf.len() as u64 > max_stdout, Ordering::Release);
+                read.map(|_| buf)
+            }
         })?;
         let stderr_pipe = child.child.stderr.take().expect("stderr is piped");
         let stderr = spawn("std.shell stderr", move || read_tail(stderr_pipe))?;
@@ -142,6 +188,10 @@ impl NodeType for Shell {
             }
             if ctx.is_cancelled() {
                 return Err(NodeError::with(PluginError::cancelled()));
+            }
+            // The reader stops at the limit while the command may go on writing.
+            if overflowed.load(Ordering::Acquire) {
+                return Err(too_much_stdout(max_stdout));
             }
             let now = Instant::now();
             if own_deadline.is_some_and(|d| now >= d) {
@@ -181,6 +231,10 @@ struct Running {
     child: Child,
     status: Option<ExitStatus>,
     finished: bool,
+    /// Kills the group if this process dies; stopped after the group is
+    /// dealt with (fields drop after `drop`).
+    #[cfg(target_os = "linux")]
+    _watchdog: Option<watchdog::Watchdog>,
 }
 
 impl Drop for Running {
@@ -199,6 +253,13 @@ impl Drop for Running {
             let _ = self.child.wait();
         }
     }
+}
+
+fn too_much_stdout(limit: u64) -> NodeError {
+    NodeError::new(format!(
+        "the command printed more than `max_stdout_bytes` ({limit} bytes) on stdout and was killed; \
+         raise `max_stdout_bytes`, or write large results to a file and output its path"
+    ))
 }
 
 fn spawn<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<JoinHandle<T>, NodeError> {
@@ -257,10 +318,7 @@ mod tests {
     use super::*;
     use backplane_plugin_api::{ComputeFn, ComputeRequest, PluginError_NE, TaskContext, node_spec, testing::call_node};
     use serde_json::{Value, json};
-    use std::{
-        path::Path,
-        sync::atomic::{AtomicBool, Ordering},
-    };
+    use std::path::Path;
 
     fn shell(settings: Value, inputs: Vec<Payload>, dir: &Path) -> Result<Payload, PluginError_NE> {
         let mut out = call_node::<Shell>(settings, inputs, dir.to_str().unwrap())?;
@@ -386,6 +444,29 @@ mod tests {
         });
         assert_eq!(result.unwrap_err().as_enum().unwrap(), &PluginError::Cancelled);
         assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn stdout_beyond_the_limit_kills_the_command_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let err = shell(json!({ "command": "cat /dev/zero", "max_stdout_bytes": 1_000_000 }), vec![], dir.path())
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+        assert!(err.to_string().contains("more than `max_stdout_bytes` (1000000 bytes)"), "{err}");
+        // Exactly the limit is fine.
+        let out = shell(json!({ "command": "head -c 1000 /dev/zero", "max_stdout_bytes": 1000 }), vec![], dir.path());
+        assert_eq!(out.unwrap().data.len(), 1000);
+        assert_eq!(Shell::settings_schema()["properties"]["max_stdout_bytes"]["maximum"], json!(MAX_STDOUT_LIMIT));
+    }
+
+    #[test]
+    fn the_command_keeps_its_exit_status_and_signal_under_the_supervisor() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = shell(json!({ "command": "exit 42" }), vec![], dir.path()).unwrap_err();
+        assert!(err.to_string().starts_with("command exited with status 42"), "{err}");
+        let err = shell(json!({ "command": "kill -TERM $$" }), vec![], dir.path()).unwrap_err();
+        assert!(err.to_string().contains("signal: 15"), "{err}");
     }
 
     #[test]
