@@ -131,6 +131,17 @@ const MAX_TIMEOUT_SECS: f64 = 31_536_000.0;
 const NODE_KEYS: &[&str] =
     &["id", "type", "settings", "inputs", "backend", "labels", "resources", "timeout_secs", "retry"];
 
+/// Longest label key or value, and custom resource name.
+const MAX_LABEL_LEN: usize = 128;
+
+/// Label keys and resource names also name Ray resources and appear in
+/// `key=value` mappings, so they stay plain.
+fn valid_label_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_LABEL_LEN
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
+}
+
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
@@ -316,9 +327,24 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDec
     let backend = view.string(r, "backend");
     let mut labels = Vec::new();
     if let Some(table) = view.table(r, "labels", "labels") {
-        for (key, _, value) in table.entries() {
+        for (key, key_span, value) in table.entries() {
+            if !valid_label_key(key) {
+                r.error_help(
+                    key_span,
+                    format!("invalid label key `{key}`"),
+                    format!("label keys are 1 to {MAX_LABEL_LEN} letters, digits, `_`, `-`, `.` or `/`"),
+                );
+                continue;
+            }
             match value.get_ref() {
-                DeValue::String(s) => labels.push((key.to_owned(), s.to_string())),
+                DeValue::String(s) if s.len() <= MAX_LABEL_LEN && !s.chars().any(char::is_control) => {
+                    labels.push((key.to_owned(), s.to_string()));
+                }
+                DeValue::String(_) => r.error_help(
+                    value.span(),
+                    format!("invalid value for label `{key}`"),
+                    format!("label values are at most {MAX_LABEL_LEN} bytes without control characters"),
+                ),
                 _ => r.error(value.span(), format!("label `{key}` must be a string")),
             }
         }
@@ -326,11 +352,22 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDec
     let mut resources = Resources::default();
     let resources_span = view.get("resources").map(|v| v.span());
     if let Some(mut table) = view.table(r, "resources", format!("the resources of {}", view.what)) {
-        if let Some(cpus) = table.number(r, "cpus") {
-            resources.cpus = cpus.into_inner();
+        let amount = |r: &mut Reader<'_>, value: Option<Spanned<f64>>, what: &str| -> Option<f64> {
+            let value = value?;
+            if value.get_ref().is_finite() && *value.get_ref() >= 0.0 {
+                Some(value.into_inner())
+            } else {
+                r.error_help(value.span(), format!("invalid `{what}`"), "use a number of at least 0");
+                None
+            }
+        };
+        let cpus = table.number(r, "cpus");
+        if let Some(cpus) = amount(r, cpus, "cpus") {
+            resources.cpus = cpus;
         }
-        if let Some(gpus) = table.number(r, "gpus") {
-            resources.gpus = gpus.into_inner();
+        let gpus = table.number(r, "gpus");
+        if let Some(gpus) = amount(r, gpus, "gpus") {
+            resources.gpus = gpus;
         }
         if let Some(memory) = table.get("memory") {
             let bytes = match memory.get_ref() {
@@ -345,9 +382,22 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDec
             }
         }
         if let Some(custom) = table.table(r, "custom", "custom resources") {
-            for (key, _, value) in custom.entries() {
+            for (key, key_span, value) in custom.entries() {
+                if !valid_label_key(key) {
+                    r.error_help(
+                        key_span,
+                        format!("invalid custom resource name `{key}`"),
+                        format!("names are 1 to {MAX_LABEL_LEN} letters, digits, `_`, `-`, `.` or `/`"),
+                    );
+                    continue;
+                }
                 match number_of(value.get_ref()) {
-                    Some(n) => resources.custom.push(Tuple2(RString::from(key), n)),
+                    Some(n) if n.is_finite() && n >= 0.0 => resources.custom.push(Tuple2(RString::from(key), n)),
+                    Some(_) => r.error_help(
+                        value.span(),
+                        format!("invalid amount of custom resource `{key}`"),
+                        "use a number of at least 0",
+                    ),
                     None => r.error(value.span(), format!("custom resource `{key}` must be a number")),
                 }
             }

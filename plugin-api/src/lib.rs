@@ -52,8 +52,8 @@ pub use error::{PluginError, PluginError_NE, PluginResult, describe};
 pub use guard::{guard, panic_message};
 pub use module::{INTERFACE_VERSION, PluginMod, PluginModRef};
 pub use node::{
-    ComputeContext, ComputeContext_TO, ComputeFn, ComputeRequest, Inputs, NoSettings, NodeError, NodeSpec, NodeSpecRef,
-    NodeType, PortSpec, TaskContext, node_spec,
+    CheckContext, ComputeContext, ComputeContext_TO, ComputeFn, ComputeRequest, Inputs, NoSettings, NodeError,
+    NodeSpec, NodeSpecRef, NodeType, PortSpec, SettingsCheckFn, SettingsProblem, TaskContext, node_spec,
 };
 pub use payload::Payload;
 pub use resources::{Capabilities, CapabilityFlags, Health, HealthStatus, Isolation, Requirements, Resources};
@@ -63,8 +63,8 @@ pub mod prelude {
     pub use crate::abi_stable::std_types::{RBox, RResult, RStr, RString, RVec, Tuple2};
     pub use crate::node::Context;
     pub use crate::{
-        BackendPlugin, Capabilities, CapabilityFlags, CompletionSinkBox, Health, Inputs, Isolation, NoSettings,
-        NodeError, NodeTask, NodeType, Payload, PluginError, PluginError_NE, PortSpec, Requirements, Resources,
-        TaskContext,
+        BackendPlugin, Capabilities, CapabilityFlags, CheckContext, CompletionSinkBox, Health, Inputs, Isolation,
+        NoSettings, NodeError, NodeTask, NodeType, Payload, PluginError, PluginError_NE, PortSpec, Requirements,
+        Resources, SettingsProblem, TaskContext,
     };
 }

@@ -13,7 +13,7 @@ use abi_stable::{
     sabi_trait::TD_Opaque,
     std_types::{ROption, RSlice, RSome, RStr, RString, RVec, Tuple2},
 };
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::{
     fmt,
     path::{Path, PathBuf},
@@ -120,6 +120,79 @@ pub struct NodeSpec {
     pub deterministic: bool,
     #[sabi(last_prefix_field)]
     pub compute: ROption<ComputeFn>,
+    /// Added in 1.1: checks settings beyond the JSON Schema when a workflow
+    /// is validated (a regex that must compile, an index below a count).
+    /// `RNone` from plugins built against 1.0.
+    #[sabi(missing_field(default))]
+    pub check_settings: ROption<SettingsCheckFn>,
+}
+
+/// A node type's settings check (1.1): given the canonical settings JSON
+/// (defaults merged, already valid against the schema) and a JSON
+/// [`CheckContext`], returns a JSON array of [`SettingsProblem`]s. Both sides
+/// are JSON so either can grow fields without an ABI change.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct SettingsCheckFn(pub extern "C" fn(settings: RStr<'_>, context: RStr<'_>) -> PluginResult<RString>);
+
+impl fmt::Debug for SettingsCheckFn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SettingsCheckFn")
+    }
+}
+
+/// What a settings check knows about the workflow it is checked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CheckContext {
+    /// The workflow's directory; relative paths in settings resolve against it.
+    pub workflow_dir: PathBuf,
+    /// The config allows relative paths that climb out of `workflow_dir`.
+    pub allow_outside_workflow_dir: bool,
+}
+
+impl CheckContext {
+    /// Whether `path`, written relative to the workflow, climbs out of its
+    /// directory with `..` when that is not allowed.
+    pub fn escapes(&self, path: &str) -> bool {
+        let path = Path::new(path);
+        if self.allow_outside_workflow_dir || path.is_absolute() {
+            return false;
+        }
+        let mut depth = 0i64;
+        for part in path.components() {
+            match part {
+                std::path::Component::ParentDir => depth -= 1,
+                std::path::Component::Normal(_) => depth += 1,
+                _ => {}
+            }
+            if depth < 0 {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// One problem a settings check found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettingsProblem {
+    /// JSON pointer to the offending setting (`/pattern`), `""` for the whole object.
+    pub pointer: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+}
+
+impl SettingsProblem {
+    /// A problem with the setting `key` (a top-level key).
+    pub fn at(key: &str, message: impl Into<String>) -> Self {
+        Self { pointer: format!("/{key}"), message: message.into(), help: None }
+    }
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
 }
 
 /// A simple [`ComputeContext`] that backends running tasks in process can use.
@@ -285,7 +358,24 @@ pub trait NodeType: 'static {
     fn deterministic() -> bool {
         true
     }
+    /// Problems with `settings` beyond what the schema says, found before
+    /// anything runs (`backplane validate`). The default finds none.
+    fn check_settings(settings: &Self::Settings, context: &CheckContext) -> Vec<SettingsProblem> {
+        let _ = (settings, context);
+        Vec::new()
+    }
     fn compute(settings: Self::Settings, inputs: Inputs, ctx: &Context<'_>) -> Result<Vec<Payload>, NodeError>;
+}
+
+extern "C" fn check_adapter<N: NodeType>(settings: RStr<'_>, context: RStr<'_>) -> PluginResult<RString> {
+    guard(|| {
+        let settings: N::Settings = serde_json::from_str(settings.as_str())
+            .map_err(|e| PluginError::invalid_config(format!("settings of `{}`: {e}", N::TYPE_NAME)))?;
+        let context: CheckContext = serde_json::from_str(context.as_str()).unwrap_or_default();
+        let problems = N::check_settings(&settings, &context);
+        serde_json::to_string(&problems).map(RString::from).map_err(|e| PluginError::node_failed(e.to_string()))
+    })
+    .into()
 }
 
 extern "C" fn compute_adapter<N: NodeType>(request: ComputeRequest<'_>) -> PluginResult<RVec<Payload>> {
@@ -320,6 +410,7 @@ pub fn node_spec<N: NodeType>() -> NodeSpecRef {
         requirements: Box::leak(Box::new(N::requirements())),
         deterministic: N::deterministic(),
         compute: RSome(ComputeFn(compute_adapter::<N>)),
+        check_settings: RSome(SettingsCheckFn(check_adapter::<N>)),
     }
     .leak_into_prefix()
 }

@@ -216,7 +216,8 @@ pub fn run(host: &Host, settings: &BenchSettings) -> Result<BenchResults, String
     let text = workflow_text(settings.wide);
     let start = Instant::now();
     let workflow = Workflow::parse(SourceFile::new("bench.toml", text)).map_err(|d| d.to_string())?;
-    let parsed = plan::build(&workflow, &host.nodes, &host.backends, &[]).map_err(|d| d.to_string())?;
+    let parsed =
+        plan::build(&workflow, &host.nodes, &host.backends, &[], Default::default()).map_err(|d| d.to_string())?;
     let parse_plan_secs = start.elapsed().as_secs_f64();
     drop((parsed, workflow));
 

@@ -7,12 +7,13 @@ use super::{
 use crate::{
     config::RouteRule,
     diagnostic::{Diagnostic, Diagnostics},
+    output_targets::OutputRules,
     registry::{BackendRegistry, NodeEntry, NodeRegistry},
     spanned_toml::{pointer_index, span_for_pointer, suggest},
     workflow::{NodeDecl, Workflow},
 };
 use backplane_plugin_api::{
-    Requirements,
+    CheckContext, Requirements,
     abi_stable::std_types::{RString, Tuple2},
     extensions::{Placement, TaskExtension},
 };
@@ -45,6 +46,7 @@ pub fn build(
     nodes: &NodeRegistry,
     backends: &BackendRegistry,
     rules: &[RouteRule],
+    output_rules: OutputRules,
 ) -> Result<Plan, Diagnostics> {
     let mut b = Builder { workflow, diagnostics: Vec::new() };
     let decls = &workflow.nodes;
@@ -89,15 +91,33 @@ pub fn build(
         })
         .collect();
     let mut settings = Vec::with_capacity(decls.len());
+    let check_context = serde_json::to_string(&CheckContext {
+        workflow_dir: workflow.working_dir.clone(),
+        allow_outside_workflow_dir: output_rules.allow_outside_workflow_dir,
+    })
+    .unwrap_or_default();
+    type Found = Vec<(String, String, Option<String>)>;
+    let mut checked: HashMap<(&str, String), Found> = HashMap::new();
     for (node, entry) in decls.iter().zip(&entries) {
         let Some(entry) = entry else {
             settings.push(String::new());
             continue;
         };
         let merged = entry.merged_settings(node.settings.as_ref());
-        let problems = entry.settings_problems(&merged);
+        let text = serde_json::to_string(&merged).unwrap_or_default();
+        let schema_help = || format!("`backplane nodes {}` shows its settings schema", entry.type_name());
+        let mut problems: Vec<(String, String, Option<String>)> =
+            entry.settings_problems(&merged).into_iter().map(|(at, message)| (at, message, None)).collect();
+        if problems.is_empty() {
+            // The type's own check sees only schema-valid settings; many
+            // nodes share settings, so each distinct text is checked once.
+            problems = checked
+                .entry((entry.type_name(), text.clone()))
+                .or_insert_with(|| entry.check_settings(&text, &check_context))
+                .clone();
+        }
         let index = if problems.is_empty() { Default::default() } else { pointer_index(&node.settings_spans) };
-        for (pointer, message) in problems {
+        for (pointer, message, help) in problems {
             let fallback = node.settings_span.clone().unwrap_or_else(|| node.span.clone());
             let span = span_for_pointer(&index, &pointer, fallback);
             let at = if pointer.is_empty() { String::new() } else { format!(" at `{pointer}`") };
@@ -105,9 +125,9 @@ pub fn build(
                 span,
                 format!("invalid settings for node `{}` ({}){at}: {message}", node.id.get_ref(), entry.type_name()),
             )
-            .help = Some(format!("`backplane nodes {}` shows its settings schema", entry.type_name()));
+            .help = Some(help.unwrap_or_else(schema_help));
         }
-        settings.push(serde_json::to_string(&merged).unwrap_or_default());
+        settings.push(text);
     }
 
     // Edges.

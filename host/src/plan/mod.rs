@@ -31,7 +31,7 @@ pub fn plan_source(
     let (workflow, mut diagnostics) = Workflow::parse_lenient(source);
     let Some(workflow) = workflow else { return Err(Diagnostics::sorted(diagnostics)) };
     diagnostics.extend(output_targets::check_targets(&workflow, output_rules));
-    match build(&workflow, nodes, backends, rules) {
+    match build(&workflow, nodes, backends, rules, output_rules) {
         Ok(plan) if diagnostics.is_empty() => Ok(plan),
         Ok(_) => Err(Diagnostics::sorted(diagnostics)),
         Err(more) => {

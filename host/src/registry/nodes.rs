@@ -50,6 +50,24 @@ impl NodeEntry {
         merged
     }
 
+    /// What the type's own settings check (plugin-api 1.1) finds in settings
+    /// that passed the schema, as (JSON pointer, message, help). A check that
+    /// fails or panics is one problem naming the node type; types from 1.0
+    /// plugins have no check.
+    pub fn check_settings(&self, settings_json: &str, context_json: &str) -> Vec<(String, String, Option<String>)> {
+        // One line on purpose: the evolution tests build a 1.0 host by replacing it.
+        let Some(check) = self.spec.check_settings().into_option() else { return Vec::new() };
+        let broken =
+            |why: String| vec![(String::new(), format!("the settings check of `{}` {why}", self.type_name()), None)];
+        match (check.0)(settings_json.into(), context_json.into()).into_result() {
+            Err(e) => broken(format!("failed: {e}")),
+            Ok(json) => match serde_json::from_str::<Vec<backplane_plugin_api::SettingsProblem>>(json.as_str()) {
+                Ok(problems) => problems.into_iter().map(|p| (p.pointer, p.message, p.help)).collect(),
+                Err(e) => broken(format!("returned something that is not a list of problems: {e}")),
+            },
+        }
+    }
+
     /// Schema violations as (JSON pointer, message).
     pub fn settings_problems(&self, settings: &serde_json::Value) -> Vec<(String, String)> {
         match self.validator.get_or_init(|| super::schema::compile(self.spec.settings_schema().as_str())) {

@@ -206,9 +206,9 @@ pub enum AbiSkew {
 /// and returns the dylib.
 pub fn skewed_plugin(skew: AbiSkew) -> PathBuf {
     let (name, version, panic) = match skew {
-        AbiSkew::ChangedFieldType => ("abi-fixture-changed-field", "1.0.0", "unwind"),
+        AbiSkew::ChangedFieldType => ("abi-fixture-changed-field", backplane_plugin_api::INTERFACE_VERSION, "unwind"),
         AbiSkew::NextMajor => ("abi-fixture-next-major", "2.0.0", "unwind"),
-        AbiSkew::PanicAbort => ("abi-fixture-panic-abort", "1.0.0", "abort"),
+        AbiSkew::PanicAbort => ("abi-fixture-panic-abort", backplane_plugin_api::INTERFACE_VERSION, "abort"),
     };
     let change_field = matches!(skew, AbiSkew::ChangedFieldType);
     build_fixture_plugin(name, "host/tests/fixtures/abi-plugin/src/lib.rs", panic, |api| {
@@ -290,29 +290,29 @@ fn patch(text: &str, from: &str, to: &str) -> String {
     text.replacen(from, to, 1)
 }
 
-/// Writes a copy of `plugin-api` as the next minor version, 1.1.0, with one
-/// of each kind of append-only change: a root-module field, a backend method
-/// with a default body, an error variant.
+/// Writes a copy of `plugin-api` as the next minor version with one of each
+/// kind of append-only change: a root-module field, a backend method with a
+/// default body, an error variant.
 fn write_next_minor_api(api: &Path) {
-    write_api_copy(api, "1.1.0", |file, mut text| {
+    write_api_copy(api, NEXT_MINOR, |file, mut text| {
         match file {
             "module.rs" => {
                 text = patch(
                     &text,
                     "    pub node_specs: extern \"C\" fn() -> PluginResult<RVec<NodeSpecRef>>,\n}",
-                    "    pub node_specs: extern \"C\" fn() -> PluginResult<RVec<NodeSpecRef>>,\n    /// Added in 1.1.\n    #[sabi(missing_field(default))]\n    pub description: RStr<'static>,\n}",
+                    "    pub node_specs: extern \"C\" fn() -> PluginResult<RVec<NodeSpecRef>>,\n    /// Added in 1.2.\n    #[sabi(missing_field(default))]\n    pub description: RStr<'static>,\n}",
                 );
                 text = patch(
                     &text,
                     "        node_specs,\n    }",
-                    "        node_specs,\n        description: RStr::from_str(\"built against plugin-api 1.1\"),\n    }",
+                    "        node_specs,\n        description: RStr::from_str(\"built against plugin-api 1.2\"),\n    }",
                 );
             }
             "error.rs" => {
                 text = patch(
                     &text,
                     "    Unsupported { message: RString },",
-                    "    Unsupported { message: RString },\n    /// Added in 1.1.\n    QuotaExceeded { message: RString },",
+                    "    Unsupported { message: RString },\n    /// Added in 1.2.\n    QuotaExceeded { message: RString },",
                 );
                 text = patch(
                     &text,
@@ -336,7 +336,7 @@ fn write_next_minor_api(api: &Path) {
                 text = patch(
                     &text,
                     "    #[sabi(last_prefix_field)]\n    fn shutdown(&self);\n}",
-                    "    #[sabi(last_prefix_field)]\n    fn shutdown(&self);\n    /// Added in 1.1.\n    fn queue_depth(&self) -> u64 {\n        0\n    }\n}",
+                    "    #[sabi(last_prefix_field)]\n    fn shutdown(&self);\n    /// Added in 1.2.\n    fn queue_depth(&self) -> u64 {\n        0\n    }\n}",
                 );
             }
             _ => {}
@@ -356,7 +356,28 @@ fn cargo_build(manifest: &Path, target_dir: &Path, extra: &[&str]) {
     assert!(output.status.success(), "building {} failed:\n{}", manifest.display(), stderr_of(&output));
 }
 
-/// A plugin built against the next minor interface (1.1.0).
+/// Writes a copy of `plugin-api` as the previous minor version, 1.0.0:
+/// today's sources without what 1.1 appended (the node spec's settings check).
+fn write_previous_minor_api(api: &Path) {
+    write_api_copy(api, PREVIOUS_MINOR, |file, text| match file {
+        "node.rs" => {
+            let text = patch(
+                &text,
+                "    /// Added in 1.1: checks settings beyond the JSON Schema when a workflow\n    /// is validated (a regex that must compile, an index below a count).\n    /// `RNone` from plugins built against 1.0.\n    #[sabi(missing_field(default))]\n    pub check_settings: ROption<SettingsCheckFn>,\n",
+                "",
+            );
+            patch(&text, "        check_settings: RSome(SettingsCheckFn(check_adapter::<N>)),\n", "")
+        }
+        _ => text,
+    });
+}
+
+/// The interface version before today's, which the evolution tests rebuild.
+pub const PREVIOUS_MINOR: &str = "1.0.0";
+/// The interface version after today's, which the evolution tests invent.
+pub const NEXT_MINOR: &str = "1.2.0";
+
+/// A plugin built against the next minor interface.
 pub fn next_minor_plugin() -> PathBuf {
     build_fixture_plugin(
         "abi-fixture-next-minor",
@@ -366,13 +387,61 @@ pub fn next_minor_plugin() -> PathBuf {
     )
 }
 
-/// The real host, built against the next minor interface (1.1.0), with one
-/// line added to its loader that reads the field 1.1 added.
+/// The minimal `abi-plugin` fixture built against the previous minor interface.
+pub fn previous_minor_plugin() -> PathBuf {
+    build_fixture_plugin(
+        "abi-fixture-previous-minor",
+        "host/tests/fixtures/abi-plugin/src/lib.rs",
+        "unwind",
+        write_previous_minor_api,
+    )
+}
+
+/// The real host, built against the previous minor interface: it cannot know
+/// the settings check 1.1 added, so the one line reading it is replaced.
+pub fn previous_minor_host() -> PathBuf {
+    build_host_variant("host-previous-minor", PREVIOUS_MINOR, write_previous_minor_api, |work, root| {
+        let nodes = std::fs::read_to_string(root.join("host/src/registry/nodes.rs")).unwrap();
+        write_if_changed(
+            &work.join("host/src/registry/nodes.rs"),
+            &patch(
+                &nodes,
+                "        let Some(check) = self.spec.check_settings().into_option() else { return Vec::new() };\n",
+                "        let Some(check) = None::<backplane_plugin_api::SettingsCheckFn> else { return Vec::new() };\n",
+            ),
+        );
+    })
+}
+
+/// The real host, built against the next minor interface, with one line
+/// added to its loader that reads the field the next minor added.
 pub fn next_minor_host() -> PathBuf {
+    build_host_variant("host-next-minor", NEXT_MINOR, write_next_minor_api, |work, root| {
+        let loader = std::fs::read_to_string(root.join("host/src/loader/mod.rs")).unwrap();
+        write_if_changed(
+            &work.join("host/src/loader/mod.rs"),
+            &patch(
+                &loader,
+                "    let name = module.name().to_string();\n",
+                "    let name = module.name().to_string();\n    tracing::info!(plugin = %name, description = ?module.description().as_str(), \"read the 1.2 root-module field\");\n",
+            ),
+        );
+    })
+}
+
+/// A copy of the real host (and what it builds from) against the
+/// `plugin-api` copy `write_api` writes at `version`; `edit` then changes
+/// the copied sources. Returns the `backplane` binary.
+fn build_host_variant(
+    name: &str,
+    version: &str,
+    write_api: impl FnOnce(&Path),
+    edit: impl FnOnce(&Path, &Path),
+) -> PathBuf {
     let root = workspace_root();
     let base = root.join("target/abi-fixtures");
-    let work = base.join("host-next-minor");
-    write_next_minor_api(&work.join("plugin-api"));
+    let work = base.join(name);
+    write_api(&work.join("plugin-api"));
     for dir in ["host/src", "host/atomic-file/src", "conformance/src", "plugins/worker/protocol/src"] {
         copy_tree(&root.join(dir), &work.join(dir));
     }
@@ -384,15 +453,7 @@ pub fn next_minor_host() -> PathBuf {
     ] {
         write_if_changed(&work.join(manifest), &std::fs::read_to_string(root.join(manifest)).unwrap());
     }
-    let loader = std::fs::read_to_string(root.join("host/src/loader/mod.rs")).unwrap();
-    write_if_changed(
-        &work.join("host/src/loader/mod.rs"),
-        &patch(
-            &loader,
-            "    let name = module.name().to_string();\n",
-            "    let name = module.name().to_string();\n    tracing::info!(plugin = %name, description = ?module.description().as_str(), \"read the 1.1 root-module field\");\n",
-        ),
-    );
+    edit(&work, &root);
     let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
     let members_start = workspace.find("members = [").unwrap();
     let members_end = members_start + workspace[members_start..].find("default-members").unwrap();
@@ -402,7 +463,8 @@ pub fn next_minor_host() -> PathBuf {
         &workspace[..members_start],
         &workspace[default_end + 1..]
     );
-    write_if_changed(&work.join("Cargo.toml"), &patch(&workspace, "version = \"1.0.0\" }", "version = \"1.1.0\" }"));
+    let today = format!("version = \"{}\" }}", backplane_plugin_api::INTERFACE_VERSION);
+    write_if_changed(&work.join("Cargo.toml"), &patch(&workspace, &today, &format!("version = \"{version}\" }}")));
     if !work.join("Cargo.lock").exists() {
         std::fs::copy(root.join("Cargo.lock"), work.join("Cargo.lock")).unwrap();
     }

@@ -375,3 +375,61 @@ fn a_fail_fast_run_lists_every_failure_it_counts_and_backends_count_attempts() {
     let stderr = stderr_of(&command_in(dir.path(), &["run"]).output().unwrap());
     assert!(stderr.contains("faulty (faulty): 1 nodes (3 attempts)"), "{stderr}");
 }
+
+#[test]
+fn node_types_check_their_settings_and_the_workflow_its_resources_before_anything_runs() {
+    let workflow = r#"[[node]]
+id = "first"
+type = "std.shell"
+settings = { command = "touch ran.txt" }
+
+[[node]]
+id = "part"
+type = "std.chunk"
+inputs = { text = "first.stdout" }
+settings = { index = 5, count = 2 }
+
+[[node]]
+id = "grep"
+type = "std.regex_filter"
+inputs = { text = "first.stdout" }
+settings = { pattern = "(unclosed" }
+
+[[node]]
+id = "read"
+type = "std.read_files"
+settings = { glob = "data/[" }
+
+[[node]]
+id = "write"
+type = "std.write_file"
+inputs = { data = "first.stdout" }
+settings = { path = "../../outside.txt" }
+
+[[node]]
+id = "greedy"
+type = "std.noop"
+resources = { cpus = -1, custom = { licence = -2 } }
+labels = { "bad key" = "x" }
+"#;
+    let dir = workflow_with_config(workflow, LOCAL);
+    let output = command_in(dir.path(), &["validate"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    let expected = [
+        "workflow.toml:10:22: error: invalid settings for node `part` (std.chunk) at `/index`: `index` 5 is out of range for `count` 2",
+        "help: chunks are numbered from 0 to 1",
+        "workflow.toml:16:24: error: invalid settings for node `grep` (std.regex_filter) at `/pattern`: invalid regex `(unclosed`",
+        "workflow.toml:21:21: error: invalid settings for node `read` (std.read_files) at `/glob`: invalid glob `data/[`",
+        "workflow.toml:27:21: error: invalid settings for node `write` (std.write_file) at `/path`: `../../outside.txt` leaves the workflow's directory",
+        "workflow.toml:32:22: error: invalid `cpus`",
+        "workflow.toml:32:47: error: invalid amount of custom resource `licence`",
+        "workflow.toml:33:12: error: invalid label key `bad key`",
+    ];
+    for needle in expected {
+        assert!(stderr.contains(needle), "`{needle}` missing from:\n{stderr}");
+    }
+    let output = command_in(dir.path(), &["run"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(!dir.path().join("ran.txt").exists(), "no node ran");
+}

@@ -151,7 +151,7 @@ to = "-"
         .into(),
     ))
     .unwrap();
-    let plan = plan::build(&workflow, &host.nodes, &host.backends, &[]).unwrap();
+    let plan = plan::build(&workflow, &host.nodes, &host.backends, &[], Default::default()).unwrap();
     let before = INLINE_TASKS.load(Ordering::Relaxed);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let outcome = runtime.block_on(engine::execute(&plan, &RunOptions::default()));
@@ -188,7 +188,7 @@ fn registering_a_node_type_twice_in_code_is_a_conflict() {
 
 fn run(host: &Host, workflow: &str) -> backplane_host::engine::RunOutcome {
     let workflow = Workflow::parse(SourceFile::new("wf.toml", workflow.into())).unwrap();
-    let plan = plan::build(&workflow, &host.nodes, &host.backends, &[]).unwrap();
+    let plan = plan::build(&workflow, &host.nodes, &host.backends, &[], Default::default()).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(engine::execute(&plan, &RunOptions::default()))
 }
@@ -246,7 +246,7 @@ labels = { zone = "eu" }
     let workflow = Workflow::parse(SourceFile::new("wf.toml", workflow.into())).unwrap();
     let config = "[[route]]\nmatch = { labels = { zone = \"eu\" } }\nrequire = { tags = [\"gpu\"] }\n";
     let config = Config::parse(SourceFile::new("backplane.toml", config.into())).unwrap();
-    let plan = plan::build(&workflow, &host.nodes, &host.backends, &config.routes).unwrap();
+    let plan = plan::build(&workflow, &host.nodes, &host.backends, &config.routes, Default::default()).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let outcome = runtime.block_on(engine::execute(&plan, &RunOptions::default()));
     assert!(outcome.report.success(), "{:?}", outcome.report.failure);

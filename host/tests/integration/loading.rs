@@ -75,7 +75,10 @@ fn a_plugin_built_against_a_changed_interface_is_rejected_briefly() {
     assert!(error.contains("incompatible plugin ABI"), "{error}");
     assert!(error.contains("Error:"), "the layout error lines are shown: {error}");
     assert!(error.contains("u32") && error.contains("u64"), "expected/found types are shown: {error}");
-    assert!(error.contains("rebuild the plugin against plugin-api 1.0.0"), "{error}");
+    assert!(
+        error.contains(&format!("rebuild the plugin against plugin-api {}", backplane_plugin_api::INTERFACE_VERSION)),
+        "{error}"
+    );
     assert!(error.lines().count() <= 20, "the message stays short:\n{error}");
     // Nothing from it registered, everything else still loaded.
     assert!(!names(&json, "nodes").contains(&"fixture.abi_echo".to_owned()));
@@ -89,7 +92,10 @@ fn a_plugin_built_against_another_major_interface_is_rejected() {
     assert_eq!(output.status.code(), Some(2), "a refused plugin makes `plugins` fail");
     let stdout = stdout_of(&output);
     assert!(
-        stdout.contains("built against plugin-api 2.0.0, which this host (plugin-api 1.0.0) cannot load"),
+        stdout.contains(&format!(
+            "built against plugin-api 2.0.0, which this host (plugin-api {}) cannot load",
+            backplane_plugin_api::INTERFACE_VERSION
+        )),
         "{stdout}"
     );
     assert!(stdout.contains("backplane-local"), "other plugins still load: {stdout}");

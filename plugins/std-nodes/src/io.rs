@@ -38,6 +38,18 @@ impl NodeType for ReadFiles {
         false
     }
 
+    fn check_settings(s: &Self::Settings, _: &CheckContext) -> Vec<SettingsProblem> {
+        if s.glob.is_empty() {
+            return vec![
+                SettingsProblem::at("glob", "`glob` is empty").help("set it to a pattern such as `data/*.txt`"),
+            ];
+        }
+        match glob::Pattern::new(&s.glob) {
+            Ok(_) => Vec::new(),
+            Err(e) => vec![SettingsProblem::at("glob", format!("invalid glob `{}`: {e}", s.glob))],
+        }
+    }
+
     fn compute(settings: Self::Settings, _: Inputs, ctx: &Context<'_>) -> Result<Vec<Payload>, NodeError> {
         let glob = settings.glob;
         if glob.is_empty() {
@@ -111,6 +123,24 @@ impl NodeType for WriteFile {
     // The file is a side effect: a cached result would not rewrite it.
     fn deterministic() -> bool {
         false
+    }
+
+    fn check_settings(s: &Self::Settings, context: &CheckContext) -> Vec<SettingsProblem> {
+        if s.path.is_empty() {
+            return vec![
+                SettingsProblem::at("path", "`path` is empty")
+                    .help("set it to the file to write, e.g. `out/result.txt`"),
+            ];
+        }
+        if context.escapes(&s.path) {
+            return vec![SettingsProblem::at("path", format!("`{}` leaves the workflow's directory", s.path)).help(
+                "write a path inside it, an absolute path, or set `allow_outside_workflow_dir = true` in the config",
+            )];
+        }
+        match backplane_atomic_file::check_destination(&context.workflow_dir.join(&s.path)) {
+            Ok(()) => Vec::new(),
+            Err(e) => vec![SettingsProblem::at("path", e.to_string())],
+        }
     }
 
     fn compute(settings: Self::Settings, mut inputs: Inputs, ctx: &Context<'_>) -> Result<Vec<Payload>, NodeError> {

@@ -16,6 +16,14 @@ fn text_out() -> Vec<PortSpec> {
 }
 
 /// Compiles a `pattern` setting, naming it in the error.
+/// A `pattern` setting that does not compile, as a validate-time problem.
+fn check_pattern(pattern: &str) -> Vec<SettingsProblem> {
+    match compile(pattern) {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![SettingsProblem::at("pattern", e.to_string())],
+    }
+}
+
 fn compile(pattern: &str) -> Result<Regex, NodeError> {
     if pattern.is_empty() {
         return Err(NodeError::new("`pattern` is empty: set it to a regular expression"));
@@ -109,6 +117,18 @@ impl NodeType for Chunk {
         vec!["text"]
     }
 
+    fn check_settings(s: &Self::Settings, _: &CheckContext) -> Vec<SettingsProblem> {
+        if s.count > 0 && s.index >= s.count {
+            let last = s.count - 1;
+            vec![
+                SettingsProblem::at("index", format!("`index` {} is out of range for `count` {}", s.index, s.count))
+                    .help(format!("chunks are numbered from 0 to {last}")),
+            ]
+        } else {
+            Vec::new()
+        }
+    }
+
     fn compute(s: Self::Settings, mut inputs: Inputs, _: &Context<'_>) -> Result<Vec<Payload>, NodeError> {
         let ChunkSettings { index, count } = s;
         if count == 0 {
@@ -160,6 +180,10 @@ impl NodeType for RegexFilter {
         vec!["text"]
     }
 
+    fn check_settings(s: &Self::Settings, _: &CheckContext) -> Vec<SettingsProblem> {
+        check_pattern(&s.pattern)
+    }
+
     fn compute(s: Self::Settings, mut inputs: Inputs, _: &Context<'_>) -> Result<Vec<Payload>, NodeError> {
         let regex = compile(&s.pattern)?;
         let text = inputs.text("text")?;
@@ -198,6 +222,10 @@ impl NodeType for RegexReplace {
     }
     fn tags() -> Vec<&'static str> {
         vec!["text"]
+    }
+
+    fn check_settings(s: &Self::Settings, _: &CheckContext) -> Vec<SettingsProblem> {
+        check_pattern(&s.pattern)
     }
 
     fn compute(s: Self::Settings, mut inputs: Inputs, _: &Context<'_>) -> Result<Vec<Payload>, NodeError> {
@@ -243,6 +271,10 @@ impl NodeType for Tokenize {
     }
     fn tags() -> Vec<&'static str> {
         vec!["text"]
+    }
+
+    fn check_settings(s: &Self::Settings, _: &CheckContext) -> Vec<SettingsProblem> {
+        check_pattern(&s.pattern)
     }
 
     fn compute(s: Self::Settings, mut inputs: Inputs, _: &Context<'_>) -> Result<Vec<Payload>, NodeError> {

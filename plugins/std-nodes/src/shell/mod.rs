@@ -89,6 +89,25 @@ impl NodeType for Shell {
         false
     }
 
+    fn check_settings(s: &Self::Settings, _: &CheckContext) -> Vec<SettingsProblem> {
+        let mut problems = Vec::new();
+        if s.command.trim().is_empty() {
+            problems.push(
+                SettingsProblem::at("command", "`command` is empty")
+                    .help("set it to a shell command such as `sort -u`"),
+            );
+        }
+        if let Some(secs) = s.timeout_secs
+            && !Duration::try_from_secs_f64(secs).is_ok_and(|d| !d.is_zero())
+        {
+            problems.push(SettingsProblem::at(
+                "timeout_secs",
+                format!("`timeout_secs` must be a positive number of seconds, got {secs}"),
+            ));
+        }
+        problems
+    }
+
     fn compute(s: Self::Settings, mut inputs: Inputs, ctx: &Context<'_>) -> Result<Vec<Payload>, NodeError> {
         if s.command.trim().is_empty() {
             return Err(NodeError::new("`command` is empty: set it to a shell command such as `sort -u`"));
@@ -134,22 +153,31 @@ impl NodeType for Shell {
         // Which node and attempt this is, e.g. to ask for more on a retry.
         command.env("BACKPLANE_NODE_ID", ctx.node_id()).env("BACKPLANE_ATTEMPT", ctx.attempt().to_string());
         // Its own process group, so a timeout or cancellation can kill
-        // everything the command started, not just `sh`.
+        // everything the command started, not just `sh`; on Linux the
+        // group's leader is a watchdog that kills it if this process dies,
+        // even by SIGKILL (0: the command leads a new group itself).
+        #[cfg(target_os = "linux")]
+        let watchdog = watchdog::Watchdog::start();
+        #[cfg(target_os = "linux")]
+        let group = watchdog.as_ref().map_or(0, watchdog::Watchdog::group);
+        #[cfg(all(unix, not(target_os = "linux")))]
+        let group = 0;
         #[cfg(unix)]
-        std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        // ...and the group dies with this process, even on SIGKILL.
+        std::os::unix::process::CommandExt::process_group(&mut command, group);
         #[cfg(target_os = "linux")]
         watchdog::die_with_parent(&mut command);
 
         let child = command
             .spawn()
             .map_err(|e| NodeError::new(format!("cannot start `sh` in {}: {e}", ctx.working_dir().display())))?;
-        #[cfg(target_os = "linux")]
-        let watchdog = watchdog::Watchdog::start(child.id());
+        #[cfg(unix)]
+        let group = if group == 0 { child.id() as libc::pid_t } else { group };
         let mut child = Running {
             child,
             status: None,
             finished: false,
+            #[cfg(unix)]
+            group,
             #[cfg(target_os = "linux")]
             _watchdog: watchdog,
         };
@@ -231,6 +259,9 @@ struct Running {
     child: Child,
     status: Option<ExitStatus>,
     finished: bool,
+    /// The command's process group.
+    #[cfg(unix)]
+    group: libc::pid_t,
     /// Kills the group if this process dies; stopped after the group is
     /// dealt with (fields drop after `drop`).
     #[cfg(target_os = "linux")]
@@ -243,10 +274,11 @@ impl Drop for Running {
             return;
         }
         #[cfg(unix)]
-        // SAFETY: kill(2) has no memory-safety preconditions. The group id is
-        // the child's pid, which cannot be reused while the group has members.
+        // SAFETY: kill(2) has no memory-safety preconditions. The group id
+        // is the pid of the watchdog or of the child, both unreaped children
+        // of ours, so it cannot have been reused.
         unsafe {
-            libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL);
+            libc::kill(-self.group, libc::SIGKILL);
         }
         if self.status.is_none() {
             let _ = self.child.kill();

@@ -3,12 +3,13 @@
 //!
 //! `PR_SET_PDEATHSIG` on `sh` ([`die_with_parent`]) kills only `sh`: whatever
 //! it started would run on as orphans. So every command also gets a
-//! [`Watchdog`]: a small process forked from this one that blocks reading a
-//! process-wide "lifeline" pipe whose write end only this process holds
-//! (close-on-exec, so no command inherits it). The kernel closes that end
-//! when this process dies, however it dies; the read returns end-of-file and
-//! the watchdog kills the command's process group. When the command ends
-//! normally the watchdog is killed and reaped here, so it leaves no zombie.
+//! [`Watchdog`]: a small process forked from this one, leading the process
+//! group the command then joins, that blocks reading a process-wide
+//! "lifeline" pipe whose write end only this process holds (close-on-exec,
+//! so no command inherits it). The kernel closes that end when this process
+//! dies, however it dies; the read returns end-of-file and the watchdog
+//! kills its group. When the command ends normally the watchdog is killed
+//! and reaped here, so it leaves no zombie.
 //! The command stays this process's direct child: its pid, exit status and
 //! `$PPID` are what they would be without a watchdog.
 //!
@@ -47,8 +48,12 @@ pub fn die_with_parent(command: &mut Command) {
     }
 }
 
-/// A process that kills process group `group` if this process dies first;
-/// dropping it stops (kills and reaps) it.
+/// A process leading an otherwise empty process group, for the command to
+/// join, that kills the group if this process dies first; dropping it stops
+/// (kills and reaps) the watchdog alone.
+///
+/// The group exists before the command starts, so there is no moment in
+/// which the command runs unwatched.
 pub struct Watchdog {
     pid: libc::pid_t,
 }
@@ -56,15 +61,27 @@ pub struct Watchdog {
 impl Watchdog {
     /// `None` when no lifeline or process could be made (the command then
     /// runs with only [`die_with_parent`]).
-    pub fn start(group: u32) -> Option<Self> {
+    pub fn start() -> Option<Self> {
         let (read_end, _) = lifeline()?;
-        let group = libc::pid_t::try_from(group).ok()?;
         // SAFETY: the child only makes async-signal-safe calls (see `watch`).
         match unsafe { libc::fork() } {
             -1 => None,
-            0 => unsafe { watch(read_end, group) },
-            pid => Some(Self { pid }),
+            0 => unsafe {
+                libc::setpgid(0, 0);
+                watch(read_end)
+            },
+            pid => {
+                // Both sides set the group, so it exists whichever runs first.
+                // SAFETY: `pid` is our child, which never execs.
+                unsafe { libc::setpgid(pid, pid) };
+                Some(Self { pid })
+            }
         }
+    }
+
+    /// The process group the command is to join.
+    pub fn group(&self) -> libc::pid_t {
+        self.pid
     }
 }
 
@@ -80,7 +97,7 @@ impl Drop for Watchdog {
 }
 
 /// The watchdog's whole life: never returns.
-unsafe fn watch(read_end: libc::c_int, group: libc::pid_t) -> ! {
+unsafe fn watch(read_end: libc::c_int) -> ! {
     // SAFETY: close_range/close, read, kill and _exit are async-signal-safe;
     // this process owns nothing but `read_end`.
     unsafe {
@@ -91,8 +108,9 @@ unsafe fn watch(read_end: libc::c_int, group: libc::pid_t) -> ! {
         loop {
             let n = libc::read(read_end, (&raw mut byte).cast(), 1);
             if n == 0 {
-                // Every write end is closed: the process that started the command is gone.
-                libc::kill(-group, libc::SIGKILL);
+                // Every write end is closed: the process that started the command
+                // is gone. Take our group, the command's, with us.
+                libc::kill(0, libc::SIGKILL);
                 libc::_exit(0);
             }
             if n < 0 && *libc::__errno_location() != libc::EINTR {
