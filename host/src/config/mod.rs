@@ -43,6 +43,9 @@ use std::{
 };
 use toml::{Spanned, de::DeValue};
 
+/// Most tasks one instance may have submitted at once.
+const MAX_IN_FLIGHT: u64 = 10_000_000;
+
 /// Keys of `[backends.<name>]` the host reads itself; the rest go to the factory.
 const HOST_INSTANCE_KEYS: &[&str] = &["type", "max_in_flight", "tags"];
 
@@ -145,8 +148,8 @@ impl Config {
                 let mut view = TableView::new(table, value.span(), format!("[backends.{name}]"));
                 let factory = view.required_string(&mut r, "type");
                 let max_in_flight = match view.unsigned(&mut r, "max_in_flight") {
-                    Some(n) if *n.get_ref() == 0 => {
-                        r.error(n.span(), "`max_in_flight` must be at least 1");
+                    Some(n) if *n.get_ref() == 0 || *n.get_ref() > MAX_IN_FLIGHT => {
+                        r.error(n.span(), format!("`max_in_flight` must be from 1 to {MAX_IN_FLIGHT}"));
                         None
                     }
                     n => n.map(|n| n.into_inner() as usize),

@@ -433,3 +433,19 @@ labels = { "bad key" = "x" }
     assert_eq!(output.status.code(), Some(2));
     assert!(!dir.path().join("ran.txt").exists(), "no node ran");
 }
+
+#[test]
+fn numeric_backend_settings_have_upper_bounds() {
+    let config = "[backends.local]\ntype = \"local\"\nthreads = 1000000\nmax_in_flight = 100000000000\n";
+    let dir = workflow_with_config("[[node]]\nid = \"a\"\ntype = \"std.noop\"\n", config);
+    let output = command_in(dir.path(), &["validate"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains(
+            "backplane.toml:3:11: error: backend instance `local`: 1000000 is greater than the maximum of 1024"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("backplane.toml:4:17: error: `max_in_flight` must be from 1 to 10000000"), "{stderr}");
+}

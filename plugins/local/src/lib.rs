@@ -108,6 +108,9 @@ fn capabilities(threads: usize) -> Capabilities {
     }
 }
 
+/// More threads than this is a typo, not a machine: each costs a stack.
+const MAX_THREADS: usize = 1024;
+
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -156,7 +159,7 @@ impl BackendPlugin for LocalBackend {
         serde_json::json!({
             "type": "object",
             "properties": {
-                "threads": { "type": "integer", "minimum": 1, "description": "worker threads (default: available parallelism)" }
+                "threads": { "type": "integer", "minimum": 1, "maximum": MAX_THREADS, "description": "worker threads (default: available parallelism)" }
             },
             "additionalProperties": false
         })

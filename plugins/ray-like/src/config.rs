@@ -86,18 +86,18 @@ pub fn schema() -> serde_json::Value {
         "properties": {
             "address": { "type": "string", "description": "\"local\" (a private Ray for this instance) or HOST:PORT of a cluster head" },
             "python": { "type": "string", "description": "Python with `ray` installed (a venv's bin/python)" },
-            "max_retries": { "type": "integer", "minimum": 0, "description": "Ray retries when a worker dies (default 3)" },
-            "task_timeout_secs": { "type": "number", "minimum": 0, "description": "per-task deadline when the node has none (0: none)" },
-            "num_cpus": { "type": "integer", "minimum": 1, "description": "CPUs of the private instance" },
-            "resources": { "type": "object", "additionalProperties": { "type": "number", "minimum": 0 }, "description": "custom resources of the private instance" },
+            "max_retries": { "type": "integer", "minimum": 0, "maximum": 100, "description": "Ray retries when a worker dies (default 3)" },
+            "task_timeout_secs": { "type": "number", "minimum": 0, "maximum": 31_536_000, "description": "per-task deadline when the node has none (0: none)" },
+            "num_cpus": { "type": "integer", "minimum": 1, "maximum": 65_536, "description": "CPUs of the private instance" },
+            "resources": { "type": "object", "additionalProperties": { "type": "number", "minimum": 0, "maximum": 1e12 }, "description": "custom resources of the private instance" },
             "auth_token": { "type": "string", "description": "RAY_AUTH_TOKEN of an existing cluster" },
             "plugin_dirs": { "type": "array", "items": { "type": "string" }, "description": "extra plugin directories for Ray workers" },
             "node_runner": { "type": "string", "description": "the node runner library (default: next to this plugin)" },
             "driver_prefix": { "type": "array", "items": { "type": "string" }, "description": "command prefix for the driver, e.g. [\"ip\", \"netns\", \"exec\", \"head\"]" },
             "node_ip_address": { "type": "string", "description": "this machine's address as the cluster sees it" },
-            "inline_threshold_bytes": { "type": "integer", "minimum": 0, "description": "larger outputs stay in Ray's object store when their consumers run on Ray (default 65536)" },
+            "inline_threshold_bytes": { "type": "integer", "minimum": 0, "maximum": 1_073_741_824, "description": "larger outputs stay in Ray's object store when their consumers run on Ray (default 65536)" },
             "init_options": { "type": "object", "description": "extra ray.init keyword arguments, passed through" },
-            "start_timeout_secs": { "type": "number", "minimum": 1, "description": "how long the driver may take to start (default 120)" },
+            "start_timeout_secs": { "type": "number", "minimum": 1, "maximum": 3600, "description": "how long the driver may take to start (default 120)" },
             "tag_resources": {
                 "type": "object",
                 "additionalProperties": { "$ref": "#/$defs/resource" },
@@ -118,7 +118,7 @@ pub fn schema() -> serde_json::Value {
                         "type": "object",
                         "properties": {
                             "resource": { "type": "string", "minLength": 1 },
-                            "amount": { "type": "number", "minimum": 0.0001, "description": "how much of it each task holds" }
+                            "amount": { "type": "number", "minimum": 0.0001, "maximum": 1e12, "description": "how much of it each task holds" }
                         },
                         "required": ["resource", "amount"],
                         "additionalProperties": false

@@ -76,7 +76,10 @@ fn default_connect_timeout() -> f64 {
 }
 
 pub fn schema() -> serde_json::Value {
-    let secs = |description: &str| serde_json::json!({ "type": "number", "minimum": 0, "description": description });
+    // Upper bounds catch typos (and overflowing deadlines): a day, a year.
+    let secs = |max: u64, description: &str| serde_json::json!({ "type": "number", "minimum": 0, "maximum": max, "description": description });
+    const DAY: u64 = 86_400;
+    const YEAR: u64 = 31_536_000;
     let path = |description: &str| serde_json::json!({ "type": "string", "description": description });
     serde_json::json!({
         "type": "object",
@@ -99,13 +102,13 @@ pub fn schema() -> serde_json::Value {
             "require_tls": { "type": "boolean", "description": "refuse a connection without TLS" },
             "insecure": { "type": "boolean", "description": "allow a NATS server without authentication" },
             "pool": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "description": "worker pool to send tasks to (default \"default\")" },
-            "task_timeout_secs": secs("fail a task not finished this long after submission (0: none)"),
-            "max_deliveries": { "type": "integer", "minimum": 1, "description": "deliveries of one task before it fails (default 3)" },
-            "redelivery_after_secs": secs("a silent worker's task goes to another worker after this long (default 30)"),
-            "redelivery_backoff_secs": { "type": "array", "items": { "type": "number", "minimum": 0 }, "description": "delay before a released task is offered again, per delivery" },
-            "no_worker_timeout_secs": secs("fail a task when no live worker can run it for this long (default 30)"),
-            "inline_limit_bytes": { "type": "integer", "minimum": 1024, "description": "larger payloads go through the object store (default 524288)" },
-            "connect_timeout_secs": secs("first connection timeout (default 5)")
+            "task_timeout_secs": secs(YEAR, "fail a task not finished this long after submission (0: none)"),
+            "max_deliveries": { "type": "integer", "minimum": 1, "maximum": 100, "description": "deliveries of one task before it fails (default 3)" },
+            "redelivery_after_secs": secs(DAY, "a silent worker's task goes to another worker after this long (default 30)"),
+            "redelivery_backoff_secs": { "type": "array", "maxItems": 100, "items": { "type": "number", "minimum": 0, "maximum": DAY }, "description": "delay before a released task is offered again, per delivery" },
+            "no_worker_timeout_secs": secs(DAY, "fail a task when no live worker can run it for this long (default 30)"),
+            "inline_limit_bytes": { "type": "integer", "minimum": 1024, "maximum": 8_388_608, "description": "larger payloads go through the object store (default 524288)" },
+            "connect_timeout_secs": secs(3600, "first connection timeout (default 5)")
         },
         "additionalProperties": false
     })
