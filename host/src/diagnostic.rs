@@ -61,6 +61,12 @@ impl SourceFile {
         let file = std::fs::File::open(path).map_err(io)?;
         let mut bytes = Vec::new();
         file.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes).map_err(io)?;
+        Self::from_bytes(path, bytes, max_bytes)
+    }
+
+    /// [`SourceFile::read`] for bytes already in memory (stdin, fuzzing).
+    pub fn from_bytes(path: impl Into<PathBuf>, bytes: Vec<u8>, max_bytes: u64) -> Result<Self, ReadError> {
+        let path = path.into();
         if bytes.len() as u64 > max_bytes {
             return Err(ReadError::Invalid(
                 Diagnostic::unlocated(path, format!("the file is larger than {max_bytes} bytes"))

@@ -103,6 +103,21 @@ pub fn run_json(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, serde_json::V
     (output.status.code(), report, stderr_of(&output))
 }
 
+/// The problems a `--json` command printed for invalid input, one per line as
+/// `file:line:column: message` (`{"valid": false, "errors": [...]}`).
+pub fn json_errors(report: &serde_json::Value) -> String {
+    let errors = report["errors"].as_array().map(Vec::as_slice).unwrap_or_default();
+    errors
+        .iter()
+        .map(|e| {
+            let file = e["file"].as_str().unwrap_or_default();
+            let file = std::path::Path::new(file).file_name().map_or(file.into(), |n| n.to_string_lossy());
+            format!("{file}:{}:{}: {}", e["line"], e["column"], e["message"].as_str().unwrap_or_default())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Runs a copy of the quickstart with `config`; returns its two output files
 /// (`.tsv`, `.b3`) and the run report.
 pub fn quickstart_outputs(config: &str) -> (Vec<u8>, Vec<u8>, serde_json::Value) {

@@ -5,7 +5,7 @@
 //! Ray comes from the venv `plugins/ray-like/setup-venv.sh` makes
 //! (`target/ray-venv`, or `BACKPLANE_RAY_PYTHON`); `.ci/run` creates it.
 
-use crate::fixtures::{RunningRun, quickstart_outputs, run_json, workflow_with_config, workspace_root};
+use crate::fixtures::{RunningRun, json_errors, quickstart_outputs, run_json, workflow_with_config, workspace_root};
 use std::{path::PathBuf, time::Duration};
 
 fn ray_python() -> PathBuf {
@@ -117,9 +117,9 @@ fn custom_resources_route_to_the_ray_instance_that_has_them_and_infeasible_ones_
 
     let infeasible = "[[node]]\nid = \"greedy\"\ntype = \"std.noop\"\nresources = { custom = { licence = 5 } }\n";
     let dir = workflow_with_config(infeasible, &config("resources = { licence = 2 }"));
-    let (code, _, stderr) = run_json(dir.path(), &[]);
+    let (code, report, stderr) = run_json(dir.path(), &[]);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("needs 5 licence (has 2)"), "{stderr}");
+    assert!(json_errors(&report).contains("needs 5 licence (has 2)"), "{report:#}");
 }
 
 #[test]
@@ -165,9 +165,9 @@ fn tags_and_labels_mapped_to_custom_resources_route_nodes_to_ray_and_hold_the_re
     // A tag whose resource no Ray node has is not offered: the plan fails.
     let absent = config.replace("\"licensed\"]", "\"absent\"]");
     let dir = workflow_with_config("[[node]]\nid = \"turn-c\"\ntype = \"std.noop\"\n", &absent);
-    let (code, _, stderr) = run_json(dir.path(), &[]);
+    let (code, report, stderr) = run_json(dir.path(), &[]);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("ray: missing tag absent"), "{stderr}");
+    assert!(json_errors(&report).contains("ray: missing tag absent"), "{report:#}");
 }
 
 /// A head and two worker Ray nodes, each in its own network namespace on a

@@ -4,7 +4,7 @@
 //! 64 MiB payload through the object store, and parity with `local`.
 
 use crate::{
-    fixtures::{quickstart_outputs, run_json, workflow_with_config},
+    fixtures::{json_errors, quickstart_outputs, run_json, workflow_with_config},
     nats::{NatsServer, USER, WorkerProcess, wait_until},
 };
 use std::{path::Path, time::Duration};
@@ -190,10 +190,11 @@ fn wrong_credentials_are_a_clear_error_on_both_sides() {
         nats.url()
     );
     let dir = workflow_with_config(&sleepers(1, 1), &bad);
-    let (code, _, stderr) = run_json(dir.path(), &[]);
+    let (code, report, stderr) = run_json(dir.path(), &[]);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("backplane.toml:2:1"), "{stderr}");
-    assert!(stderr.contains("rejected the credentials (authorization violation)"), "{stderr}");
+    let errors = json_errors(&report);
+    assert!(errors.contains("backplane.toml:2:1"), "{report:#}");
+    assert!(errors.contains("rejected the credentials (authorization violation)"), "{report:#}");
 
     // Worker side: a wrong password...
     let mut wrong = WorkerProcess::spawn(&nats, "w", "default", &[], &[("BACKPLANE_NATS_PASSWORD", "wrong")], true);
