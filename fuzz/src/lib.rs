@@ -1,5 +1,7 @@
 //! What the fuzz targets share: bytes read as a user file is, and a host
-//! with the standard node types and one `local` instance, built once.
+//! with the standard node types and one instance of a planning-only backend,
+//! built once. (The `local` plugin's rlib cannot be linked beside the std
+//! nodes': each defines the plugin's root-module symbol.)
 
 use backplane_host::{
     Host,
@@ -7,7 +9,7 @@ use backplane_host::{
     diagnostic::{ReadError, SourceFile},
     registry::Origin,
 };
-use backplane_plugin_api::{backend_factory, node_spec};
+use backplane_plugin_api::{backend_factory, node_spec, prelude::*};
 use backplane_std_nodes::{counts, io, misc, shell, text};
 use std::sync::OnceLock;
 
@@ -47,11 +49,32 @@ pub fn host() -> &'static Host {
         for spec in specs {
             host.register_node_type(spec, origin.clone());
         }
-        let local = Origin { plugin: "backplane-local".into(), path: None };
-        host.register_backend_factory(backend_factory::<backplane_local::LocalBackend>(), local);
-        let config = Config::parse(SourceFile::new("fuzz.toml", "[backends.local]\ntype = \"local\"\nthreads = 1\n".into()))
+        let planner = Origin { plugin: "backplane-fuzz".into(), path: None };
+        host.register_backend_factory(backend_factory::<PlanOnly>(), planner);
+        let config = Config::parse(SourceFile::new("fuzz.toml", "[backends.local]\ntype = \"plan-only\"\n".into()))
             .expect("the fuzz config is valid");
-        host.instantiate(&config).expect("a local instance starts");
+        host.instantiate(&config).expect("the planning backend starts");
         host
     })
+}
+
+/// A backend that can be planned onto like `local` but is never run: the
+/// targets plan, they do not execute.
+struct PlanOnly;
+
+impl BackendPlugin for PlanOnly {
+    const NAME: &'static str = "plan-only";
+    const VERSION: &'static str = "0.1.0";
+    const DESCRIPTION: &'static str = "Accepts every node at plan time; fails any task submitted";
+    type Config = serde_json::Value;
+
+    fn capabilities() -> Capabilities {
+        Capabilities { flags: CapabilityFlags::PARALLEL | CapabilityFlags::IN_PROCESS_COMPUTE, ..Capabilities::default() }
+    }
+    fn create(_: serde_json::Value) -> Result<Self, PluginError_NE> {
+        Ok(Self)
+    }
+    fn submit(&self, _: NodeTask, sink: CompletionSinkBox) {
+        sink.complete(Err(PluginError::unsupported("the fuzz backend only plans")).into());
+    }
 }

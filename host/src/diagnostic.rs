@@ -112,6 +112,10 @@ impl SourceFile {
     }
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// One problem in one file, with where and, when we can tell, what to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Diagnostic {
@@ -121,8 +125,9 @@ pub struct Diagnostic {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub help: Option<String>,
-    /// For an "and N more" line, the N it stands for; 0 for a real problem.
-    #[serde(skip)]
+    /// For an "and N more" line, the N it stands for (`omitted` in JSON); 0
+    /// for a real problem.
+    #[serde(rename = "omitted", skip_serializing_if = "is_zero")]
     stands_for: usize,
 }
 
@@ -183,6 +188,12 @@ impl Diagnostics {
             }
         }
         Self::say_more(&mut kept, file, more);
+        // A file with only a summary left (its problems were counted, not kept) keeps it.
+        for summary in summaries {
+            if !kept.iter().any(|d| d.file == summary.file) {
+                kept.push(summary);
+            }
+        }
         Self(kept)
     }
 

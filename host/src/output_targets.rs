@@ -8,6 +8,7 @@ use crate::{
     diagnostic::Diagnostic,
     workflow::{OutputTarget, Workflow},
 };
+use backplane_plugin_api::CheckContext;
 use std::{
     collections::HashMap,
     path::{Component, Path, PathBuf},
@@ -40,11 +41,6 @@ pub fn normalize_lexically(path: &Path) -> PathBuf {
     out
 }
 
-/// Whether a relative path written in a workflow climbs out of its directory.
-pub fn escapes_directory(relative: &Path) -> bool {
-    !relative.is_absolute() && normalize_lexically(relative).components().next() == Some(Component::ParentDir)
-}
-
 /// Every problem with the workflow's output destinations, found before
 /// anything runs: two outputs to one file, a destination that is a
 /// directory, a link or a special file, a parent that is a file, a relative
@@ -53,6 +49,9 @@ pub fn escapes_directory(relative: &Path) -> bool {
 pub fn check_targets(workflow: &Workflow, rules: OutputRules) -> Vec<Diagnostic> {
     let mut diagnostics = Vec::new();
     let mut seen: HashMap<PathBuf, usize> = HashMap::new();
+    // The same rule `std.write_file`'s settings check applies to its `path`.
+    let escape_check =
+        CheckContext { workflow_dir: PathBuf::new(), allow_outside_workflow_dir: rules.allow_outside_workflow_dir };
     for output in &workflow.outputs {
         let span = output.to.span();
         let path = match output.to.get_ref() {
@@ -71,7 +70,7 @@ pub fn check_targets(workflow: &Workflow, rules: OutputRules) -> Vec<Diagnostic>
             OutputTarget::Stdout => continue,
             OutputTarget::File(path) => path,
         };
-        if escapes_directory(Path::new(&output.to_text)) && !rules.allow_outside_workflow_dir {
+        if escape_check.escapes(&output.to_text) {
             diagnostics.push(
                 workflow
                     .source

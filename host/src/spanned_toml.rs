@@ -91,8 +91,11 @@ fn string_end(bytes: &[u8], start: usize, quote: u8) -> usize {
         match bytes[i] {
             b'\\' if quote == b'"' => i += 1,
             b'\n' if !triple => return i,
-            b if b == quote && (!triple || bytes.get(i..i + 3).is_some_and(|q| q.iter().all(|&b| b == quote))) => {
-                return if triple { i + 2 } else { i };
+            b if b == quote && !triple => return i,
+            b if b == quote && bytes.get(i..i + 3).is_some_and(|q| q.iter().all(|&b| b == quote)) => {
+                // Up to two quotes may end the content itself: three quotes, `a`, five quotes is `a""`.
+                let run = bytes[i..].iter().take(5).take_while(|&&b| b == quote).count();
+                return i + run - 1;
             }
             _ => {}
         }
@@ -341,6 +344,10 @@ mod tests {
         assert_eq!(too_deep("a = [[[1]]]", 2), Some(6));
         assert_eq!(too_deep("a = \"[[[[\" # [[[[\nb = '{{{{'\nc = \"\"\"[[[\n[[[\"\"\"", 1), None);
         assert_eq!(too_deep("a = \"\\\"[[[\"", 1), None);
+        // Multi-line strings may end with one or two quotes of content.
+        assert_eq!(too_deep("a = [\"\"\"x\"\"\"\"]\nb = [\"\"\"y\"\"\"\"\"]\nc = [1]", 1), None);
+        assert_eq!(too_deep("a = ['''x'''']\nb = ['''y''''']", 1), None);
+        assert_eq!(too_deep("a = [\"\"\"x\"\"\"\", [[1]]]", 2), Some(16), "nothing hides behind the closing quotes");
         assert_eq!(too_deep("[[node]]\nid = { x = [1] }", 2), None);
         assert_eq!(too_deep(&"[".repeat(40_000_000), MAX_NESTING), Some(MAX_NESTING));
     }

@@ -193,6 +193,15 @@ impl SettingsProblem {
         self.help = Some(help.into());
         self
     }
+
+    /// The problem as a node failure (`message: help`), for `compute` to
+    /// refuse what `check_settings` refuses when a host did not ask first.
+    pub fn into_node_error(self) -> NodeError {
+        match self.help {
+            Some(help) => NodeError::new(format!("{}: {help}", self.message)),
+            None => NodeError::new(self.message),
+        }
+    }
 }
 
 /// A simple [`ComputeContext`] that backends running tasks in process can use.

@@ -5,14 +5,21 @@
 //! 1. refuses a destination that exists and is not a regular file: a
 //!    symbolic link, a directory, a FIFO, a socket or a device (`lstat`, so a
 //!    link is never followed);
-//! 2. removes stale temporaries of the same destination that killed writers
-//!    left behind (their process no longer exists);
+//! 2. the first time this process writes into a directory, removes the stale
+//!    temporaries killed writers left there (see [`remove_stale_temporaries`]);
 //! 3. creates the temporary in the destination's directory exclusively
 //!    (`O_CREAT | O_EXCL`: a link planted under the name fails the open,
 //!    never redirects it) under an unpredictable name
-//!    `.<name>.<pid>.<random>.tmp`;
-//! 4. writes, fsyncs, renames it over the destination and fsyncs the
+//!    `.<name>.<pid>.<random>.tmp`, and holds an exclusive `flock` on it
+//!    while writing, so cleaners elsewhere leave it alone;
+//! 4. gives it the replaced file's permission bits (and owner, as root);
+//! 5. writes, fsyncs, renames it over the destination and fsyncs the
 //!    directory, so after a crash the file is either old or new.
+//!
+//! The rename makes a new inode: hard links to the old file keep the old
+//! content. Something that appears at the destination between the last
+//! check and the rename (a link, a FIFO) is replaced by the rename, never
+//! written into.
 //!
 //! A destination that is a symbolic link is refused, not followed and not
 //! replaced: following it is how a planted link redirects a write, and
@@ -24,7 +31,10 @@ use std::{
     ffi::OsStr,
     fs,
     io::{self, Write},
-    os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
+    os::{
+        fd::AsRawFd,
+        unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt},
+    },
     path::{Path, PathBuf},
 };
 
@@ -95,8 +105,8 @@ pub fn write(path: &Path, data: &[u8]) -> Result<(), WriteError> {
     let dir = parent_of(path);
     fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
     check_destination(path)?;
-    remove_stale_temporaries(dir, name);
-    let prefix = format!(".{}.{}.", name.to_string_lossy(), std::process::id());
+    clean_once(dir);
+    let prefix = format!(".{}.{}.", shortened(&name.to_string_lossy()), std::process::id());
     // tempfile opens with O_CREAT | O_EXCL and retries on a name collision.
     let mut temp = tempfile::Builder::new()
         .prefix(&prefix)
@@ -105,6 +115,9 @@ pub fn write(path: &Path, data: &[u8]) -> Result<(), WriteError> {
         .permissions(fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)
         .map_err(io_error("create a temporary file in", dir))?;
+    // SAFETY: flock on a descriptor we own; released when it closes.
+    unsafe { libc::flock(temp.as_file().as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    keep_attributes(path, temp.as_file()).map_err(io_error("copy the permissions of", path))?;
     temp.write_all(data).map_err(io_error("write", temp.path()))?;
     temp.as_file().sync_all().map_err(io_error("sync", temp.path()))?;
     // Once more, just before the rename: something may have appeared meanwhile.
@@ -113,13 +126,49 @@ pub fn write(path: &Path, data: &[u8]) -> Result<(), WriteError> {
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("sync directory", dir))
 }
 
-/// The writer's pid when `entry` is one of [`write`]'s temporaries for `name`.
-fn temporary_owner(entry: &OsStr, name: &OsStr) -> Option<u32> {
-    let entry = entry.to_str()?;
-    let rest = entry.strip_prefix('.')?.strip_prefix(name.to_str()?)?.strip_prefix('.')?;
-    let (pid, random) = rest.strip_suffix(TEMP_SUFFIX)?.split_once('.')?;
+/// Longest part of the destination's name kept in a temporary's name, so
+/// the temporary's name stays within the file system's limit (255 bytes).
+const MAX_NAME_IN_TEMP: usize = 200;
+
+fn shortened(name: &str) -> &str {
+    let mut end = name.len().min(MAX_NAME_IN_TEMP);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+/// The replaced file's permission bits, and as root its owner, on the temporary.
+fn keep_attributes(path: &Path, temp: &fs::File) -> io::Result<()> {
+    let Ok(old) = fs::symlink_metadata(path) else { return Ok(()) };
+    temp.set_permissions(fs::Permissions::from_mode(old.mode() & 0o7777))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::fchown(temp, Some(old.uid()), Some(old.gid()))?;
+    }
+    Ok(())
+}
+
+/// The writer's pid when `entry` is named like one of [`write`]'s
+/// temporaries: `.<name>.<pid>.<random>.tmp`.
+fn temporary_owner(entry: &OsStr) -> Option<u32> {
+    let rest = entry.to_str()?.strip_prefix('.')?.strip_suffix(TEMP_SUFFIX)?;
+    let (rest, random) = rest.rsplit_once('.')?;
+    let (name, pid) = rest.rsplit_once('.')?;
     let random_ok = random.len() == RANDOM_LEN && random.chars().all(|c| c.is_ascii_alphanumeric());
-    random_ok.then(|| pid.parse().ok()).flatten()
+    let pid_ok = !name.is_empty() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+    (random_ok && pid_ok).then(|| pid.parse().ok()).flatten()
+}
+
+/// [`remove_stale_temporaries`] once per directory per process: a directory
+/// of many outputs is scanned once, not once per output.
+fn clean_once(dir: &Path) {
+    static CLEANED: std::sync::Mutex<Option<std::collections::HashSet<PathBuf>>> = std::sync::Mutex::new(None);
+    let key = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    let first = CLEANED.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_default().insert(key);
+    if first {
+        remove_stale_temporaries(dir);
+    }
 }
 
 fn process_exists(pid: u32) -> bool {
@@ -129,23 +178,33 @@ fn process_exists(pid: u32) -> bool {
     result == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
-/// Removes temporaries of `name` in `dir` whose writer no longer runs (a run
-/// killed mid-write). Only regular files owned by this user are removed; a
-/// live writer's temporary, a link or someone else's file is left alone.
-pub fn remove_stale_temporaries(dir: &Path, name: &OsStr) -> usize {
+/// Removes the temporaries in `dir` that killed writers left (a run killed
+/// mid-write). A temporary is stale when its writer's pid no longer runs
+/// here and nobody holds its lock (a writer in another pid namespace or on
+/// another machine sharing the directory does). Only regular files owned by
+/// this user are removed; links and others' files are left alone.
+pub fn remove_stale_temporaries(dir: &Path) -> usize {
     let Ok(entries) = fs::read_dir(dir) else { return 0 };
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
     let own = std::process::id();
     let mut removed = 0;
     for entry in entries.flatten() {
-        let Some(pid) = temporary_owner(&entry.file_name(), name) else { continue };
+        let Some(pid) = temporary_owner(&entry.file_name()) else { continue };
         if pid == own || process_exists(pid) {
             continue;
         }
         let path = entry.path();
-        let stale = fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.uid() == uid);
-        if stale && fs::remove_file(&path).is_ok() {
+        if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.uid() == uid) {
+            continue;
+        }
+        let Ok(file) = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&path)
+        else {
+            continue;
+        };
+        // SAFETY: flock on a descriptor we own.
+        let unlocked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if unlocked && fs::remove_file(&path).is_ok() {
             removed += 1;
         }
     }
@@ -237,10 +296,32 @@ mod tests {
         for name in [&stale, &live, &other_output, &wrong_shape] {
             fs::write(dir.path().join(name), b"partial").unwrap();
         }
-        write(&dir.path().join("out.txt"), b"done").unwrap();
-        let mut expected = vec![live, other_output, wrong_shape];
+        let locked = format!(".other.txt.{dead}.klmnopqrst.tmp");
+        fs::write(dir.path().join(&locked), b"partial").unwrap();
+        // A writer elsewhere (another pid namespace, another machine) holds its lock.
+        let holder = fs::File::open(dir.path().join(&locked)).unwrap();
+        // SAFETY: flock on a descriptor we own.
+        assert_eq!(unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let other_stale = format!(".other.txt.{dead}.uvwxyzabcd.tmp");
+        fs::write(dir.path().join(&other_stale), b"partial").unwrap();
+        assert_eq!(remove_stale_temporaries(dir.path()), 2, "both unlocked temporaries of dead writers");
+        let mut expected = vec![live, other_output, wrong_shape, locked];
         expected.sort();
         assert_eq!(leftovers(dir.path()), expected);
+        drop(holder);
+    }
+
+    #[test]
+    fn the_replaced_file_keeps_its_permissions_and_long_names_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret.txt");
+        fs::write(&secret, b"old").unwrap();
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+        write(&secret, b"new").unwrap();
+        assert_eq!(fs::metadata(&secret).unwrap().mode() & 0o7777, 0o600);
+        let long = dir.path().join("x".repeat(250));
+        write(&long, b"fits").unwrap();
+        assert_eq!(fs::read(&long).unwrap(), b"fits");
     }
 
     #[test]

@@ -59,31 +59,59 @@ pub fn setup(global: &GlobalArgs) -> Result<Host, Failure> {
 
 /// [`setup`], also giving the problems as diagnostics (for `--json`).
 pub fn setup_with_diagnostics(global: &GlobalArgs) -> Result<Host, (Failure, Vec<Diagnostic>)> {
-    let source = || global.config.clone().unwrap_or_else(|| "backplane".into());
-    let unlocated = |failure: Failure| {
-        let message = failure.message().trim_start_matches("error: ").to_owned();
-        (failure, vec![Diagnostic::unlocated(source(), message)])
-    };
     // Problems in the file are reported together with instantiation's.
-    let config =
-        Config::discover(global.config.as_deref(), global.max_file_size).map_err(config_failure_with_diagnostics)?;
-    let mut host = load_host(global, &config).map_err(unlocated)?;
+    let config = Config::discover(global.config.as_deref(), global.max_file_size)
+        .map_err(|e| config_failure_with_diagnostics(e, global))?;
+    let mut host = load_host(global, &config).map_err(|failure| {
+        let diagnostic = unlocated("--plugin-dir", failure.message());
+        (failure, vec![diagnostic])
+    })?;
     if !host.conflicts.is_empty() {
         let text: Vec<String> = host.conflicts.iter().map(|c| format!("error: {c}")).collect();
-        let diagnostics = host.conflicts.iter().map(|c| Diagnostic::unlocated(source(), c.to_string())).collect();
+        let diagnostics = host.conflicts.iter().map(|c| unlocated("plugins", &c.to_string())).collect();
         return Err((Failure::Invalid(text.join("\n")), diagnostics));
     }
-    host.instantiate(&config).map_err(config_failure_with_diagnostics)?;
+    host.instantiate(&config).map_err(|e| config_failure_with_diagnostics(e, global))?;
     Ok(host)
 }
 
-fn config_failure_with_diagnostics(e: ConfigError) -> (Failure, Vec<Diagnostic>) {
+/// A problem with no file position, from text that may carry `error:` and
+/// `help:` lines.
+fn unlocated(source: &str, text: &str) -> Diagnostic {
+    let text = text.trim_start_matches("error: ");
+    match text.split_once("\n  help: ") {
+        Some((message, help)) => Diagnostic::unlocated(source, message).with_help(help),
+        None => Diagnostic::unlocated(source, text),
+    }
+}
+
+fn config_failure_with_diagnostics(e: ConfigError, global: &GlobalArgs) -> (Failure, Vec<Diagnostic>) {
     let diagnostics = match &e {
         ConfigError::Invalid(d) => d.0.clone(),
         ConfigError::Read { path, .. } => vec![Diagnostic::unlocated(path.clone(), e.to_string())],
-        other => vec![Diagnostic::unlocated("backplane.toml", other.to_string())],
+        other => {
+            let source = global.config.as_ref().map_or("the built-in config".into(), |p| p.display().to_string());
+            vec![unlocated(&source, &other.to_string())]
+        }
     };
     (config_failure(e), diagnostics)
+}
+
+/// Where [`out`] writes when `--json` reserved stdout (see [`reserve_stdout_for_json`]).
+static JSON_STDOUT: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+
+/// Under `--json`, stdout must carry exactly one JSON document. Sets the real
+/// stdout aside for it and points descriptor 1 at stderr, so nothing else
+/// (a plugin's `println!`, a child process inheriting stdout) can corrupt it.
+pub fn reserve_stdout_for_json() {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain descriptor calls; the duplicate is owned by the File.
+    unsafe {
+        let saved = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
+        if saved >= 0 && libc::dup2(2, 1) >= 0 {
+            let _ = JSON_STDOUT.set(std::fs::File::from_raw_fd(saved));
+        }
+    }
 }
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
@@ -97,7 +125,11 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
 /// code writes to pipes too, and must get an error rather than kill the host.
 pub fn out(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
-    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+    let written = match JSON_STDOUT.get() {
+        Some(mut reserved) => writeln!(reserved, "{line}"),
+        None => writeln!(std::io::stdout().lock(), "{line}"),
+    };
+    if let Err(e) = written {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }

@@ -88,6 +88,9 @@ fn failed(json: bool, (failure, diagnostics): (Failure, Vec<Diagnostic>)) -> Fai
 }
 
 pub fn validate(global: &GlobalArgs, args: ValidateArgs) -> Result<(), Failure> {
+    if args.json {
+        super::reserve_stdout_for_json();
+    }
     let (_host, plan) = prepare(global, &args.workflow, OutputRules::default()).map_err(|e| failed(args.json, e))?;
     if args.json {
         print_json(&serde_json::json!({ "valid": true, "errors": [], "nodes": plan.nodes.len() }))
@@ -98,6 +101,9 @@ pub fn validate(global: &GlobalArgs, args: ValidateArgs) -> Result<(), Failure> 
 }
 
 pub fn plan(global: &GlobalArgs, args: PlanArgs) -> Result<(), Failure> {
+    if args.json {
+        super::reserve_stdout_for_json();
+    }
     let (_host, plan) = prepare(global, &args.workflow, OutputRules::default()).map_err(|e| failed(args.json, e))?;
     print_plan(&plan, args.json)
 }
@@ -135,6 +141,9 @@ fn print_plan(plan: &Plan, json: bool) -> Result<(), Failure> {
 
 pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
     // The JSON report owns stdout: outputs to `-` are refused with `--json`.
+    if args.json {
+        super::reserve_stdout_for_json();
+    }
     let rules = OutputRules { stdout_reserved: args.json && !args.dry_run, ..OutputRules::default() };
     let (host, plan) = prepare(global, &args.workflow, rules).map_err(|e| failed(args.json, e))?;
     if args.dry_run {

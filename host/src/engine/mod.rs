@@ -172,6 +172,8 @@ struct Run<'p> {
     in_flight: Vec<usize>,
     in_flight_total: usize,
     per_backend_done: Vec<usize>,
+    /// Attempts submitted, per instance (an abandoned one never completes).
+    per_backend_attempts: Vec<usize>,
     /// Output bytes each instance sent to the host (not references).
     received_bytes: Vec<u64>,
     first_submit: Vec<Option<Instant>>,
@@ -216,6 +218,7 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
         in_flight: vec![0; backends],
         in_flight_total: 0,
         per_backend_done: vec![0; backends],
+        per_backend_attempts: vec![0; backends],
         received_bytes: vec![0; backends],
         first_submit: vec![None; backends],
         last_complete: vec![None; backends],
@@ -590,6 +593,7 @@ impl Run<'_> {
         self.in_flight[backend] += 1;
         self.in_flight_total += 1;
         self.first_submit[backend].get_or_insert_with(Instant::now);
+        self.per_backend_attempts[backend] += 1;
         let sink = sink::completion_sink(node, self.task_id(node as usize, attempt), self.channel.clone());
         self.plan.instances[backend].backend.submit(task, sink);
     }
@@ -750,7 +754,7 @@ impl Run<'_> {
                 instance: instance.name.clone(),
                 factory: instance.factory.clone(),
                 nodes: finished[i],
-                attempts: self.per_backend_done[i],
+                attempts: self.per_backend_attempts[i],
                 received_bytes: self.received_bytes[i],
                 active: match (self.first_submit[i], self.last_complete[i]) {
                     (Some(a), Some(b)) => b.saturating_duration_since(a),

@@ -9,7 +9,7 @@ pub struct BackendSummary {
     pub factory: String,
     /// Nodes whose last attempt ran here.
     pub nodes: usize,
-    /// Attempts that finished here (retries count again).
+    /// Attempts submitted here (retries count again, abandoned ones too).
     pub attempts: usize,
     /// Output bytes that came back to the host; outputs a backend kept as
     /// references do not count.

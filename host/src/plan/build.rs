@@ -72,17 +72,16 @@ pub fn build(
             let entry = nodes.get(node.type_name.get_ref());
             if entry.is_none() {
                 let name = node.type_name.get_ref();
-                let refused = nodes.refused_files_mentioning(name);
-                let help = match (refused.first(), suggest(name, &known_types)) {
-                    (Some((_, reason)), _) => format!(
-                        "a plugin file that mentions `{name}` was refused: {reason}; `backplane plugins` shows the whole reason"
-                    ),
-                    (None, Some(near)) => {
-                        format!("did you mean `{near}`? `backplane nodes` lists the loaded node types")
-                    }
-                    (None, None) => {
-                        "`backplane nodes` lists the loaded node types; is the plugin on the plugin path?".into()
-                    }
+                // A close loaded type is the likelier story (a typo); else a
+                // refused file that mentions the name.
+                let help = match suggest(name, &known_types) {
+                    Some(near) => format!("did you mean `{near}`? `backplane nodes` lists the loaded node types"),
+                    None => match nodes.refused_files_mentioning(name).first() {
+                        Some((_, reason)) => format!(
+                            "a plugin file that mentions `{name}` was refused: {reason}; `backplane plugins` shows the whole reason"
+                        ),
+                        None => "`backplane nodes` lists the loaded node types; is the plugin on the plugin path?".into(),
+                    },
                 };
                 b.error(node.type_name.span(), format!("unknown node type `{name}` (node `{}`)", node.id.get_ref()))
                     .help = Some(help);

@@ -83,6 +83,8 @@ pub struct NodeRegistry {
     by_name: HashMap<&'static str, usize>,
     /// Plugin files that were refused, with why: an unknown node type may be theirs.
     refused: Vec<(PathBuf, String)>,
+    /// Which refused files mention a name, by name (see `refused_files_mentioning`).
+    mentions: std::sync::Mutex<HashMap<String, Vec<usize>>>,
 }
 
 /// Plugin files larger than this are not searched for a type name.
@@ -122,17 +124,24 @@ impl NodeRegistry {
     }
 
     /// Refused plugin files whose bytes contain `type_name` (node type names
-    /// are string constants in the library), with the reason each was refused.
-    /// Only called for unknown types, so the read happens on the error path.
+    /// are string constants in the library), with the reason each was
+    /// refused. Only called for unknown types, so the reads happen on the
+    /// error path, once per name. Names are packed among other string
+    /// constants, so a match cannot be told from a longer name by its
+    /// neighbours; the planner prefers a close loaded type ("did you mean").
     pub fn refused_files_mentioning(&self, type_name: &str) -> Vec<&(PathBuf, String)> {
-        let needle = type_name.as_bytes();
-        self.refused
-            .iter()
-            .filter(|(path, _)| {
-                std::fs::metadata(path).is_ok_and(|m| m.len() <= MAX_SEARCHED_FILE)
-                    && std::fs::read(path).is_ok_and(|bytes| memchr::memmem::find(&bytes, needle).is_some())
-            })
-            .collect()
+        if self.refused.is_empty() {
+            return Vec::new();
+        }
+        let mentions = |path: &PathBuf| {
+            std::fs::metadata(path).is_ok_and(|m| m.len() <= MAX_SEARCHED_FILE)
+                && std::fs::read(path).is_ok_and(|bytes| memchr::memmem::find(&bytes, type_name.as_bytes()).is_some())
+        };
+        let mut cache = self.mentions.lock().unwrap_or_else(|e| e.into_inner());
+        let hits = cache
+            .entry(type_name.to_owned())
+            .or_insert_with(|| (0..self.refused.len()).filter(|&i| mentions(&self.refused[i].0)).collect());
+        hits.iter().map(|&i| &self.refused[i]).collect()
     }
 
     pub fn names(&self) -> Vec<&'static str> {

@@ -3,7 +3,8 @@
 use crate::fixtures::{AbiSkew, backplane, dylib, skewed_plugin, stderr_of, stdout_of};
 use serde_json::Value;
 
-fn plugins_json(extra_dir: Option<&std::path::Path>) -> Value {
+/// `plugins --json` with `extra_dir`, which must exit 0 (`Clean`) or 2 (`Problems`).
+fn plugins_json(extra_dir: Option<&std::path::Path>, expected: Expect) -> Value {
     let mut cmd = backplane();
     cmd.args(["plugins", "--json"]);
     if let Some(dir) = extra_dir {
@@ -11,11 +12,20 @@ fn plugins_json(extra_dir: Option<&std::path::Path>) -> Value {
     }
     let output = cmd.output().unwrap();
     let json: Value = serde_json::from_slice(&output.stdout).unwrap();
-    // A refused file or a conflict makes `plugins` exit 2; a clean path exits 0.
     let problems = json["errors"].as_array().unwrap().len() + json["conflicts"].as_array().unwrap().len();
-    let expected = if problems == 0 { 0 } else { 2 };
-    assert_eq!(output.status.code(), Some(expected), "{json:#}\n{}", stderr_of(&output));
+    let (code, any) = match expected {
+        Expect::Clean => (0, false),
+        Expect::Problems => (2, true),
+    };
+    assert_eq!((output.status.code(), problems > 0), (Some(code), any), "{json:#}\n{}", stderr_of(&output));
     json
+}
+
+/// What `plugins` should find on the path.
+#[derive(Clone, Copy)]
+enum Expect {
+    Clean,
+    Problems,
 }
 
 fn names(json: &Value, key: &str) -> Vec<String> {
@@ -29,7 +39,7 @@ fn names(json: &Value, key: &str) -> Vec<String> {
 
 #[test]
 fn lists_local_backend_and_standard_nodes_from_dylibs() {
-    let json = plugins_json(None);
+    let json = plugins_json(None, Expect::Clean);
     assert!(names(&json, "backends").contains(&"local".to_owned()));
     let nodes = names(&json, "nodes");
     for expected in ["std.read_files", "std.word_count", "std.shell", "std.hash", "std.noop"] {
@@ -52,7 +62,7 @@ fn a_file_that_is_not_a_plugin_is_reported_and_the_rest_still_load() {
     if let Some(libc) = libc {
         std::fs::copy(libc, dir.path().join("libmaths.so")).unwrap();
     }
-    let json = plugins_json(Some(dir.path()));
+    let json = plugins_json(Some(dir.path()), Expect::Problems);
     let errors: Vec<&str> = json["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
     assert!(errors.iter().any(|e| e.contains("libjunk") && e.contains("not a Backplane plugin")), "{errors:?}");
     if libc.is_some() {
@@ -69,7 +79,7 @@ fn a_plugin_built_against_a_changed_interface_is_rejected_briefly() {
     let skewed = skewed_plugin(AbiSkew::ChangedFieldType);
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(&skewed, dir.path().join(skewed.file_name().unwrap())).unwrap();
-    let json = plugins_json(Some(dir.path()));
+    let json = plugins_json(Some(dir.path()), Expect::Problems);
     let errors: Vec<&str> = json["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
     let error = errors.iter().find(|e| e.contains("abi_fixture_changed_field")).expect("the skewed plugin is reported");
     assert!(error.contains("incompatible plugin ABI"), "{error}");
@@ -106,7 +116,7 @@ fn a_plugin_built_with_panic_abort_is_refused() {
     let skewed = skewed_plugin(AbiSkew::PanicAbort);
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(&skewed, dir.path().join(skewed.file_name().unwrap())).unwrap();
-    let json = plugins_json(Some(dir.path()));
+    let json = plugins_json(Some(dir.path()), Expect::Problems);
     let errors: Vec<&str> = json["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
     let error = errors.iter().find(|e| e.contains("abi_fixture_panic_abort")).expect("the abort plugin is reported");
     assert!(
@@ -123,7 +133,7 @@ fn two_plugins_defining_the_same_node_type_are_an_error_naming_both_files() {
     std::fs::copy(dylib("backplane_std_nodes"), &copy).unwrap();
     let original = dylib("backplane_std_nodes");
 
-    let json = plugins_json(Some(dir.path()));
+    let json = plugins_json(Some(dir.path()), Expect::Problems);
     let conflicts: Vec<&str> = json["conflicts"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
     let conflict = conflicts.iter().find(|c| c.contains("node type `std.noop`")).expect("duplicate reported");
     assert!(conflict.contains(&copy.display().to_string()), "{conflict}");
@@ -159,7 +169,7 @@ fn a_truncated_plugin_is_reported_as_damaged_and_every_command_still_works() {
     for len in sizes {
         truncated_copy(dir.path(), len);
     }
-    let json = plugins_json(Some(dir.path()));
+    let json = plugins_json(Some(dir.path()), Expect::Problems);
     let errors: Vec<&str> = json["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
     for len in sizes {
         let name = format!("libcut_{len}.");

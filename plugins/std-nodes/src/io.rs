@@ -51,10 +51,11 @@ impl NodeType for ReadFiles {
     }
 
     fn compute(settings: Self::Settings, _: Inputs, ctx: &Context<'_>) -> Result<Vec<Payload>, NodeError> {
-        let glob = settings.glob;
-        if glob.is_empty() {
-            return Err(NodeError::new("`glob` is empty: set it to a pattern such as `data/*.txt`"));
+        // Hosts built against plugin-api 1.0 never ran the check.
+        if let Some(problem) = Self::check_settings(&settings, &CheckContext::default()).into_iter().next() {
+            return Err(problem.into_node_error());
         }
+        let glob = settings.glob;
         // Escape the directory so characters like `[` in it match literally.
         let pattern = if Path::new(&glob).is_absolute() {
             glob.clone()
@@ -144,8 +145,11 @@ impl NodeType for WriteFile {
     }
 
     fn compute(settings: Self::Settings, mut inputs: Inputs, ctx: &Context<'_>) -> Result<Vec<Payload>, NodeError> {
-        if settings.path.is_empty() {
-            return Err(NodeError::new("`path` is empty: set it to the file to write, e.g. `out/result.txt`"));
+        // Hosts built against plugin-api 1.0 never ran the check; where the
+        // path may lead was the host's to decide, at validation.
+        let context = CheckContext { workflow_dir: ctx.working_dir().to_owned(), allow_outside_workflow_dir: true };
+        if let Some(problem) = Self::check_settings(&settings, &context).into_iter().next() {
+            return Err(problem.into_node_error());
         }
         let data = inputs.require("data")?.data;
         let path = std::path::absolute(ctx.resolve(&settings.path))?;

@@ -15,7 +15,6 @@ fn text_out() -> Vec<PortSpec> {
     vec![text_port("text", "output text, one record per line")]
 }
 
-/// Compiles a `pattern` setting, naming it in the error.
 /// A `pattern` setting that does not compile, as a validate-time problem.
 fn check_pattern(pattern: &str) -> Vec<SettingsProblem> {
     match compile(pattern) {
@@ -24,6 +23,7 @@ fn check_pattern(pattern: &str) -> Vec<SettingsProblem> {
     }
 }
 
+/// Compiles a `pattern` setting, naming it in the error.
 fn compile(pattern: &str) -> Result<Regex, NodeError> {
     if pattern.is_empty() {
         return Err(NodeError::new("`pattern` is empty: set it to a regular expression"));
@@ -130,15 +130,14 @@ impl NodeType for Chunk {
     }
 
     fn compute(s: Self::Settings, mut inputs: Inputs, _: &Context<'_>) -> Result<Vec<Payload>, NodeError> {
-        let ChunkSettings { index, count } = s;
-        if count == 0 {
+        if s.count == 0 {
             return Err(NodeError::new("`count` must be at least 1"));
         }
-        if index >= count {
-            return Err(NodeError::new(format!(
-                "`index` {index} is out of range: it must be less than `count` ({count})"
-            )));
+        // Hosts built against plugin-api 1.0 never ran the check.
+        if let Some(problem) = Self::check_settings(&s, &CheckContext::default()).into_iter().next() {
+            return Err(problem.into_node_error());
         }
+        let ChunkSettings { index, count } = s;
         let text = inputs.text("text")?;
         let lines: Vec<&str> = text.lines().collect();
         // Boundaries at i*n/count give chunk sizes that differ by at most one.
@@ -488,7 +487,7 @@ mod tests {
     #[test]
     fn chunk_rejects_bad_index_and_count() {
         let err = run::<Chunk>(json!({ "index": 3, "count": 3 }), "a").unwrap_err();
-        assert_eq!(err, "`index` 3 is out of range: it must be less than `count` (3)");
+        assert_eq!(err, "`index` 3 is out of range for `count` 3: chunks are numbered from 0 to 2");
         let err = run::<Chunk>(json!({ "index": 0, "count": 0 }), "a").unwrap_err();
         assert_eq!(err, "`count` must be at least 1");
         assert_eq!(Chunk::settings_schema()["required"], json!(["index", "count"]));

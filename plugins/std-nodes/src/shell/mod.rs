@@ -109,20 +109,11 @@ impl NodeType for Shell {
     }
 
     fn compute(s: Self::Settings, mut inputs: Inputs, ctx: &Context<'_>) -> Result<Vec<Payload>, NodeError> {
-        if s.command.trim().is_empty() {
-            return Err(NodeError::new("`command` is empty: set it to a shell command such as `sort -u`"));
+        // Hosts built against plugin-api 1.0 never ran the check.
+        if let Some(problem) = Self::check_settings(&s, &CheckContext::default()).into_iter().next() {
+            return Err(problem.into_node_error());
         }
-        let limit = match s.timeout_secs {
-            None => None,
-            Some(secs) => match Duration::try_from_secs_f64(secs) {
-                Ok(limit) if !limit.is_zero() => Some(limit),
-                _ => {
-                    return Err(NodeError::new(format!(
-                        "`timeout_secs` must be a positive number of seconds, got {secs}"
-                    )));
-                }
-            },
-        };
+        let limit = s.timeout_secs.and_then(|secs| Duration::try_from_secs_f64(secs).ok());
         let stdin = inputs.take("stdin");
         let files = inputs.take_all("files");
 
@@ -157,7 +148,14 @@ impl NodeType for Shell {
         // group's leader is a watchdog that kills it if this process dies,
         // even by SIGKILL (0: the command leads a new group itself).
         #[cfg(target_os = "linux")]
-        let watchdog = watchdog::Watchdog::start();
+        let watchdog = watchdog::Watchdog::start()
+            .inspect_err(|e| {
+                backplane_plugin_api::log_warn!(
+                    "cannot start the watchdog of node `{}` ({e}); its processes may outlive a killed host",
+                    ctx.node_id()
+                )
+            })
+            .ok();
         #[cfg(target_os = "linux")]
         let group = watchdog.as_ref().map_or(0, watchdog::Watchdog::group);
         #[cfg(all(unix, not(target_os = "linux")))]
@@ -197,8 +195,12 @@ impl NodeType for Shell {
             move || {
                 let mut buf = Vec::new();
                 // One byte past the limit tells "exactly the limit" from "more".
-                let read = stdout_pipe.take(max_stdout.saturating_add(1)).read_to_end(&mut buf);
+                let mut limited = stdout_pipe.take(max_stdout.saturating_add(1));
+                let read = limited.read_to_end(&mut buf);
+                // Flag before the pipe closes: a command writing on then dies
+                // of SIGPIPE, which must read as "too much", not as a crash.
                 overflowed.store(buf.len() as u64 > max_stdout, Ordering::Release);
+                drop(limited);
                 read.map(|_| buf)
             }
         })?;
@@ -241,6 +243,10 @@ impl NodeType for Shell {
         let status = child.status.expect("loop exits only after the command exited");
         let stdout = join(stdout)??;
         let (tail, truncated) = join(stderr)?;
+        // The command may have exited before the reader reached the limit.
+        if stdout.len() as u64 > max_stdout {
+            return Err(too_much_stdout(max_stdout));
+        }
 
         if !status.success() {
             return Err(NodeError::new(failure_message(status, &tail, truncated)));
@@ -275,8 +281,9 @@ impl Drop for Running {
         }
         #[cfg(unix)]
         // SAFETY: kill(2) has no memory-safety preconditions. The group id
-        // is the pid of the watchdog or of the child, both unreaped children
-        // of ours, so it cannot have been reused.
+        // is the pid of the watchdog (not reaped before its own drop, after
+        // this) or of the child (reaped only below); a group id stays taken
+        // while the group has members.
         unsafe {
             libc::kill(-self.group, libc::SIGKILL);
         }
@@ -486,6 +493,10 @@ mod tests {
             .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
         assert!(err.to_string().contains("more than `max_stdout_bytes` (1000000 bytes)"), "{err}");
+        // Just over the limit, then a clean exit: still too much.
+        let err = shell(json!({ "command": "head -c 1001 /dev/zero", "max_stdout_bytes": 1000 }), vec![], dir.path())
+            .unwrap_err();
+        assert!(err.to_string().contains("more than `max_stdout_bytes` (1000 bytes)"), "{err}");
         // Exactly the limit is fine.
         let out = shell(json!({ "command": "head -c 1000 /dev/zero", "max_stdout_bytes": 1000 }), vec![], dir.path());
         assert_eq!(out.unwrap().data.len(), 1000);
@@ -493,12 +504,49 @@ mod tests {
     }
 
     #[test]
-    fn the_command_keeps_its_exit_status_and_signal_under_the_supervisor() {
+    fn the_command_keeps_its_exit_status_signal_and_parent_under_the_watchdog() {
         let dir = tempfile::tempdir().unwrap();
         let err = shell(json!({ "command": "exit 42" }), vec![], dir.path()).unwrap_err();
         assert!(err.to_string().starts_with("command exited with status 42"), "{err}");
         let err = shell(json!({ "command": "kill -TERM $$" }), vec![], dir.path()).unwrap_err();
         assert!(err.to_string().contains("signal: 15"), "{err}");
+        let out = shell(json!({ "command": "echo $PPID" }), vec![], dir.path()).unwrap();
+        assert_eq!(out.as_text().unwrap().trim(), std::process::id().to_string(), "the command is our own child");
+    }
+
+    /// Children of this test process that are zombies, by pid.
+    fn zombie_children() -> Vec<String> {
+        let me = std::process::id().to_string();
+        fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| fs::read_to_string(e.path().join("stat")).ok())
+            .filter_map(|stat| {
+                let rest = stat.rsplit(')').next()?.split_whitespace().collect::<Vec<_>>();
+                (rest.first() == Some(&"Z") && rest.get(1) == Some(&me.as_str()))
+                    .then(|| stat.split(' ').next().unwrap().to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn watchdogs_are_reaped_and_hold_no_other_commands_pipes() {
+        let dir = tempfile::tempdir().unwrap();
+        thread::scope(|scope| {
+            // A long command running beside short ones: the short ones must
+            // see EOF on their pipes at once, whatever the long one's
+            // watchdog holds.
+            let long = scope.spawn(|| shell(json!({ "command": "sleep 2" }), vec![], dir.path()));
+            thread::sleep(Duration::from_millis(200));
+            for _ in 0..20 {
+                let started = Instant::now();
+                let out = shell(json!({ "command": "echo quick" }), vec![], dir.path()).unwrap();
+                assert_eq!(out.as_text().unwrap(), "quick\n");
+                assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+            }
+            long.join().unwrap().unwrap();
+        });
+        assert_eq!(zombie_children(), Vec::<String>::new(), "every watchdog was reaped");
     }
 
     #[test]

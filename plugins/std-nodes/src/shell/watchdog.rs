@@ -3,39 +3,61 @@
 //!
 //! `PR_SET_PDEATHSIG` on `sh` ([`die_with_parent`]) kills only `sh`: whatever
 //! it started would run on as orphans. So every command also gets a
-//! [`Watchdog`]: a small process forked from this one, leading the process
-//! group the command then joins, that blocks reading a process-wide
-//! "lifeline" pipe whose write end only this process holds (close-on-exec,
-//! so no command inherits it). The kernel closes that end when this process
-//! dies, however it dies; the read returns end-of-file and the watchdog
-//! kills its group. When the command ends normally the watchdog is killed
-//! and reaped here, so it leaves no zombie.
-//! The command stays this process's direct child: its pid, exit status and
-//! `$PPID` are what they would be without a watchdog.
+//! [`Watchdog`]: a tiny `sh -c 'read _; kill -KILL 0'` that leads a new
+//! process group, which the command then joins. Its stdin is the read end of
+//! a process-wide "lifeline" pipe whose write end only this process holds
+//! (close-on-exec, so no command inherits it). The kernel closes that end
+//! when this process dies, however it dies; `read` sees end-of-file and the
+//! watchdog kills its group, the command's. When the command ends normally
+//! the watchdog is killed and reaped here, so it leaves no zombie.
 //!
-//! The watchdog is forked from a multi-threaded process, so it uses only
-//! async-signal-safe calls: no allocation, no locks.
+//! The watchdog is a real exec'd program, not a fork of this process: it
+//! holds none of our memory, descriptors or signal handlers. The command
+//! stays this process's direct child, so its pid, exit status and `$PPID`
+//! are unchanged; only its process group is the watchdog's (`kill 0` in the
+//! command still reaches the whole group; `kill -- -$$` does not).
 
-use std::{io, os::unix::process::CommandExt, process::Command, sync::OnceLock};
+use std::{
+    io,
+    os::{
+        fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+        unix::process::CommandExt,
+    },
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+};
 
-/// The lifeline's (read end, write end), both close-on-exec; created once and
-/// never closed, so the write end lives exactly as long as this process.
-fn lifeline() -> Option<(libc::c_int, libc::c_int)> {
-    static LIFELINE: OnceLock<Option<(libc::c_int, libc::c_int)>> = OnceLock::new();
-    *LIFELINE.get_or_init(|| {
+/// The lifeline's (read end, write end), both close-on-exec; the write end is
+/// never closed, so it lives exactly as long as this process. Created on
+/// first use; a failure (no descriptors left) is retried next time.
+fn lifeline_read_end() -> io::Result<BorrowedFd<'static>> {
+    static LIFELINE: Mutex<Option<(OwnedFd, OwnedFd)>> = Mutex::new(None);
+    let mut lifeline = LIFELINE.lock().unwrap_or_else(|e| e.into_inner());
+    if lifeline.is_none() {
         let mut fds = [0; 2];
         // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-        (unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == 0).then_some((fds[0], fds[1]))
-    })
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 just returned these two descriptors, owned by no one else.
+        *lifeline = Some(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) });
+    }
+    let (read_end, _) = lifeline.as_ref().expect("just created");
+    // SAFETY: the pipe is never closed (the static holds it for the life of
+    // the process), so the descriptor outlives any borrow.
+    Ok(unsafe { BorrowedFd::borrow_raw(read_end.as_raw_fd()) })
 }
 
 /// Asks the kernel to SIGKILL the command when the thread that starts it
-/// dies: covers the moment before its [`Watchdog`] exists.
+/// dies; a second line of defence should no watchdog start.
 pub fn die_with_parent(command: &mut Command) {
-    // SAFETY: prctl and getppid are async-signal-safe.
+    // Taken here, in the parent: read in the child it would already be the
+    // reaper's pid if the parent had died.
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: prctl, getppid and _exit are async-signal-safe.
     unsafe {
-        command.pre_exec(|| {
-            let parent = libc::getppid();
+        command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -48,88 +70,36 @@ pub fn die_with_parent(command: &mut Command) {
     }
 }
 
-/// A process leading an otherwise empty process group, for the command to
-/// join, that kills the group if this process dies first; dropping it stops
-/// (kills and reaps) the watchdog alone.
-///
-/// The group exists before the command starts, so there is no moment in
-/// which the command runs unwatched.
+/// The leader of the process group a command joins; dropping it kills and
+/// reaps the watchdog alone.
 pub struct Watchdog {
-    pid: libc::pid_t,
+    child: Child,
 }
 
 impl Watchdog {
-    /// `None` when no lifeline or process could be made (the command then
-    /// runs with only [`die_with_parent`]).
-    pub fn start() -> Option<Self> {
-        let (read_end, _) = lifeline()?;
-        // SAFETY: the child only makes async-signal-safe calls (see `watch`).
-        match unsafe { libc::fork() } {
-            -1 => None,
-            0 => unsafe {
-                libc::setpgid(0, 0);
-                watch(read_end)
-            },
-            pid => {
-                // Both sides set the group, so it exists whichever runs first.
-                // SAFETY: `pid` is our child, which never execs.
-                unsafe { libc::setpgid(pid, pid) };
-                Some(Self { pid })
-            }
-        }
+    /// Starts the watchdog, or says why it could not (the command then runs
+    /// with only [`die_with_parent`]).
+    pub fn start() -> io::Result<Self> {
+        let lifeline = lifeline_read_end()?.try_clone_to_owned()?;
+        let child = Command::new("sh")
+            .args(["-c", "read _; kill -KILL 0"])
+            .stdin(Stdio::from(lifeline))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        Ok(Self { child })
     }
 
-    /// The process group the command is to join.
+    /// The process group the command is to join (the watchdog's pid).
     pub fn group(&self) -> libc::pid_t {
-        self.pid
+        self.child.id() as libc::pid_t
     }
 }
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
-        // SAFETY: `pid` is our own child, not yet reaped, so it cannot have
-        // been reused.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            while libc::waitpid(self.pid, std::ptr::null_mut(), 0) == -1 && *libc::__errno_location() == libc::EINTR {}
-        }
-    }
-}
-
-/// The watchdog's whole life: never returns.
-unsafe fn watch(read_end: libc::c_int) -> ! {
-    // SAFETY: close_range/close, read, kill and _exit are async-signal-safe;
-    // this process owns nothing but `read_end`.
-    unsafe {
-        // Hold no descriptor but the lifeline's read end: not the command's
-        // pipes (their readers must see EOF), not the lifeline's write end.
-        close_all_but(read_end);
-        let mut byte = 0u8;
-        loop {
-            let n = libc::read(read_end, (&raw mut byte).cast(), 1);
-            if n == 0 {
-                // Every write end is closed: the process that started the command
-                // is gone. Take our group, the command's, with us.
-                libc::kill(0, libc::SIGKILL);
-                libc::_exit(0);
-            }
-            if n < 0 && *libc::__errno_location() != libc::EINTR {
-                libc::_exit(0);
-            }
-        }
-    }
-}
-
-unsafe fn close_all_but(keep: libc::c_int) {
-    let keep = keep as libc::c_uint;
-    // SAFETY: closing descriptors of a process that uses none of them.
-    unsafe {
-        let below = keep == 0 || libc::syscall(libc::SYS_close_range, 0, keep - 1, 0) == 0;
-        let above = libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0) == 0;
-        if !(below && above) {
-            for fd in (0..1024).filter(|&fd| fd != keep as libc::c_int) {
-                libc::close(fd);
-            }
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
