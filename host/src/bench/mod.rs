@@ -13,6 +13,7 @@ use serde::Serialize;
 use std::{fmt::Write, sync::Arc, time::Instant};
 
 pub mod ray;
+pub mod validation;
 pub mod workers;
 
 pub struct BenchSettings {

@@ -47,6 +47,13 @@ pub struct BenchArgs {
     /// With --ray: Python with `ray` installed [default: BACKPLANE_RAY_PYTHON, else target/ray-venv].
     #[arg(long, value_name = "PATH")]
     ray_python: Option<std::path::PathBuf>,
+    /// Measure validation instead: workflows with a tenth of --errors and with --errors settings
+    /// errors, to show the cost grows linearly.
+    #[arg(long, conflicts_with_all = ["workers", "ray"])]
+    validation: bool,
+    /// With --validation: settings errors in the larger workflow.
+    #[arg(long, default_value_t = 100_000)]
+    errors: usize,
 }
 
 pub fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<(), Failure> {
@@ -63,6 +70,16 @@ pub fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<(), Failure> {
             python,
         };
         let results = backplane_host::bench::ray::run(&host, &settings).map_err(Failure::Invalid)?;
+        return if args.json {
+            super::print_json(&results)
+        } else {
+            say!("{}", results.to_markdown());
+            Ok(())
+        };
+    }
+    if args.validation {
+        let results = backplane_host::bench::validation::run(&host, args.errors.max(10), args.repeat)
+            .map_err(Failure::Invalid)?;
         return if args.json {
             super::print_json(&results)
         } else {

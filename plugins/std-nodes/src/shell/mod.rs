@@ -144,41 +144,23 @@ impl NodeType for Shell {
         // Which node and attempt this is, e.g. to ask for more on a retry.
         command.env("BACKPLANE_NODE_ID", ctx.node_id()).env("BACKPLANE_ATTEMPT", ctx.attempt().to_string());
         // Its own process group, so a timeout or cancellation can kill
-        // everything the command started, not just `sh`; on Linux the
-        // group's leader is a watchdog that kills it if this process dies,
-        // even by SIGKILL (0: the command leads a new group itself).
+        // everything the command started, not just `sh`; on Linux the group
+        // is also registered with a watchdog that kills it if this process
+        // dies, even by SIGKILL.
         #[cfg(target_os = "linux")]
-        let watchdog = watchdog::Watchdog::start()
-            .inspect_err(|e| {
-                backplane_plugin_api::log_warn!(
-                    "cannot start the watchdog of node `{}` ({e}); its processes may outlive a killed host",
-                    ctx.node_id()
-                )
-            })
-            .ok();
-        #[cfg(target_os = "linux")]
-        let group = watchdog.as_ref().map_or(0, watchdog::Watchdog::group);
+        if let Err(e) = watchdog::watch(&mut command) {
+            backplane_plugin_api::log_warn!(
+                "cannot start the process watchdog ({e}); the processes of node `{}` may outlive a killed host",
+                ctx.node_id()
+            );
+        }
         #[cfg(all(unix, not(target_os = "linux")))]
-        let group = 0;
-        #[cfg(unix)]
-        std::os::unix::process::CommandExt::process_group(&mut command, group);
-        #[cfg(target_os = "linux")]
-        watchdog::die_with_parent(&mut command);
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
 
         let child = command
             .spawn()
             .map_err(|e| NodeError::new(format!("cannot start `sh` in {}: {e}", ctx.working_dir().display())))?;
-        #[cfg(unix)]
-        let group = if group == 0 { child.id() as libc::pid_t } else { group };
-        let mut child = Running {
-            child,
-            status: None,
-            finished: false,
-            #[cfg(unix)]
-            group,
-            #[cfg(target_os = "linux")]
-            _watchdog: watchdog,
-        };
+        let mut child = Running { child, status: None, finished: false };
 
         // Separate threads feed stdin and drain stdout/stderr, so a command
         // blocked writing one pipe never deadlocks against us writing another.
@@ -214,7 +196,7 @@ impl NodeType for Shell {
         // Done when the command has exited and both pipes are closed.
         while child.status.is_none() || !stdout.is_finished() || !stderr.is_finished() {
             if child.status.is_none() {
-                child.status = child.child.try_wait()?;
+                child.status = child.reap_if_exited()?;
             }
             if ctx.is_cancelled() {
                 return Err(NodeError::with(PluginError::cancelled()));
@@ -265,13 +247,35 @@ struct Running {
     child: Child,
     status: Option<ExitStatus>,
     finished: bool,
-    /// The command's process group.
-    #[cfg(unix)]
-    group: libc::pid_t,
-    /// Kills the group if this process dies; stopped after the group is
-    /// dealt with (fields drop after `drop`).
-    #[cfg(target_os = "linux")]
-    _watchdog: Option<watchdog::Watchdog>,
+}
+
+impl Running {
+    /// The exit status once the command has exited. Its group is released
+    /// from the watchdog first, while the unreaped child still holds the id.
+    fn reap_if_exited(&mut self) -> io::Result<Option<ExitStatus>> {
+        #[cfg(target_os = "linux")]
+        {
+            if !exited(&self.child, false)? {
+                return Ok(None);
+            }
+            watchdog::release(self.child.id());
+        }
+        self.child.try_wait()
+    }
+}
+
+/// Whether `child` has exited (waiting for it with `block`), without reaping it.
+#[cfg(target_os = "linux")]
+fn exited(child: &Child, block: bool) -> io::Result<bool> {
+    // SAFETY: waitid fills `info`; WNOWAIT leaves the child to be reaped later.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let flags = libc::WEXITED | libc::WNOWAIT | if block { 0 } else { libc::WNOHANG };
+        if libc::waitid(libc::P_PID, child.id(), &mut info, flags) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(info.si_pid() != 0)
+    }
 }
 
 impl Drop for Running {
@@ -280,15 +284,17 @@ impl Drop for Running {
             return;
         }
         #[cfg(unix)]
-        // SAFETY: kill(2) has no memory-safety preconditions. The group id
-        // is the pid of the watchdog (not reaped before its own drop, after
-        // this) or of the child (reaped only below); a group id stays taken
-        // while the group has members.
+        // SAFETY: kill(2) has no memory-safety preconditions. The group id is
+        // the child's pid, which stays taken until the child is reaped below.
         unsafe {
-            libc::kill(-self.group, libc::SIGKILL);
+            libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL);
         }
         if self.status.is_none() {
             let _ = self.child.kill();
+            #[cfg(target_os = "linux")]
+            if exited(&self.child, true).is_ok() {
+                watchdog::release(self.child.id());
+            }
             let _ = self.child.wait();
         }
     }
