@@ -141,13 +141,7 @@ fn two_plugins_defining_the_same_node_type_are_an_error_naming_both_files() {
 
     // A run refuses to start with conflicting plugins.
     let wf = crate::fixtures::workflow_dir("[[node]]\nid = \"a\"\ntype = \"std.noop\"\n");
-    let output = backplane()
-        .arg("run")
-        .arg(wf.path().join("workflow.toml"))
-        .arg("--plugin-dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let output = on_workflow("run", &wf.path().join("workflow.toml"), dir.path());
     assert_eq!(output.status.code(), Some(2));
     let stderr = stderr_of(&output);
     assert!(stderr.contains("is defined twice") && stderr.contains(&copy.display().to_string()), "{stderr}");
@@ -180,13 +174,7 @@ fn a_truncated_plugin_is_reported_as_damaged_and_every_command_still_works() {
 
     let wf = crate::fixtures::workflow_dir("[[node]]\nid = \"a\"\ntype = \"std.noop\"\n");
     for command in ["validate", "plan", "run"] {
-        let output = backplane()
-            .arg(command)
-            .arg(wf.path().join("workflow.toml"))
-            .arg("--plugin-dir")
-            .arg(dir.path())
-            .output()
-            .unwrap();
+        let output = on_workflow(command, &wf.path().join("workflow.toml"), dir.path());
         assert_eq!(output.status.code(), Some(0), "{command}: {}", stderr_of(&output));
         assert!(stderr_of(&output).contains("damaged or truncated plugin file"), "{command} warns");
     }
@@ -208,13 +196,7 @@ fn an_unknown_node_type_names_the_refused_plugin_file_that_exports_it() {
     let copy = dir.path().join(skewed.file_name().unwrap());
     std::fs::copy(&skewed, &copy).unwrap();
     let wf = crate::fixtures::workflow_dir("[[node]]\nid = \"a\"\ntype = \"fixture.abi_echo\"\n");
-    let output = backplane()
-        .arg("validate")
-        .arg(wf.path().join("workflow.toml"))
-        .arg("--plugin-dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let output = on_workflow("validate", &wf.path().join("workflow.toml"), dir.path());
     assert_eq!(output.status.code(), Some(2));
     let stderr = stderr_of(&output);
     assert!(stderr.contains("unknown node type `fixture.abi_echo`"), "{stderr}");
@@ -224,4 +206,9 @@ fn an_unknown_node_type_names_the_refused_plugin_file_that_exports_it() {
         "{stderr}"
     );
     assert!(stderr.contains("incompatible plugin ABI"), "{stderr}");
+}
+
+/// `backplane <command> <workflow> --plugin-dir <plugin_dir>`.
+fn on_workflow(command: &str, workflow: &std::path::Path, plugin_dir: &std::path::Path) -> std::process::Output {
+    backplane().arg(command).arg(workflow).arg("--plugin-dir").arg(plugin_dir).output().unwrap()
 }
