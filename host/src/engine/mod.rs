@@ -251,15 +251,14 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
         let now = Instant::now();
         if now >= housekeeping {
             housekeeping = now + HOUSEKEEPING_INTERVAL;
-            if options.progress && progress.is_none() && started.elapsed() >= Duration::from_secs(1) {
-                progress = Some(new_progress_bar(plan.nodes.len()));
-            }
+            // Nodes finished per second of the whole run: indicatif's own
+            // estimate reads the bar's late start as a burst.
+            let rate = format!("{:.0} nodes/s", run.succeeded as f64 / started.elapsed().as_secs_f64().max(1e-3));
             if let Some(bar) = &progress {
+                bar.set_message(rate);
                 bar.set_position(run.succeeded as u64);
-                // Nodes finished per second of the whole run: indicatif's own
-                // estimate reads the bar's late start as a burst.
-                let rate = run.succeeded as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                bar.set_message(format!("{rate:.0} nodes/s"));
+            } else if options.progress && started.elapsed() >= Duration::from_secs(1) {
+                progress = Some(new_progress_bar(plan.nodes.len(), started.elapsed(), run.succeeded, rate));
             }
             if run.stop.is_none() && interrupt.as_ref().is_some_and(|i| *i.borrow()) {
                 run.stop = Some(Stop::Interrupted);
@@ -338,8 +337,10 @@ fn spin_for_completion(completions: &mut mpsc::UnboundedReceiver<Completion>) ->
     }
 }
 
-fn new_progress_bar(total: usize) -> ProgressBar {
-    let bar = ProgressBar::new(total as u64);
+/// A bar for a run `elapsed` old (it appears only after a second), so its
+/// clock shows the run's time, starting at what the run has done.
+fn new_progress_bar(total: usize, elapsed: Duration, done: usize, rate: String) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64).with_elapsed(elapsed).with_position(done as u64).with_message(rate);
     if let Ok(style) =
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} nodes ({msg})")
     {

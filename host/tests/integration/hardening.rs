@@ -449,3 +449,38 @@ fn numeric_backend_settings_have_upper_bounds() {
     );
     assert!(stderr.contains("backplane.toml:4:17: error: `max_in_flight` must be from 1 to 10000000"), "{stderr}");
 }
+
+#[test]
+fn the_progress_bar_shows_the_real_rate_of_the_run() {
+    // 60 sleeps of 50 ms on two threads: about 40 nodes/s over 1.5 s; the bar
+    // appears after a second, with 40 nodes already done.
+    let nodes: String = (0..60)
+        .map(|i| format!("[[node]]\nid = \"s{i}\"\ntype = \"std.sleep\"\nsettings = {{ ms = 50 }}\n\n"))
+        .collect();
+    let dir = workflow_with_config(&nodes, "[backends.local]\ntype = \"local\"\nthreads = 2\n");
+    let binary = crate::fixtures::bin_dir().join("backplane");
+    crate::fixtures::ensure_plugins_built();
+    // `script` gives the run a terminal, so it draws its bar.
+    let command = format!("{} run workflow.toml --config backplane.toml", binary.display());
+    let started = Instant::now();
+    let output = std::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .current_dir(dir.path())
+        .env_remove("BACKPLANE_CONFIG")
+        .env_remove("BACKPLANE_PLUGIN_PATH")
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{screen}");
+    let rates: Vec<f64> =
+        screen.split(" nodes/s").filter_map(|before| before.rsplit(['(', ' ']).next()?.parse().ok()).collect();
+    assert!(!rates.is_empty(), "no rate drawn:\n{screen}");
+    let true_rate = 60.0 / elapsed;
+    for rate in rates {
+        assert!(
+            rate > 0.0 && rate <= 2.0 * true_rate.max(40.0),
+            "the bar said {rate} nodes/s; the run did {true_rate:.1}"
+        );
+    }
+}

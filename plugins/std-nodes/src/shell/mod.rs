@@ -285,7 +285,8 @@ impl Drop for Running {
         }
         #[cfg(unix)]
         // SAFETY: kill(2) has no memory-safety preconditions. The group id is
-        // the child's pid, which stays taken until the child is reaped below.
+        // the child's pid: taken until the child is reaped below, and after
+        // that (when the loop reaped it) for as long as the group has members.
         unsafe {
             libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL);
         }
