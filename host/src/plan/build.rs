@@ -13,7 +13,7 @@ use crate::{
     workflow::{NodeDecl, Workflow},
 };
 use backplane_plugin_api::{
-    CheckContext, Requirements,
+    CheckContext, Requirements, SettingsProblem,
     abi_stable::std_types::{RString, Tuple2},
     extensions::{Placement, TaskExtension},
 };
@@ -95,8 +95,8 @@ pub fn build(
         allow_outside_workflow_dir: output_rules.allow_outside_workflow_dir,
     })
     .unwrap_or_default();
-    type Found = Vec<(String, String, Option<String>)>;
-    let mut checked: HashMap<(&str, String), Found> = HashMap::new();
+    // What each type's check found, by settings text: many nodes share settings.
+    let mut checked: HashMap<&str, HashMap<String, Vec<SettingsProblem>>> = HashMap::new();
     for (node, entry) in decls.iter().zip(&entries) {
         let Some(entry) = entry else {
             settings.push(String::new());
@@ -105,18 +105,22 @@ pub fn build(
         let merged = entry.merged_settings(node.settings.as_ref());
         let text = serde_json::to_string(&merged).unwrap_or_default();
         let schema_help = || format!("`backplane nodes {}` shows its settings schema", entry.type_name());
-        let mut problems: Vec<(String, String, Option<String>)> =
-            entry.settings_problems(&merged).into_iter().map(|(at, message)| (at, message, None)).collect();
+        let mut problems: Vec<SettingsProblem> = entry
+            .settings_problems(&merged)
+            .into_iter()
+            .map(|(pointer, message)| SettingsProblem { pointer, message, help: None })
+            .collect();
         if problems.is_empty() {
-            // The type's own check sees only schema-valid settings; many
-            // nodes share settings, so each distinct text is checked once.
-            problems = checked
-                .entry((entry.type_name(), text.clone()))
-                .or_insert_with(|| entry.check_settings(&text, &check_context))
-                .clone();
+            // The type's own check sees only schema-valid settings, each
+            // distinct text once (no copy of the text when it was seen).
+            let seen = checked.entry(entry.type_name()).or_default();
+            problems = match seen.get(text.as_str()) {
+                Some(found) => found.clone(),
+                None => seen.entry(text.clone()).or_insert(entry.check_settings(&text, &check_context)).clone(),
+            };
         }
         let index = if problems.is_empty() { Default::default() } else { pointer_index(&node.settings_spans) };
-        for (pointer, message, help) in problems {
+        for SettingsProblem { pointer, message, help } in problems {
             let fallback = node.settings_span.clone().unwrap_or_else(|| node.span.clone());
             let span = span_for_pointer(&index, &pointer, fallback);
             let at = if pointer.is_empty() { String::new() } else { format!(" at `{pointer}`") };

@@ -1,7 +1,7 @@
 //! Node types by name, with their compiled settings schemas.
 
 use super::{Origin, RegistryError};
-use backplane_plugin_api::{NodeSpecRef, PortSpec};
+use backplane_plugin_api::{NodeSpecRef, PortSpec, SettingsProblem};
 use std::{collections::HashMap, path::PathBuf, sync::OnceLock};
 
 pub struct NodeEntry {
@@ -51,20 +51,19 @@ impl NodeEntry {
     }
 
     /// What the type's own settings check (plugin-api 1.1) finds in settings
-    /// that passed the schema, as (JSON pointer, message, help). A check that
-    /// fails or panics is one problem naming the node type; types from 1.0
-    /// plugins have no check.
-    pub fn check_settings(&self, settings_json: &str, context_json: &str) -> Vec<(String, String, Option<String>)> {
+    /// that passed the schema. A check that fails or panics is one problem
+    /// naming the node type; types from 1.0 plugins have no check.
+    pub fn check_settings(&self, settings_json: &str, context_json: &str) -> Vec<SettingsProblem> {
         // One line on purpose: the evolution tests build a 1.0 host by replacing it.
         let Some(check) = self.spec.check_settings().into_option() else { return Vec::new() };
-        let broken =
-            |why: String| vec![(String::new(), format!("the settings check of `{}` {why}", self.type_name()), None)];
+        let broken = |why: String| {
+            let message = format!("the settings check of `{}` {why}", self.type_name());
+            vec![SettingsProblem { pointer: String::new(), message, help: None }]
+        };
         match (check.0)(settings_json.into(), context_json.into()).into_result() {
             Err(e) => broken(format!("failed: {e}")),
-            Ok(json) => match serde_json::from_str::<Vec<backplane_plugin_api::SettingsProblem>>(json.as_str()) {
-                Ok(problems) => problems.into_iter().map(|p| (p.pointer, p.message, p.help)).collect(),
-                Err(e) => broken(format!("returned something that is not a list of problems: {e}")),
-            },
+            Ok(json) => serde_json::from_str(json.as_str())
+                .unwrap_or_else(|e| broken(format!("returned something that is not a list of problems: {e}"))),
         }
     }
 
