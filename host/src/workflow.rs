@@ -70,7 +70,7 @@ pub struct NodeDecl {
     pub resources_span: Option<Range<usize>>,
     pub timeout_ms: u64,
     /// `retry = { ... }`: overrides the config's `[policy.retry]`.
-    pub retry: Option<crate::engine::policy::RetryOverride>,
+    pub retry: Option<crate::policy::RetryOverride>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -418,9 +418,8 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDec
         }
         None => 0,
     };
-    let retry = view
-        .table(r, "retry", format!("the retry policy of {}", view.what))
-        .map(|t| crate::config::policy::parse_retry(r, t));
+    let retry =
+        view.table(r, "retry", format!("the retry policy of {}", view.what)).map(|t| crate::policy::parse_retry(r, t));
     let span = view.span.clone();
     view.finish(r, NODE_KEYS);
     Some(NodeDecl {

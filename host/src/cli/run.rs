@@ -1,12 +1,12 @@
 //! `backplane run` and `backplane validate`.
 
 use super::say;
-use super::{print_json, setup_with_diagnostics};
+use super::{print_json, progress, setup_with_diagnostics};
 use crate::{Failure, GlobalArgs};
 use backplane_host::{
     Host,
     diagnostic::Diagnostic,
-    engine::{self, FailurePolicy, RetryPolicy, RunOptions, RunReport},
+    engine::{self, FailurePolicy, RunOptions, RunReport},
     output,
     output_targets::OutputRules,
     plan::{self, Plan},
@@ -154,20 +154,21 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::Environment(format!("cannot start the async runtime: {e}")))?;
     let (interrupt, interrupted) = tokio::sync::watch::channel(false);
-    let options = RunOptions {
-        progress: !args.no_progress && !global.quiet && std::io::stderr().is_terminal(),
-        cancel_grace: host.policy.cancel_grace.unwrap_or(RunOptions::default().cancel_grace),
-        failure_policy: args.on_failure.as_deref().and_then(FailurePolicy::from_name).unwrap_or(host.policy.failure),
-        interrupt: Some(interrupted),
-        retry: host.policy.retry.apply(RetryPolicy::default()),
-        timeout: host.policy.timeout,
-        breaker: host.policy.breaker,
-    };
-    let grace = options.cancel_grace;
+    let mut options = RunOptions::for_host(&host);
+    if let Some(policy) = args.on_failure.as_deref().and_then(FailurePolicy::from_name) {
+        options.policy.failure = policy;
+    }
+    options.interrupt = Some(interrupted);
+    let bar = (!args.no_progress && !global.quiet && std::io::stderr().is_terminal()).then(progress::ProgressBar::new);
+    options.progress = bar.clone().map(|bar| bar.callback());
+    let grace = options.policy.cancel_grace;
     let outcome = runtime.block_on(async {
         tokio::spawn(watch_signals(interrupt, grace));
         engine::execute(&plan, &options).await
     });
+    if let Some(bar) = bar {
+        bar.finish();
+    }
     let written = output::write_outputs(&plan, &outcome.outputs);
     if args.json {
         let mut report = serde_json::to_value(&outcome.report).map_err(|e| Failure::Environment(e.to_string()))?;

@@ -24,10 +24,9 @@
 //! ```
 
 pub mod env;
-pub mod policy;
 pub mod routes;
 
-pub use policy::RunPolicy;
+pub use crate::policy::RunPolicy;
 
 pub use routes::RouteRule;
 
@@ -192,7 +191,7 @@ impl Config {
             }
         }
         if let Some(policy) = top.table(&mut r, "policy", "[policy]") {
-            config.policy = policy::parse_policy(&mut r, policy);
+            config.policy = crate::policy::parse_policy(&mut r, policy);
         }
         if let Some(rules) = top.array(&mut r, "route") {
             for (i, item) in rules.iter().enumerate() {

@@ -62,7 +62,7 @@ pub struct RouteRule {
     pub require: Requirements,
     pub backend_options: Option<serde_json::Value>,
     /// `retry = { ... }` for the matching nodes (a node's own `retry` wins).
-    pub retry: Option<crate::engine::policy::RetryOverride>,
+    pub retry: Option<crate::policy::RetryOverride>,
     pub span: Range<usize>,
 }
 
@@ -200,7 +200,7 @@ pub fn parse_rule(r: &mut Reader<'_>, mut view: TableView<'_, '_>, number: usize
     }
     let retry = view
         .table(r, "retry", format!("the retry policy of route #{number}"))
-        .map(|t| crate::config::policy::parse_retry(r, t));
+        .map(|t| crate::policy::parse_retry(r, t));
     if backend.is_none() && require == Requirements::default() && backend_options.is_none() && retry.is_none() {
         r.error_help(
             span.clone(),

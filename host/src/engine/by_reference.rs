@@ -7,7 +7,7 @@
 //! need bytes. The request travels in a task extension, so it needs no
 //! change to the ABI.
 
-use super::Run;
+use super::run::Run;
 use crate::plan::Target;
 use backplane_plugin_api::{
     CapabilityFlags, Payload,

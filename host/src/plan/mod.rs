@@ -111,7 +111,7 @@ pub struct PlannedNode {
 pub struct NodeExtras {
     pub resources: Resources,
     /// The node's own `retry` (else its route rule's), overriding the config's.
-    pub retry: Option<crate::engine::policy::RetryOverride>,
+    pub retry: Option<crate::policy::RetryOverride>,
     /// The [`Placement`](backplane_plugin_api::extensions::Placement) task
     /// extension, for a node that requires tags or has labels.
     pub placement: Option<Tuple2<RString, RString>>,
@@ -129,7 +129,7 @@ impl PlannedNode {
     pub fn resources(&self) -> Option<&Resources> {
         self.extras.as_ref().map(|e| &e.resources)
     }
-    pub fn retry(&self) -> Option<&crate::engine::policy::RetryOverride> {
+    pub fn retry(&self) -> Option<&crate::policy::RetryOverride> {
         self.extras.as_ref().and_then(|e| e.retry.as_ref())
     }
     pub fn placement(&self) -> Option<&Tuple2<RString, RString>> {

@@ -1,4 +1,4 @@
-//! The host's completion sink: a backend's way back into the engine.
+//! The host's completion sink: a backend's way back into the engine's channel.
 
 use backplane_plugin_api::{
     CompletionSink, CompletionSink_TO, CompletionSinkBox, Payload, PluginError, PluginError_NE, PluginResult,
@@ -12,6 +12,9 @@ pub struct Completion {
     /// Which attempt this is the result of.
     pub task_id: u64,
     pub result: Result<RVec<Payload>, PluginError_NE>,
+    /// The backend lost the task (no result at all): a layer gave up on it,
+    /// or the sink was dropped. Always the infrastructure's failure.
+    pub lost: bool,
 }
 
 /// Sends the result to the engine's channel. Dropped without `complete`
@@ -28,7 +31,12 @@ impl CompletionSink for EngineSink {
     fn complete(mut self, result: PluginResult<RVec<Payload>>) {
         self.completed = true;
         // The engine may have stopped listening (run over); nothing to do then.
-        let _ = self.channel.send(Completion { node: self.node, task_id: self.task_id, result: result.into_result() });
+        let _ = self.channel.send(Completion {
+            node: self.node,
+            task_id: self.task_id,
+            result: result.into_result(),
+            lost: false,
+        });
     }
 }
 
@@ -41,6 +49,7 @@ impl Drop for EngineSink {
                 result: Err(PluginError::infrastructure(
                     "the backend dropped the task's completion sink without reporting a result",
                 )),
+                lost: true,
             });
         }
     }

@@ -1,5 +1,6 @@
 //! What a run did, for the summary, `--json` and the exit code.
 
+use crate::policy::FailureKind;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -25,8 +26,16 @@ pub struct BreakerEvent {
     pub instance: String,
     /// Seconds into the run.
     pub at_secs: f64,
-    /// `opened` or `half-open`.
-    pub event: String,
+    pub event: BreakerTransition,
+}
+
+/// What a circuit breaker did (`opened`, `half-open` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum BreakerTransition {
+    Opened,
+    HalfOpen,
 }
 
 /// Nodes moved off an instance that went down during the run.
@@ -48,8 +57,7 @@ pub struct NodeFailure {
     #[serde(rename = "type")]
     pub node_type: String,
     pub backend: String,
-    /// `node-failed`, `panicked`, `infrastructure`...
-    pub kind: String,
+    pub kind: FailureKind,
     pub message: String,
 }
 

@@ -1,0 +1,63 @@
+//! The report of a finished run.
+
+use super::{
+    RunOutcome,
+    run::{Run, State, Stop},
+};
+use crate::report::{BackendSummary, RunReport};
+use std::time::Duration;
+
+impl Run<'_> {
+    pub(super) fn into_outcome(self, elapsed: Duration, abandoned: usize) -> RunOutcome {
+        let count = |s: State| self.state.iter().filter(|&&x| x == s).count();
+        let mut planned = vec![0usize; self.plan.instances.len()];
+        for node in &self.plan.nodes {
+            planned[node.backend as usize] += 1;
+        }
+        // A node counts once, on the instance its last attempt ran on.
+        let mut finished = vec![0usize; self.plan.instances.len()];
+        for (node, state) in self.state.iter().enumerate() {
+            if matches!(state, State::Succeeded | State::Failed | State::Cancelled) && self.attempt[node] > 0 {
+                finished[self.assigned[node] as usize] += 1;
+            }
+        }
+        let backends = self
+            .plan
+            .instances
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| planned[i] > 0 || self.per_backend_done[i] > 0)
+            .map(|(i, instance)| BackendSummary {
+                instance: instance.name.clone(),
+                factory: instance.factory.clone(),
+                nodes: finished[i],
+                attempts: self.per_backend_attempts[i],
+                received_bytes: self.received_bytes[i],
+                active: match (self.first_submit[i], self.last_complete[i]) {
+                    (Some(a), Some(b)) => b.saturating_duration_since(a),
+                    _ => Duration::ZERO,
+                },
+            })
+            .collect();
+        let report = RunReport {
+            workflow: self.plan.name.clone(),
+            nodes: self.plan.nodes.len(),
+            succeeded: self.succeeded,
+            failed: count(State::Failed),
+            cancelled: count(State::Cancelled),
+            not_started: count(State::Waiting),
+            abandoned,
+            elapsed,
+            backends,
+            rerouted: self.reroutes,
+            skipped: count(State::Skipped),
+            retries: self.retries,
+            timeouts: self.layer_events.timeouts,
+            breakers: self.layer_events.breakers,
+            interrupted: self.stop == Some(Stop::Interrupted),
+            failure: self.failures.first().cloned(),
+            failures: self.failures,
+        };
+        RunOutcome { report, outputs: self.outputs }
+    }
+}

@@ -1,0 +1,537 @@
+//! The state of one run and how each event changes it.
+
+use super::{HOUSEKEEPING_INTERVAL, Progress, RunOptions, by_reference};
+use crate::{
+    layers::{self, Completion, InstanceService, LayerContext, LayerEvents, Readiness, Request, Stack, Timer, Timers},
+    plan::{Plan, Target},
+    policy::{Blame, FailureKind, FailurePolicy, MAX_ATTEMPTS, RetryDecision, RetryPolicy},
+    report::{NodeFailure, Reroute},
+};
+use backplane_plugin_api::{
+    HealthStatus, NodeTask, Payload, PluginError_NE, Resources,
+    abi_stable::std_types::{RString, RVec},
+};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+use tokio::sync::mpsc;
+
+/// Why a run stopped early.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stop {
+    Failed,
+    Interrupted,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum State {
+    Waiting,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// Depends on a failed node (failure policy `continue`).
+    Skipped,
+}
+
+/// Task ids are unique for the life of the process: instances are shared by
+/// every run, and a late cancel or result must never hit another task.
+static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Task ids reserved per node: one per possible attempt.
+const IDS_PER_NODE: u64 = MAX_ATTEMPTS as u64 + 1;
+
+/// What a node that asks for no resources reserves.
+static NO_RESOURCES: Resources = Resources { cpus: 0.0, memory_bytes: 0, gpus: 0.0, custom: RVec::new() };
+
+/// A context for a call into instance `$instance`'s layer stack.
+macro_rules! layer_cx {
+    ($run:expr, $instance:expr, $now:expr) => {
+        LayerContext {
+            now: $now,
+            run_started: $run.started,
+            instance: $instance as u32,
+            timers: &mut $run.timers,
+            completions: &$run.channel,
+            events: &mut $run.layer_events,
+            health_changed: false,
+        }
+    };
+}
+
+pub(super) struct Run<'p> {
+    pub(super) plan: &'p Plan,
+    options: &'p RunOptions,
+    /// Task id of node 0's attempt 0; see [`Run::task_id`].
+    first_task_id: u64,
+    /// Current attempt of each node (0 before the first).
+    pub(super) attempt: Vec<u8>,
+    /// Inputs of running nodes, kept so a retry gets them again.
+    retained: HashMap<u32, Vec<Option<Payload>>>,
+    timers: Timers,
+    pending_retries: usize,
+    pub(super) retries: usize,
+    pub(super) layer_events: LayerEvents,
+    pub(super) stacks: Vec<Stack>,
+    started: Instant,
+    /// The plan's working directory as text, converted once rather than per task.
+    working_dir: String,
+    remaining: Vec<u32>,
+    slots: Vec<Vec<Option<Payload>>>,
+    pub(super) state: Vec<State>,
+    ready: Vec<VecDeque<u32>>,
+    /// The instance each node runs on (the plan's, unless rerouted).
+    pub(super) assigned: Vec<u32>,
+    /// Instances that keep outputs by reference.
+    pub(super) by_reference: Vec<bool>,
+    /// `Some(reason)` for instances found down during the run.
+    down: Vec<Option<String>>,
+    next_health_check: Vec<Instant>,
+    pub(super) reroutes: Vec<Reroute>,
+    in_flight_total: usize,
+    pub(super) per_backend_done: Vec<usize>,
+    /// Attempts submitted, per instance (an abandoned one never completes).
+    pub(super) per_backend_attempts: Vec<usize>,
+    /// Output bytes each instance sent to the host (not references).
+    pub(super) received_bytes: Vec<u64>,
+    pub(super) first_submit: Vec<Option<Instant>>,
+    pub(super) last_complete: Vec<Option<Instant>>,
+    pub(super) outputs: Vec<Option<Payload>>,
+    pub(super) failures: Vec<NodeFailure>,
+    policy: FailurePolicy,
+    pub(super) stop: Option<Stop>,
+    pub(super) succeeded: usize,
+    channel: mpsc::UnboundedSender<Completion>,
+}
+
+impl<'p> Run<'p> {
+    pub(super) fn new(
+        plan: &'p Plan,
+        options: &'p RunOptions,
+        channel: mpsc::UnboundedSender<Completion>,
+        started: Instant,
+    ) -> Self {
+        let backends = plan.instances.len();
+        let mut run = Run {
+            plan,
+            options,
+            first_task_id: NEXT_TASK_ID.fetch_add((plan.nodes.len() as u64 + 1) * IDS_PER_NODE, Ordering::Relaxed),
+            attempt: vec![0; plan.nodes.len()],
+            retained: HashMap::new(),
+            timers: Timers::default(),
+            pending_retries: 0,
+            retries: 0,
+            layer_events: LayerEvents::default(),
+            stacks: plan.instances.iter().map(|i| layers::stack(i.clone(), &options.policy)).collect(),
+            started,
+            working_dir: plan.working_dir.to_string_lossy().into_owned(),
+            remaining: plan.nodes.iter().map(|n| n.inputs.len() as u32).collect(),
+            slots: (0..plan.nodes.len()).map(|_| Vec::new()).collect(),
+            state: vec![State::Waiting; plan.nodes.len()],
+            ready: vec![VecDeque::new(); backends],
+            assigned: plan.nodes.iter().map(|n| n.backend).collect(),
+            by_reference: by_reference::capable_instances(&plan.instances),
+            down: vec![None; backends],
+            next_health_check: vec![started; backends],
+            reroutes: Vec::new(),
+            in_flight_total: 0,
+            per_backend_done: vec![0; backends],
+            per_backend_attempts: vec![0; backends],
+            received_bytes: vec![0; backends],
+            first_submit: vec![None; backends],
+            last_complete: vec![None; backends],
+            outputs: vec![None; plan.outputs.len()],
+            failures: Vec::new(),
+            policy: options.policy.failure,
+            stop: None,
+            succeeded: 0,
+            channel,
+        };
+        for (i, node) in plan.nodes.iter().enumerate() {
+            if node.inputs.is_empty() {
+                run.make_ready(i as u32);
+            }
+        }
+        run
+    }
+
+    pub(super) fn stopping(&self) -> bool {
+        self.stop.is_some()
+    }
+
+    pub(super) fn interrupt(&mut self) {
+        self.stop.get_or_insert(Stop::Interrupted);
+    }
+
+    /// Nothing runs and nothing more will start.
+    pub(super) fn finished(&self) -> bool {
+        self.in_flight_total == 0 && (self.pending_retries == 0 || self.stop.is_some())
+    }
+
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight_total
+    }
+
+    pub(super) fn progress(&self) -> Progress {
+        Progress { succeeded: self.succeeded, total: self.plan.nodes.len(), elapsed: self.started.elapsed() }
+    }
+
+    /// When the loop must wake at the latest: housekeeping or the next timer.
+    pub(super) fn next_wake(&self, housekeeping: Instant) -> Instant {
+        self.timers.next_due().map_or(housekeeping, |at| at.min(housekeeping))
+    }
+
+    /// Task id of `node`'s attempt `attempt` (1-based).
+    fn task_id(&self, node: usize, attempt: u8) -> u64 {
+        self.first_task_id + node as u64 * IDS_PER_NODE + u64::from(attempt)
+    }
+
+    fn retry_policy(&self, node: usize) -> RetryPolicy {
+        let base = self.options.policy.retry;
+        self.plan.nodes[node].retry().map_or(base, |r| r.apply(base))
+    }
+
+    /// What `node`'s next attempt asks of its instance.
+    fn request(&self, node: u32) -> Request<'p> {
+        let plan: &'p Plan = self.plan;
+        let planned = &plan.nodes[node as usize];
+        let resources = match planned.resources() {
+            Some(own) if !own.is_empty() => own,
+            _ => &plan.types[planned.type_index as usize].requirements.resources,
+        };
+        let deadline = (planned.timeout_ms > 0).then(|| Duration::from_millis(planned.timeout_ms)).or(self
+            .options
+            .policy
+            .timeout
+            .default);
+        let resources = if resources.is_empty() { &NO_RESOURCES } else { resources };
+        Request { node, task_id: self.task_id(node as usize, self.attempt[node as usize] + 1), resources, deadline }
+    }
+
+    /// Queues a node on its instance, or on another one when that is down.
+    fn make_ready(&mut self, node: u32) {
+        if self.state[node as usize] == State::Skipped {
+            return;
+        }
+        let backend = self.assigned[node as usize] as usize;
+        if self.down[backend].is_none() {
+            self.ready[backend].push_back(node);
+        } else {
+            self.reroute(node);
+        }
+    }
+
+    fn reroute(&mut self, node: u32) {
+        let i = node as usize;
+        let from = self.assigned[i] as usize;
+        let planned = &self.plan.nodes[i];
+        let reason = self.down[from].clone().unwrap_or_default();
+        if planned.pinned {
+            let message = format!(
+                "its backend `{}` is down ({reason}) and the node is pinned to it, so it is not moved elsewhere",
+                self.plan.instances[from].name
+            );
+            return self.fail(i, FailureKind::Infrastructure, message);
+        }
+        let resources = planned.resources().cloned().unwrap_or_default();
+        match crate::plan::alternative(&self.plan.instances, &self.down, &self.plan.requirements(i), &resources) {
+            Ok(to) => {
+                self.assigned[i] = to as u32;
+                match self.reroutes.iter_mut().find(|r| r.from_index == from && r.to_index == to) {
+                    Some(r) => r.nodes += 1,
+                    None => self.reroutes.push(Reroute {
+                        from: self.plan.instances[from].name.clone(),
+                        to: self.plan.instances[to].name.clone(),
+                        reason,
+                        nodes: 1,
+                        from_index: from,
+                        to_index: to,
+                    }),
+                }
+                self.ready[to].push_back(node);
+            }
+            Err(reasons) => {
+                let message = format!("no healthy backend can take it: {}", reasons.join("; "));
+                self.fail(i, FailureKind::Infrastructure, message);
+            }
+        }
+    }
+
+    /// Acts on an instance's health: one that is down has its queue moved
+    /// (and takes no new nodes); one that is up again takes work again.
+    fn read_health(&mut self, backend: usize) {
+        let health = self.stacks[backend].health();
+        let name = &self.plan.instances[backend].name;
+        if health.status == HealthStatus::DOWN {
+            if self.down[backend].is_none() {
+                tracing::warn!("backend `{name}` is down ({}); moving its queued nodes", health.message);
+                self.down[backend] = Some(format!("down: {}", health.message));
+                for node in std::mem::take(&mut self.ready[backend]) {
+                    self.reroute(node);
+                }
+            }
+        } else if self.down[backend].take().is_some() {
+            tracing::info!("backend `{name}` takes work again");
+        }
+    }
+
+    /// Reads the health of instances with queued nodes (at most every 100 ms
+    /// each).
+    fn check_health(&mut self, now: Instant) {
+        for backend in 0..self.ready.len() {
+            if self.ready[backend].is_empty() || self.down[backend].is_some() || now < self.next_health_check[backend] {
+                continue;
+            }
+            self.next_health_check[backend] = now + HOUSEKEEPING_INTERVAL;
+            self.read_health(backend);
+        }
+    }
+
+    pub(super) fn dispatch_all(&mut self) {
+        let now = Instant::now();
+        self.check_health(now);
+        if self.stop.is_some() {
+            return;
+        }
+        for backend in 0..self.ready.len() {
+            while let Some(&node) = self.ready[backend].front() {
+                let request = self.request(node);
+                if self.stacks[backend].poll_ready(&request) == Readiness::Wait {
+                    break;
+                }
+                self.ready[backend].pop_front();
+                self.submit(node, backend, &request, now);
+            }
+        }
+    }
+
+    pub(super) fn fire_timers(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Retry { node } => {
+                    self.pending_retries -= 1;
+                    if self.stop.is_some() {
+                        self.state[node as usize] = State::Cancelled;
+                    } else {
+                        self.make_ready(node);
+                    }
+                }
+                Timer::Layer { instance, timer } => {
+                    let i = instance as usize;
+                    let mut cx = layer_cx!(self, i, now);
+                    self.stacks[i].fire(timer, &mut cx);
+                    if cx.health_changed {
+                        self.read_health(i);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt failed: retry (after a backoff) or fail the node, per
+    /// its retry policy.
+    fn attempt_failed(&mut self, node: usize, kind: FailureKind, lost: bool, message: String) {
+        let blame = Blame::of(kind, lost, self.options.policy.timeout.counts_as);
+        let attempt = self.attempt[node];
+        let entropy = self.task_id(node, attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+        match self.retry_policy(node).decide(blame, attempt, entropy) {
+            RetryDecision::RetryAfter(delay) if self.stop.is_none() => {
+                tracing::warn!(
+                    node = %self.plan.nodes[node].id,
+                    "attempt {attempt} failed ({kind}): {message}; retrying in {:.2}s",
+                    delay.as_secs_f64()
+                );
+                self.state[node] = State::Waiting;
+                if let Some(inputs) = self.retained.remove(&(node as u32)) {
+                    self.slots[node] = inputs;
+                }
+                self.retries += 1;
+                self.pending_retries += 1;
+                self.timers.push(Instant::now() + delay, Timer::Retry { node: node as u32 });
+            }
+            _ => {
+                self.retained.remove(&(node as u32));
+                let message = if attempt > 1 { format!("{message} (after {attempt} attempts)") } else { message };
+                self.fail(node, kind, message);
+            }
+        }
+    }
+
+    fn submit(&mut self, node: u32, backend: usize, request: &Request<'_>, now: Instant) {
+        let planned = &self.plan.nodes[node as usize];
+        let node_type = &self.plan.types[planned.type_index as usize];
+        let slots = std::mem::take(&mut self.slots[node as usize]);
+        // Keep a copy for a retry, unless this attempt is the last possible one.
+        let attempt = self.attempt[node as usize] + 1;
+        if !slots.is_empty() && attempt < self.retry_policy(node as usize).most_attempts() {
+            self.retained.insert(node, slots.clone());
+        }
+        let inputs: RVec<Payload> = slots.into_iter().flatten().collect();
+        self.attempt[node as usize] = attempt;
+        let task = NodeTask {
+            task_id: request.task_id,
+            attempt: u32::from(attempt),
+            node_id: planned.id.as_str().into(),
+            node_type: node_type.name.into(),
+            node_version: node_type.version.into(),
+            settings: planned.settings.as_str().into(),
+            inputs,
+            resources: planned.resources().cloned().unwrap_or_default(),
+            timeout_ms: request.deadline.map_or(0, |t| t.as_millis() as u64),
+            working_dir: self.working_dir.as_str().into(),
+            compute: node_type.compute,
+            extensions: planned
+                .placement()
+                .cloned()
+                .into_iter()
+                .chain(self.by_reference_request(node as usize, backend))
+                .collect(),
+        };
+        self.state[node as usize] = State::Running;
+        self.in_flight_total += 1;
+        self.first_submit[backend].get_or_insert(now);
+        self.per_backend_attempts[backend] += 1;
+        let sink = layers::completion_sink(node, request.task_id, self.channel.clone());
+        let mut cx = layer_cx!(self, backend, now);
+        self.stacks[backend].call(request, task, sink, &mut cx);
+    }
+
+    pub(super) fn complete(&mut self, mut completion: Completion) {
+        let node = completion.node as usize;
+        if self.state[node] != State::Running || completion.task_id != self.task_id(node, self.attempt[node]) {
+            // An abandoned attempt answering late, or a duplicate: delivered once, never twice.
+            tracing::warn!(node = %self.plan.nodes[node].id, task = completion.task_id, "ignoring a late or duplicate result");
+            return;
+        }
+        let backend = self.assigned[node] as usize;
+        let now = Instant::now();
+        self.in_flight_total -= 1;
+        self.per_backend_done[backend] += 1;
+        self.last_complete[backend] = Some(now);
+        if let Ok(outputs) = &completion.result {
+            self.received_bytes[backend] += outputs.iter().map(|p| p.data.len() as u64).sum::<u64>();
+        }
+        let mut cx = layer_cx!(self, backend, now);
+        self.stacks[backend].completed(&mut completion, &mut cx);
+        if cx.health_changed {
+            self.read_health(backend);
+        }
+        match completion.result {
+            // While the run is being cancelled, a node that still finishes feeds
+            // no other node, but its workflow outputs are kept.
+            Ok(outputs) => match self.deliver(node, outputs, self.stop.is_none()) {
+                Ok(()) => {
+                    self.state[node] = State::Succeeded;
+                    self.succeeded += 1;
+                    self.retained.remove(&(node as u32));
+                }
+                Err(message) => self.fail(node, FailureKind::NodeFailed, message),
+            },
+            Err(error) => {
+                let kind = FailureKind::of(&error);
+                match self.stop {
+                    Some(_) if kind == FailureKind::Cancelled => self.state[node] = State::Cancelled,
+                    // Failing while the run stops is still a failure to list (not retried).
+                    Some(_) => self.fail(node, kind, error_text(&error)),
+                    None => self.attempt_failed(node, kind, completion.lost, error_text(&error)),
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, node: usize, kind: FailureKind, message: String) {
+        self.state[node] = State::Failed;
+        let planned = &self.plan.nodes[node];
+        let failure = NodeFailure {
+            node: planned.id.clone(),
+            node_type: self.plan.types[planned.type_index as usize].name.to_owned(),
+            backend: self.plan.instances[self.assigned[node] as usize].name.clone(),
+            kind,
+            message,
+        };
+        tracing::error!("{failure}");
+        self.failures.push(failure);
+        match self.policy {
+            FailurePolicy::FailFast => {
+                self.stop.get_or_insert(Stop::Failed);
+            }
+            FailurePolicy::Continue => self.skip_dependants(node),
+        }
+    }
+
+    /// Marks every node downstream of `node` as skipped.
+    fn skip_dependants(&mut self, node: usize) {
+        let mut stack = vec![node];
+        while let Some(n) = stack.pop() {
+            for consumer in &self.plan.nodes[n].consumers {
+                if let Target::Node { node: target, .. } = consumer.target
+                    && self.state[target as usize] == State::Waiting
+                {
+                    self.state[target as usize] = State::Skipped;
+                    stack.push(target as usize);
+                }
+            }
+        }
+    }
+
+    pub(super) fn cancel_in_flight(&mut self) {
+        for (i, state) in self.state.iter().enumerate() {
+            if *state == State::Running {
+                let backend = self.assigned[i] as usize;
+                let task_id = self.first_task_id + i as u64 * IDS_PER_NODE + u64::from(self.attempt[i]);
+                self.stacks[backend].cancel(task_id);
+            }
+        }
+    }
+
+    /// Moves a node's outputs into its consumers' input slots (or, with
+    /// `to_nodes` false, only into workflow outputs). Checks every needed port
+    /// first, so a node's outputs are delivered all or not at all.
+    fn deliver(&mut self, node: usize, outputs: RVec<Payload>, to_nodes: bool) -> Result<(), String> {
+        let mut outputs = outputs.into_vec();
+        let consumers = &self.plan.nodes[node].consumers;
+        let wanted = |c: &&crate::plan::Consumer| to_nodes || matches!(c.target, Target::Output(_));
+        if let Some(missing) = consumers.iter().filter(wanted).find(|c| !outputs.iter().any(|p| p.port == c.port)) {
+            return Err(format!("the node produced no `{}` output, which its consumers need", missing.port));
+        }
+        for (c, consumer) in consumers.iter().enumerate() {
+            if !wanted(&consumer) {
+                continue;
+            }
+            let Some(at) = outputs.iter().position(|p| p.port == consumer.port) else { continue };
+            let later_consumer = consumers[c + 1..].iter().filter(wanted).any(|other| other.port == consumer.port);
+            let mut payload = if later_consumer { outputs[at].clone() } else { std::mem::take(&mut outputs[at]) };
+            match consumer.target {
+                Target::Output(_) if !payload.object_ref.is_empty() => {
+                    return Err(format!("output `{}` came back as a reference, not bytes", payload.port));
+                }
+                Target::Output(index) => self.outputs[index as usize] = Some(payload),
+                Target::Node { node: target, slot } => {
+                    let target = target as usize;
+                    let instances = &self.plan.instances;
+                    let (from, to) = (self.assigned[node] as usize, self.assigned[target] as usize);
+                    by_reference::check_delivery(&payload, &instances[from].name, &instances[to].name)?;
+                    let slots = &mut self.slots[target];
+                    if slots.is_empty() {
+                        slots.resize_with(self.plan.nodes[target].inputs.len(), || None);
+                    }
+                    payload.port = RString::from(self.plan.nodes[target].inputs[slot as usize].port);
+                    slots[slot as usize] = Some(payload);
+                    self.remaining[target] -= 1;
+                    if self.remaining[target] == 0 {
+                        self.make_ready(target as u32);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The boundary error's own text (its `Display`, which for variants newer
+/// than this host comes from the plugin).
+fn error_text(error: &PluginError_NE) -> String {
+    error.to_string()
+}
