@@ -56,7 +56,9 @@ pub use node::{
     NodeSpec, NodeSpecRef, NodeType, PortSpec, SettingsCheckFn, SettingsProblem, TaskContext, node_spec,
 };
 pub use payload::Payload;
-pub use resources::{Capabilities, CapabilityFlags, Health, HealthStatus, Isolation, Requirements, Resources};
+pub use resources::{
+    Capabilities, CapabilityFlags, Health, HealthStatus, Isolation, Requirements, Resources, parse_size,
+};
 
 /// Re-exported ABI-stable std types plugin code uses most.
 pub mod prelude {

@@ -169,3 +169,6 @@ pub fn stack(instance: Arc<BackendInstance>, policy: &RunPolicy) -> Stack {
     let breaker = CircuitBreaker::new(timeout, name, policy.breaker, policy.timeout.counts_as);
     Admission::new(breaker, max_in_flight, capacity_of(&capabilities))
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,12 +11,14 @@
 //! - `diagnostics`: every class of workflow error, snapshot-tested
 //! - `library`: the host used as a Rust library with a backend written in Rust
 //! - `policies`: real signals to a real run, grace periods, the `continue` policy
+//! - `admission`: deadlines count running time, timeouts are the node's, resources are reserved
 //! - `routing`: rules, precedence, derived instances, env overrides, rerouting
 //! - `verify`: the conformance suite on our plugins, the examples and broken fixtures
 //! - `ray`: the ray backend on a private local Ray: parity, panics, crashes, cancellation
 //! - `nats`: real `nats-server` and `backplane worker` processes
 //! - `workers`: the worker backend end to end: sharing, kill -9, NATS restarts, credentials, large payloads, parity
 
+mod admission;
 mod diagnostics;
 mod evolution;
 mod fixtures;

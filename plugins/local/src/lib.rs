@@ -10,7 +10,7 @@
 //!   through `ComputeContext::is_cancelled`, while it runs.
 
 use backplane_plugin_api::{
-    abi_stable::std_types::{RString, RVec},
+    abi_stable::std_types::{RString, RVec, Tuple2},
     guard, log_debug,
     prelude::*,
     run_compute,
@@ -18,7 +18,7 @@ use backplane_plugin_api::{
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use serde::Deserialize;
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -31,8 +31,44 @@ use std::{
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalConfig {
-    /// Worker threads; default: available parallelism.
+    /// Worker threads; default: available parallelism. Also the instance's
+    /// cpu capacity: tasks that ask for cpus share this many.
     pub threads: Option<usize>,
+    /// Memory the instance offers to tasks that ask for some (bytes, or a
+    /// size such as "16GiB"); default: not stated, not limited.
+    pub memory: Option<Size>,
+    /// Named resources the instance offers (`{ licence = 2 }`); tasks that
+    /// ask for one share what is declared here.
+    #[serde(default)]
+    pub custom: BTreeMap<String, f64>,
+}
+
+/// A size in bytes, written as a number or with a unit.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    fn bytes(&self) -> Result<u64, PluginError_NE> {
+        match self {
+            Self::Bytes(n) => Ok(*n),
+            Self::Text(text) => backplane_plugin_api::parse_size(text).ok_or_else(|| {
+                PluginError::invalid_config(format!(
+                    "`memory = \"{text}\"` is not a size (e.g. 17179869184 or \"16GiB\")"
+                ))
+            }),
+        }
+    }
+}
+
+/// What an instance offers besides its threads.
+#[derive(Debug, Clone, Default)]
+struct Offered {
+    memory_bytes: u64,
+    custom: Vec<(String, f64)>,
 }
 
 // `Stop` is rare and boxing `Run` would cost an allocation per task.
@@ -87,12 +123,13 @@ impl Cancellations {
 
 pub struct LocalBackend {
     threads: usize,
+    offered: Offered,
     queue: Sender<Message>,
     cancellations: Arc<Cancellations>,
     workers: Mutex<Vec<JoinHandle<()>>>,
 }
 
-fn capabilities(threads: usize) -> Capabilities {
+fn capabilities(threads: usize, offered: &Offered) -> Capabilities {
     Capabilities {
         // One thread runs one task at a time: not parallel.
         flags: if threads > 1 {
@@ -102,7 +139,12 @@ fn capabilities(threads: usize) -> Capabilities {
         },
         isolation: Isolation::NONE,
         max_concurrency: threads as u32,
-        capacity: Resources { cpus: threads as f64, ..Resources::default() },
+        capacity: Resources {
+            cpus: threads as f64,
+            memory_bytes: offered.memory_bytes,
+            gpus: 0.0,
+            custom: offered.custom.iter().map(|(name, amount)| Tuple2(RString::from(name.as_str()), *amount)).collect(),
+        },
         tags: RVec::from(vec![RString::from("local")]),
         extensions: RVec::new(),
     }
@@ -159,7 +201,9 @@ impl BackendPlugin for LocalBackend {
         serde_json::json!({
             "type": "object",
             "properties": {
-                "threads": { "type": "integer", "minimum": 1, "maximum": MAX_THREADS, "description": "worker threads (default: available parallelism)" }
+                "threads": { "type": "integer", "minimum": 1, "maximum": MAX_THREADS, "description": "worker threads (default: available parallelism); also the cpus tasks share" },
+                "memory": { "type": ["integer", "string"], "minimum": 0, "description": "memory offered to tasks that ask for some, in bytes or with a unit (\"16GiB\"); default: not limited" },
+                "custom": { "type": "object", "additionalProperties": { "type": "number", "minimum": 0 }, "description": "named resources offered, e.g. { licence = 2 }" }
             },
             "additionalProperties": false
         })
@@ -169,7 +213,7 @@ impl BackendPlugin for LocalBackend {
     fn capabilities() -> Capabilities {
         Capabilities {
             flags: CapabilityFlags::PARALLEL | CapabilityFlags::IN_PROCESS_COMPUTE,
-            ..capabilities(default_threads())
+            ..capabilities(default_threads(), &Offered::default())
         }
     }
 
@@ -179,6 +223,16 @@ impl BackendPlugin for LocalBackend {
             Some(n) => n,
             None => default_threads(),
         };
+        let mut offered =
+            Offered { memory_bytes: config.memory.as_ref().map_or(Ok(0), Size::bytes)?, custom: Vec::new() };
+        for (name, amount) in config.custom {
+            if !amount.is_finite() || amount < 0.0 {
+                return Err(PluginError::invalid_config(format!(
+                    "custom resource `{name}` must be a number of at least 0"
+                )));
+            }
+            offered.custom.push((name, amount));
+        }
         let (queue, receiver) = crossbeam_channel::unbounded();
         let cancellations = Arc::new(Cancellations::default());
         let workers = (0..threads)
@@ -192,11 +246,11 @@ impl BackendPlugin for LocalBackend {
             })
             .collect::<Result<Vec<_>, _>>()?;
         log_debug!("local backend started with {threads} threads");
-        Ok(Self { threads, queue, cancellations, workers: Mutex::new(workers) })
+        Ok(Self { threads, offered, queue, cancellations, workers: Mutex::new(workers) })
     }
 
     fn live_capabilities(&self) -> Capabilities {
-        capabilities(self.threads)
+        capabilities(self.threads, &self.offered)
     }
 
     fn submit(&self, task: NodeTask, sink: CompletionSinkBox) {
