@@ -1,39 +1,39 @@
-//! The Backplane host: loads backend and node-spec plugins through the stable
-//! ABI, plans workflows and runs their nodes on the selected backends.
+//! The Backplane host library: reads the config and workflows, plans which
+//! backend instance runs each node, runs the plan through policy layers and
+//! writes its outputs. Plugins are loaded by [`backplane_loader`], whose
+//! types are re-exported here; the command line is the `backplane` crate.
 //!
 //! # Core concepts
 //!
-//! - [`Host`] owns the registries for the whole process: [`loader`] fills them
-//!   from plugin dylibs (never unloaded), Rust code can add factories and node
-//!   types directly.
+//! - [`Host`] (from the loader) owns the registries for the whole process.
 //! - [`config::Config`] (`backplane.toml`) names backend *instances*; each is
-//!   created once from its factory and shared, immutable, by every run.
+//!   created once from its factory ([`config::Config::instantiate`]) and
+//!   shared, immutable, by every run.
 //! - A [`workflow::Workflow`] is parsed with locations, then [`plan::build`]
 //!   checks it against the registries and routes each node to an instance.
-//! - [`engine::execute`] runs a plan on the current tokio runtime and returns
-//!   a report plus the workflow outputs, which [`output`] writes.
+//! - [`engine::execute`] runs a plan on the current tokio runtime, reaching
+//!   each instance through its [`layers`] (admission, circuit breaker,
+//!   timeout), and returns a [`report`] plus the workflow outputs, which
+//!   [`output`] writes.
 //!
-//! The path of a run: config -> loader -> registries -> plan (with
-//! [`output_targets`] checked) -> engine -> output.
+//! Layers, lowest first; a module imports only from its own layer or lower
+//! ones, which `tests/layering.rs` checks:
+//! 1. `diagnostic`, `spanned_toml`, `policy`, `report` — values and parsing
+//! 2. `config`, `workflow`, `output_targets` — what the user wrote
+//! 3. `plan` — nodes routed to instances
+//! 4. `layers` — policies around one instance
+//! 5. `engine`, `output` — running a plan and writing what it produced
 
-pub mod bench;
 pub mod config;
-pub mod describe;
 pub mod diagnostic;
 pub mod engine;
-mod host;
 pub mod layers;
-pub mod loader;
-mod log_bridge;
 pub mod output;
 pub mod output_targets;
 pub mod plan;
 pub mod policy;
-pub mod registry;
 pub mod report;
 mod spanned_toml;
-pub mod task_runner;
-pub mod worker;
 pub mod workflow;
 
-pub use host::{Host, PluginInfo};
+pub use backplane_loader::{Host, PluginInfo, describe, loader, registry, task_runner};

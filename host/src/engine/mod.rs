@@ -68,11 +68,6 @@ impl RunOptions {
         Self::from_policy(config.policy.clone())
     }
 
-    /// Options that follow the `[policy]` of the config `host` was set up with.
-    pub fn for_host(host: &crate::Host) -> Self {
-        Self::from_policy(host.policy.clone())
-    }
-
     pub fn from_policy(policy: RunPolicy) -> Self {
         Self { policy, interrupt: None, progress: None }
     }

@@ -4,7 +4,7 @@
 //! # Core concepts
 //!
 //! - Plugins load with the host's own loader and ABI checks
-//!   (`backplane_host::Host`), once per Ray worker process, from the plugin
+//!   (`backplane_loader::Host`), once per Ray worker process, from the plugin
 //!   directories given to `backplane_init`.
 //! - Requests and responses are msgpack maps with named fields; input bytes
 //!   are borrowed `(pointer, length)` pairs, never copied into the request.
@@ -15,7 +15,7 @@
 //! The library also exports an empty plugin module, so the host's loader,
 //! which reads every dylib on the plugin path, accepts it quietly.
 
-use backplane_host::{Host, task_runner};
+use backplane_loader::{Host, task_runner};
 use backplane_plugin_api::{Payload, PluginError, describe, wire::TaskMessage};
 use serde::{Deserialize, Serialize};
 use std::{

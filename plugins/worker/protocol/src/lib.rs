@@ -73,6 +73,20 @@ pub fn check_pool_name(pool: &str) -> Result<(), String> {
     }
 }
 
+/// The `nats-server` binary: `given`, else found on `PATH` or in Debian's
+/// `/usr/sbin` (not on a normal user's `PATH`).
+pub fn find_nats_server(given: Option<&std::path::Path>) -> Result<std::path::PathBuf, String> {
+    if let Some(path) = given {
+        return Ok(path.to_owned());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|p| p.join("nats-server"))
+        .chain([std::path::PathBuf::from("/usr/sbin/nats-server"), std::path::PathBuf::from("/usr/bin/nats-server")])
+        .find(|p| p.is_file())
+        .ok_or_else(|| "nats-server not found: install it (`apt-get install nats-server`) or pass --nats-server".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,266 @@
+//! `backplane run` and `backplane validate`.
+
+use super::say;
+use super::{print_json, progress, setup_with_diagnostics};
+use crate::{Failure, GlobalArgs};
+use backplane_host::{
+    Host,
+    config::Config,
+    diagnostic::Diagnostic,
+    engine::{self, FailurePolicy, RunOptions, RunReport},
+    output,
+    output_targets::OutputRules,
+    plan::{self, Plan},
+    workflow::{self, WorkflowError},
+};
+use clap::Args;
+use std::{
+    io::IsTerminal,
+    path::{Path, PathBuf},
+};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The workflow file.
+    workflow: PathBuf,
+    /// Print the run report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Never show a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Plan only: print where every node would run, like `backplane plan`.
+    #[arg(long)]
+    dry_run: bool,
+    /// `fail-fast` (stop at the first failure) or `continue` (run every node
+    /// that does not depend on a failed one); default from `[policy]`.
+    #[arg(long, value_name = "POLICY", value_parser = ["fail-fast", "continue"])]
+    on_failure: Option<String>,
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    workflow: PathBuf,
+    /// Print the routing table as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    workflow: PathBuf,
+    /// Print problems as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Config, plugins, instances and the plan, or every problem found on the way.
+fn prepare(
+    global: &GlobalArgs,
+    path: &Path,
+    output_rules: OutputRules,
+) -> Result<(Host, Config, Plan), (Failure, Vec<Diagnostic>)> {
+    let (host, config) = setup_with_diagnostics(global)?;
+    let source = workflow::read_source(path, global.max_file_size).map_err(|e| {
+        let diagnostics = e.diagnostics();
+        let failure = match e {
+            WorkflowError::Read { .. } => Failure::Environment(e.to_string()),
+            WorkflowError::Invalid(_) => Failure::Invalid(e.to_string()),
+        };
+        (failure, diagnostics)
+    })?;
+    let output_rules = OutputRules { allow_outside_workflow_dir: config.allow_outside_workflow_dir, ..output_rules };
+    let plan = plan::plan_source(source, &host.nodes, &host.backends, &config.routes, output_rules)
+        .map_err(|d| (Failure::Invalid(d.to_string()), d.0))?;
+    Ok((host, config, plan))
+}
+
+/// Under `--json`, a command that cannot get as far as its work still prints
+/// one JSON document: `{"valid": false, "errors": [...]}` with every problem
+/// as `{file, line, column, message, help}`.
+fn failed(json: bool, (failure, diagnostics): (Failure, Vec<Diagnostic>)) -> Failure {
+    if !json {
+        return failure;
+    }
+    match print_json(&serde_json::json!({ "valid": false, "errors": diagnostics })) {
+        Ok(()) => failure.reported(),
+        Err(e) => e,
+    }
+}
+
+pub fn validate(global: &GlobalArgs, args: ValidateArgs) -> Result<(), Failure> {
+    if args.json {
+        super::reserve_stdout_for_json();
+    }
+    let (_host, _config, plan) =
+        prepare(global, &args.workflow, OutputRules::default()).map_err(|e| failed(args.json, e))?;
+    if args.json {
+        print_json(&serde_json::json!({ "valid": true, "errors": [], "nodes": plan.nodes.len() }))
+    } else {
+        say!("{}: valid ({} nodes)", args.workflow.display(), plan.nodes.len());
+        Ok(())
+    }
+}
+
+pub fn plan(global: &GlobalArgs, args: PlanArgs) -> Result<(), Failure> {
+    if args.json {
+        super::reserve_stdout_for_json();
+    }
+    let (_host, _config, plan) =
+        prepare(global, &args.workflow, OutputRules::default()).map_err(|e| failed(args.json, e))?;
+    print_plan(&plan, args.json)
+}
+
+fn print_plan(plan: &Plan, json: bool) -> Result<(), Failure> {
+    let rows = plan.routing_table();
+    if json {
+        let mut per_instance = vec![0usize; plan.instances.len()];
+        for node in &plan.nodes {
+            per_instance[node.backend as usize] += 1;
+        }
+        let instances: Vec<serde_json::Value> = plan
+            .instances
+            .iter()
+            .zip(&per_instance)
+            .map(|(i, nodes)| {
+                serde_json::json!({
+                    "name": i.name, "type": i.factory, "derived_from": i.derived_from,
+                    "config": i.config, "nodes": nodes,
+                })
+            })
+            .collect();
+        return print_json(&serde_json::json!({ "workflow": plan.name, "nodes": rows, "instances": instances }));
+    }
+    let width = |f: fn(&plan::RouteRow) -> &str, title: &str| {
+        rows.iter().map(|r| f(r).len()).chain([title.len()]).max().unwrap_or(0)
+    };
+    let (wn, wt, wb) = (width(|r| &r.node, "NODE"), width(|r| &r.type_name, "TYPE"), width(|r| &r.backend, "BACKEND"));
+    say!("{:wn$}  {:wt$}  {:wb$}  REASON", "NODE", "TYPE", "BACKEND");
+    for r in &rows {
+        say!("{:wn$}  {:wt$}  {:wb$}  {}", r.node, r.type_name, r.backend, r.reason);
+    }
+    Ok(())
+}
+
+pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
+    // The JSON report owns stdout: outputs to `-` are refused with `--json`.
+    if args.json {
+        super::reserve_stdout_for_json();
+    }
+    let rules = OutputRules { stdout_reserved: args.json && !args.dry_run, ..OutputRules::default() };
+    let (_host, config, plan) = prepare(global, &args.workflow, rules).map_err(|e| failed(args.json, e))?;
+    if args.dry_run {
+        return print_plan(&plan, args.json);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Environment(format!("cannot start the async runtime: {e}")))?;
+    let (interrupt, interrupted) = tokio::sync::watch::channel(false);
+    let mut options = RunOptions::from_config(&config);
+    if let Some(policy) = args.on_failure.as_deref().and_then(FailurePolicy::from_name) {
+        options.policy.failure = policy;
+    }
+    options.interrupt = Some(interrupted);
+    let bar = (!args.no_progress && !global.quiet && std::io::stderr().is_terminal()).then(progress::ProgressBar::new);
+    options.progress = bar.clone().map(|bar| bar.callback());
+    let grace = options.policy.cancel_grace;
+    let outcome = runtime.block_on(async {
+        tokio::spawn(watch_signals(interrupt, grace));
+        engine::execute(&plan, &options).await
+    });
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    let written = output::write_outputs(&plan, &outcome.outputs);
+    if args.json {
+        let mut report = serde_json::to_value(&outcome.report).map_err(|e| Failure::Environment(e.to_string()))?;
+        report["written"] = serde_json::json!(written.files);
+        report["output_errors"] = serde_json::json!(written.errors);
+        print_json(&report)?;
+    } else if !global.quiet {
+        print_summary(&outcome.report, &written.files);
+    }
+    for error in &written.errors {
+        eprintln!("error: {error}");
+    }
+    if outcome.report.interrupted {
+        Err(Failure::Interrupted)
+    } else if !outcome.report.success() {
+        Err(Failure::Run)
+    } else if !written.errors.is_empty() {
+        // Reported above, with the summary.
+        Err(Failure::Environment(String::new()))
+    } else {
+        Ok(())
+    }
+}
+
+/// The first Ctrl-C or SIGTERM asks the run to stop (cancel in-flight tasks,
+/// wait up to the grace period); a second one exits at once.
+async fn watch_signals(interrupt: tokio::sync::watch::Sender<bool>, grace: std::time::Duration) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        tracing::warn!("cannot listen for Ctrl-C/SIGTERM; they will end the run abruptly");
+        return;
+    };
+    let next = async |int: &mut tokio::signal::unix::Signal, term: &mut tokio::signal::unix::Signal| {
+        tokio::select! {
+            _ = int.recv() => "interrupt",
+            _ = term.recv() => "SIGTERM",
+        }
+    };
+    let first = next(&mut int, &mut term).await;
+    eprintln!(
+        "{first}: cancelling running nodes (waiting up to {:.0}s); press Ctrl-C again to exit at once",
+        grace.as_secs_f64()
+    );
+    let _ = interrupt.send(true);
+    let second = next(&mut int, &mut term).await;
+    eprintln!("{second}: exiting now; running nodes are abandoned");
+    std::process::exit(crate::EXIT_INTERRUPTED);
+}
+
+fn print_summary(report: &RunReport, written: &[PathBuf]) {
+    let secs = report.elapsed.as_secs_f64();
+    if report.success() {
+        eprintln!("✔ {}: {}/{} nodes succeeded in {secs:.3}s", report.workflow, report.succeeded, report.nodes);
+    } else {
+        if report.interrupted {
+            eprintln!("✘ {} interrupted after {secs:.3}s", report.workflow);
+        } else {
+            eprintln!("✘ {} failed after {secs:.3}s", report.workflow);
+        }
+        for failure in &report.failures {
+            eprintln!("  {failure}");
+        }
+        let mut counts = format!(
+            "  {} succeeded, {} failed, {} cancelled, {} not started",
+            report.succeeded, report.failed, report.cancelled, report.not_started
+        );
+        if report.skipped > 0 {
+            counts.push_str(&format!(", {} skipped (depend on a failed node)", report.skipped));
+        }
+        if report.abandoned > 0 {
+            counts.push_str(&format!(", {} abandoned", report.abandoned));
+        }
+        eprintln!("{counts}");
+    }
+    for reroute in &report.rerouted {
+        eprintln!("  rerouted {} nodes from {} ({}) to {}", reroute.nodes, reroute.from, reroute.reason, reroute.to);
+    }
+    for backend in &report.backends {
+        let attempts =
+            if backend.attempts == backend.nodes { String::new() } else { format!(" ({} attempts)", backend.attempts) };
+        eprintln!(
+            "  {} ({}): {} nodes{attempts}, {:.3}s",
+            backend.instance,
+            backend.factory,
+            backend.nodes,
+            backend.active.as_secs_f64()
+        );
+    }
+    for path in written {
+        eprintln!("  wrote {}", path.display());
+    }
+}

@@ -1,0 +1,519 @@
+//! Shared test fixtures.
+
+use assert_cmd::Command;
+use std::{
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("host/cli/ is inside the workspace").to_path_buf()
+}
+
+/// The directory holding the `backplane` binary and, after a workspace
+/// build, the plugin dylibs.
+pub fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_backplane")).parent().expect("binary has a directory").to_path_buf()
+}
+
+pub fn dylib(stem: &str) -> PathBuf {
+    bin_dir().join(format!("lib{stem}.{}", std::env::consts::DLL_EXTENSION))
+}
+
+/// `cargo`, without the variables cargo sets for this test process: build
+/// scripts that track them (ring's) would read them as changed and rebuild
+/// half the tree.
+fn cargo_command() -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_tests = ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"]
+            .contains(&name.as_ref())
+            || ["CARGO_PKG_", "CARGO_BIN_EXE_", "CARGO_TARGET_TMPDIR"].iter().any(|p| name.starts_with(p));
+        if set_for_tests {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command
+}
+
+/// Builds the workspace's plugin dylibs (a no-op when they are fresh), so
+/// `cargo test -p backplane-host` works as well as a workspace run.
+pub fn ensure_plugins_built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = cargo_command()
+            .current_dir(workspace_root())
+            .args([
+                "build",
+                "-p",
+                "backplane-local",
+                "-p",
+                "backplane-std-nodes",
+                "-p",
+                "backplane-worker",
+                "-p",
+                "backplane-ray-like",
+                "-p",
+                "backplane-ray-node-runner",
+                "-p",
+                "backplane-test-faulty",
+            ])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the plugin dylibs failed");
+    });
+}
+
+/// The real binary with a clean environment (no user config or plugin path).
+pub fn backplane() -> Command {
+    ensure_plugins_built();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_backplane"));
+    cmd.env_remove("BACKPLANE_CONFIG")
+        .env_remove("BACKPLANE_PLUGIN_PATH")
+        .env_remove("BACKPLANE_LOG")
+        .timeout(std::time::Duration::from_secs(120));
+    cmd
+}
+
+/// A temp dir with `workflow.toml` and `backplane.toml`.
+pub fn workflow_with_config(workflow: &str, config: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("workflow.toml"), workflow).unwrap();
+    std::fs::write(dir.path().join("backplane.toml"), config).unwrap();
+    dir
+}
+
+/// `backplane <args> workflow.toml --config backplane.toml` in `dir`.
+pub fn command_in(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = backplane();
+    cmd.current_dir(dir).args(args).args(["workflow.toml", "--config", "backplane.toml"]);
+    cmd
+}
+
+/// `backplane run --json` in `dir` with extra environment: exit code, run
+/// report (null if none was printed), stderr.
+pub fn run_json(dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, serde_json::Value, String) {
+    let mut cmd = command_in(dir, &["run", "--json"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let output = cmd.output().unwrap();
+    let report = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+    (output.status.code(), report, stderr_of(&output))
+}
+
+/// The problems a `--json` command printed for invalid input, one per line as
+/// `file:line:column: message` (`{"valid": false, "errors": [...]}`).
+pub fn json_errors(report: &serde_json::Value) -> String {
+    let errors = report["errors"].as_array().map(Vec::as_slice).unwrap_or_default();
+    errors
+        .iter()
+        .map(|e| {
+            let file = e["file"].as_str().unwrap_or_default();
+            let file = std::path::Path::new(file).file_name().map_or(file.into(), |n| n.to_string_lossy());
+            format!("{file}:{}:{}: {}", e["line"], e["column"], e["message"].as_str().unwrap_or_default())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs a copy of the quickstart with `config`; returns its two output files
+/// (`.tsv`, `.b3`) and the run report.
+pub fn quickstart_outputs(config: &str) -> (Vec<u8>, Vec<u8>, serde_json::Value) {
+    let quickstart = workspace_root().join("examples/quickstart");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(quickstart.join("workflow.toml"), dir.path().join("workflow.toml")).unwrap();
+    std::fs::create_dir_all(dir.path().join("docs")).unwrap();
+    for entry in std::fs::read_dir(quickstart.join("docs")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join("docs").join(entry.file_name())).unwrap();
+    }
+    std::fs::write(dir.path().join("backplane.toml"), config).unwrap();
+    let (code, report, stderr) = run_json(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
+    let read = |name: &str| std::fs::read(dir.path().join("out").join(name)).unwrap();
+    (read("word-frequencies.tsv"), read("word-frequencies.b3"), report)
+}
+
+/// A `backplane run --json` started in `dir`, its stderr (the log) collected
+/// as it comes, for tests that act mid-run.
+pub struct RunningRun {
+    pub child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningRun {
+    pub fn start(dir: &Path, log_filter: &str) -> Self {
+        use std::io::{BufRead, BufReader};
+        ensure_plugins_built();
+        let mut child = std::process::Command::new(bin_dir().join("backplane"))
+            .current_dir(dir)
+            .args(["run", "--json", "workflow.toml", "--config", "backplane.toml"])
+            .env("BACKPLANE_LOG", log_filter)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = {
+            let (log, stderr) = (log.clone(), child.stderr.take().unwrap());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            })
+        };
+        Self { child, log, reader: Some(reader) }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`; returns the log.
+    pub fn wait_for_log(&self, needle: &str, within: std::time::Duration) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(start.elapsed() < within, "`{needle}` did not appear within {within:?}:\n{log}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the exit: exit code, report, the whole log.
+    pub fn finish(mut self) -> (Option<i32>, serde_json::Value, String) {
+        let stdout = self.child.stdout.take().unwrap();
+        let report = serde_json::from_reader(stdout).unwrap_or(serde_json::Value::Null);
+        let status = self.child.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        (status.code(), report, self.log())
+    }
+}
+
+pub fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn stdout_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// How a fixture copy of `plugin-api` differs from the real one.
+pub enum AbiSkew {
+    /// `Capabilities::max_concurrency` is a `u64` instead of a `u32`.
+    ChangedFieldType,
+    /// The same types, but version 2.0.0.
+    NextMajor,
+    /// The same interface, built with `panic = "abort"`.
+    PanicAbort,
+}
+
+/// Builds the `abi-plugin` fixture against a modified copy of `plugin-api`
+/// and returns the dylib.
+pub fn skewed_plugin(skew: AbiSkew) -> PathBuf {
+    let (name, version, panic) = match skew {
+        AbiSkew::ChangedFieldType => ("abi-fixture-changed-field", backplane_plugin_api::INTERFACE_VERSION, "unwind"),
+        AbiSkew::NextMajor => ("abi-fixture-next-major", "2.0.0", "unwind"),
+        AbiSkew::PanicAbort => ("abi-fixture-panic-abort", backplane_plugin_api::INTERFACE_VERSION, "abort"),
+    };
+    let change_field = matches!(skew, AbiSkew::ChangedFieldType);
+    build_fixture_plugin(name, "host/cli/tests/fixtures/abi-plugin/src/lib.rs", panic, |api| {
+        write_api_copy(api, version, |file, text| match file {
+            "resources.rs" if change_field => patch(&text, "pub max_concurrency: u32,", "pub max_concurrency: u64,"),
+            _ => text,
+        })
+    })
+}
+
+/// Writes a copy of `plugin-api` at `version` into `api`, passing each source
+/// file (by name) through `edit`.
+fn write_api_copy(api: &Path, version: &str, edit: impl Fn(&str, String) -> String) {
+    std::fs::create_dir_all(api.join("src")).unwrap();
+    for entry in std::fs::read_dir(workspace_root().join("plugin-api/src")).unwrap() {
+        let entry = entry.unwrap();
+        let text = edit(entry.file_name().to_str().unwrap(), std::fs::read_to_string(entry.path()).unwrap());
+        write_if_changed(&api.join("src").join(entry.file_name()), &text);
+    }
+    write_if_changed(
+        &api.join("Cargo.toml"),
+        &format!(
+            "[package]\nname = \"backplane-plugin-api\"\nversion = \"{version}\"\nedition = \"2024\"\n\n\
+             [dependencies]\nabi_stable = {{ version = \"0.11.3\", default-features = false }}\n\
+             serde = {{ version = \"1\", features = [\"derive\"] }}\nserde_json = \"1\"\n"
+        ),
+    );
+}
+
+/// Builds the plugin `name` from `source` (relative to the workspace) against
+/// the `plugin-api` copy `write_api` writes, with the given panic strategy.
+/// Builds go to `target/abi-fixtures` so later runs reuse them; `Cargo.lock`
+/// is copied so dependency versions match the host's.
+fn build_fixture_plugin(name: &str, source: &str, panic: &str, write_api: impl FnOnce(&Path)) -> PathBuf {
+    let root = workspace_root();
+    let base = root.join("target/abi-fixtures");
+    let work = base.join(name);
+    write_api(&work.join("plugin-api"));
+    std::fs::create_dir_all(work.join("plugin/src")).unwrap();
+    write_if_changed(
+        &work.join("plugin/Cargo.toml"),
+        &format!(
+            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n\
+             [dependencies]\nbackplane-plugin-api = {{ path = \"../plugin-api\" }}\n"
+        ),
+    );
+    write_if_changed(&work.join("plugin/src/lib.rs"), &std::fs::read_to_string(root.join(source)).unwrap());
+    write_if_changed(
+        &work.join("Cargo.toml"),
+        &format!(
+            "[workspace]\nresolver = \"3\"\nmembers = [\"plugin-api\", \"plugin\"]\n\n[profile.dev]\npanic = \"{panic}\"\n"
+        ),
+    );
+    if !work.join("Cargo.lock").exists() {
+        std::fs::copy(root.join("Cargo.lock"), work.join("Cargo.lock")).unwrap();
+    }
+    // Each panic strategy needs its own build of the dependencies.
+    let target_dir = base.join(format!("target-{panic}"));
+    cargo_build(&work.join("Cargo.toml"), &target_dir, &[]);
+    target_dir.join("debug").join(format!("lib{}.{}", name.replace('-', "_"), std::env::consts::DLL_EXTENSION))
+}
+
+fn write_if_changed(path: &Path, text: &str) {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+/// A temp directory holding `workflow.toml` with `text`.
+pub fn workflow_dir(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("workflow.toml"), text).unwrap();
+    dir
+}
+
+/// Replaces `from` with `to` in `text`, insisting the anchor still exists.
+fn patch(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "fixture anchor `{from}` is gone from plugin-api; update the fixture");
+    text.replacen(from, to, 1)
+}
+
+/// Writes a copy of `plugin-api` as the next minor version with one of each
+/// kind of append-only change: a root-module field, a backend method with a
+/// default body, an error variant.
+fn write_next_minor_api(api: &Path) {
+    write_api_copy(api, NEXT_MINOR, |file, mut text| {
+        match file {
+            "module.rs" => {
+                text = patch(
+                    &text,
+                    "    pub node_specs: extern \"C\" fn() -> PluginResult<RVec<NodeSpecRef>>,\n}",
+                    "    pub node_specs: extern \"C\" fn() -> PluginResult<RVec<NodeSpecRef>>,\n    /// Added in 1.2.\n    #[sabi(missing_field(default))]\n    pub description: RStr<'static>,\n}",
+                );
+                text = patch(
+                    &text,
+                    "        node_specs,\n    }",
+                    "        node_specs,\n        description: RStr::from_str(\"built against plugin-api 1.2\"),\n    }",
+                );
+            }
+            "error.rs" => {
+                text = patch(
+                    &text,
+                    "    Unsupported { message: RString },",
+                    "    Unsupported { message: RString },\n    /// Added in 1.2.\n    QuotaExceeded { message: RString },",
+                );
+                text = patch(
+                    &text,
+                    "            Self::Unsupported { .. } => \"unsupported\",",
+                    "            Self::Unsupported { .. } => \"unsupported\",\n            Self::QuotaExceeded { .. } => \"quota-exceeded\",",
+                );
+                text = patch(
+                    &text,
+                    "            Self::Unsupported { message } => write!(f, \"unsupported: {message}\"),",
+                    "            Self::Unsupported { message } => write!(f, \"unsupported: {message}\"),\n            Self::QuotaExceeded { message } => write!(f, \"quota exceeded: {message}\"),",
+                );
+            }
+            "wire.rs" => {
+                text = patch(
+                    &text,
+                    "        | PluginError::Unsupported { message } => message.to_string(),",
+                    "        | PluginError::Unsupported { message }\n        | PluginError::QuotaExceeded { message } => message.to_string(),",
+                );
+            }
+            "backend.rs" => {
+                text = patch(
+                    &text,
+                    "    #[sabi(last_prefix_field)]\n    fn shutdown(&self);\n}",
+                    "    #[sabi(last_prefix_field)]\n    fn shutdown(&self);\n    /// Added in 1.2.\n    fn queue_depth(&self) -> u64 {\n        0\n    }\n}",
+                );
+            }
+            _ => {}
+        }
+        text
+    });
+}
+
+fn cargo_build(manifest: &Path, target_dir: &Path, extra: &[&str]) {
+    let output = cargo_command()
+        .args(["build", "--offline", "-j2", "--manifest-path"])
+        .arg(manifest)
+        .args(extra)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .output()
+        .expect("cargo runs");
+    assert!(output.status.success(), "building {} failed:\n{}", manifest.display(), stderr_of(&output));
+}
+
+/// Writes a copy of `plugin-api` as the previous minor version, 1.0.0:
+/// today's sources without what 1.1 appended (the node spec's settings check).
+fn write_previous_minor_api(api: &Path) {
+    write_api_copy(api, PREVIOUS_MINOR, |file, text| match file {
+        "node.rs" => {
+            let text = patch(
+                &text,
+                "    /// Added in 1.1: checks settings beyond the JSON Schema when a workflow\n    /// is validated (a regex that must compile, an index below a count).\n    /// `RNone` from plugins built against 1.0.\n    #[sabi(missing_field(default))]\n    pub check_settings: ROption<SettingsCheckFn>,\n",
+                "",
+            );
+            patch(&text, "        check_settings: RSome(SettingsCheckFn(check_adapter::<N>)),\n", "")
+        }
+        _ => text,
+    });
+}
+
+/// The interface version before today's, which the evolution tests rebuild.
+pub const PREVIOUS_MINOR: &str = "1.0.0";
+/// The interface version after today's, which the evolution tests invent.
+pub const NEXT_MINOR: &str = "1.2.0";
+
+/// A plugin built against the next minor interface.
+pub fn next_minor_plugin() -> PathBuf {
+    build_fixture_plugin(
+        "abi-fixture-next-minor",
+        "host/cli/tests/fixtures/abi-plugin-next/src/lib.rs",
+        "unwind",
+        write_next_minor_api,
+    )
+}
+
+/// The minimal `abi-plugin` fixture built against the previous minor interface.
+pub fn previous_minor_plugin() -> PathBuf {
+    build_fixture_plugin(
+        "abi-fixture-previous-minor",
+        "host/cli/tests/fixtures/abi-plugin/src/lib.rs",
+        "unwind",
+        write_previous_minor_api,
+    )
+}
+
+/// The real host, built against the previous minor interface: it cannot know
+/// the settings check 1.1 added, so the one line reading it is replaced.
+pub fn previous_minor_host() -> PathBuf {
+    build_host_variant("host-previous-minor", PREVIOUS_MINOR, write_previous_minor_api, |work, root| {
+        let nodes = std::fs::read_to_string(root.join("host/loader/src/registry/nodes.rs")).unwrap();
+        write_if_changed(
+            &work.join("host/loader/src/registry/nodes.rs"),
+            &patch(
+                &nodes,
+                "        let Some(check) = self.spec.check_settings().into_option() else { return Vec::new() };\n",
+                "        let Some(check) = None::<backplane_plugin_api::SettingsCheckFn> else { return Vec::new() };\n",
+            ),
+        );
+    })
+}
+
+/// The real host, built against the next minor interface, with one line
+/// added to its loader that reads the field the next minor added.
+pub fn next_minor_host() -> PathBuf {
+    build_host_variant("host-next-minor", NEXT_MINOR, write_next_minor_api, |work, root| {
+        let loader = std::fs::read_to_string(root.join("host/loader/src/loader/mod.rs")).unwrap();
+        write_if_changed(
+            &work.join("host/loader/src/loader/mod.rs"),
+            &patch(
+                &loader,
+                "    let name = module.name().to_string();\n",
+                "    let name = module.name().to_string();\n    tracing::info!(plugin = %name, description = ?module.description().as_str(), \"read the 1.2 root-module field\");\n",
+            ),
+        );
+    })
+}
+
+/// The crates the `backplane` binary builds from, besides `plugin-api`.
+const HOST_CRATES: [&str; 7] = [
+    "host",
+    "host/loader",
+    "host/cli",
+    "host/atomic-file",
+    "conformance",
+    "plugins/worker/protocol",
+    "plugins/worker/service",
+];
+
+/// A copy of the real host (and what it builds from) against the
+/// `plugin-api` copy `write_api` writes at `version`; `edit` then changes
+/// the copied sources. Returns the `backplane` binary.
+fn build_host_variant(
+    name: &str,
+    version: &str,
+    write_api: impl FnOnce(&Path),
+    edit: impl FnOnce(&Path, &Path),
+) -> PathBuf {
+    let root = workspace_root();
+    let base = root.join("target/abi-fixtures");
+    let work = base.join(name);
+    write_api(&work.join("plugin-api"));
+    for dir in HOST_CRATES {
+        let dir = format!("{dir}/src");
+        copy_tree(&root.join(&dir), &work.join(&dir));
+    }
+    for manifest in HOST_CRATES.map(|dir| format!("{dir}/Cargo.toml")) {
+        write_if_changed(&work.join(&manifest), &std::fs::read_to_string(root.join(&manifest)).unwrap());
+    }
+    edit(&work, &root);
+    let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let members_start = workspace.find("members = [").unwrap();
+    let members_end = members_start + workspace[members_start..].find("default-members").unwrap();
+    let default_end = members_end + workspace[members_end..].find("]\n").unwrap() + 1;
+    let workspace = format!(
+        "{}members = [\"plugin-api\", {}]\n{}",
+        &workspace[..members_start],
+        HOST_CRATES.map(|dir| format!("\"{dir}\"")).join(", "),
+        &workspace[default_end + 1..]
+    );
+    let today = format!("version = \"{}\" }}", backplane_plugin_api::INTERFACE_VERSION);
+    write_if_changed(&work.join("Cargo.toml"), &patch(&workspace, &today, &format!("version = \"{version}\" }}")));
+    if !work.join("Cargo.lock").exists() {
+        std::fs::copy(root.join("Cargo.lock"), work.join("Cargo.lock")).unwrap();
+    }
+    let target_dir = base.join("target-unwind");
+    cargo_build(&work.join("Cargo.toml"), &target_dir, &["-p", "backplane", "--bin", "backplane"]);
+    target_dir.join("debug/backplane")
+}
+
+/// Mirrors `from` into `to` (files gone from `from` are removed, so a moved
+/// module cannot linger in the copy).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(to).unwrap() {
+        let entry = entry.unwrap();
+        if !from.join(entry.file_name()).exists() {
+            let path = entry.path();
+            let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        }
+    }
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            write_if_changed(&target, &std::fs::read_to_string(entry.path()).unwrap());
+        }
+    }
+}

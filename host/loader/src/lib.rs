@@ -1,0 +1,29 @@
+//! Backplane's plugin loader: finds plugin dylibs, checks their ABI before
+//! trusting them, and fills the registries with their backend factories and
+//! node types. It is all that a process running node code needs (the Ray
+//! node runner, the worker service, the conformance kit): no config, no
+//! planner, no NATS, no command line.
+//!
+//! # Core concepts
+//!
+//! - [`Host`] owns the registries for the whole process: [`loader`] fills
+//!   them from plugin dylibs (never unloaded, as abi_stable requires), and
+//!   Rust code can add factories and node types directly.
+//! - [`registry::BackendRegistry`] holds factories and the named instances
+//!   created from them; an instance is immutable and shared by every run.
+//! - [`registry::NodeRegistry`] holds one spec per node type; a duplicate is
+//!   an error naming both files.
+//! - [`describe`] turns registry entries into what `backplane plugins`,
+//!   `backends` and `nodes` print; [`task_runner`] runs one task in process.
+//!
+//! Order of modules (each imports only those before it): `log_bridge`,
+//! `loader`, `registry`, `describe`, `host`, `task_runner`.
+
+pub mod describe;
+mod host;
+pub mod loader;
+mod log_bridge;
+pub mod registry;
+pub mod task_runner;
+
+pub use host::{Host, PluginInfo};
