@@ -56,12 +56,12 @@ impl Check {
 }
 
 /// Loads the node specs exported by a plugin dylib (e.g. the std-nodes
-/// plugin a backend's tests run the suite with).
+/// plugin a backend's tests run the suite with), through the host's loader
+/// and so with its file and ABI checks.
 pub fn load_node_specs(path: &std::path::Path) -> Result<Vec<backplane_plugin_api::NodeSpecRef>, String> {
-    use abi_stable::library::lib_header_from_path;
-    let header = lib_header_from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let module = header
-        .init_root_module::<backplane_plugin_api::PluginModRef>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    (module.node_specs())().into_result().map(|v| v.into_vec()).map_err(|e| e.to_string())
+    let (loaded, errors) = backplane_loader::loader::load_all(&[path.to_owned()]);
+    if let Some(error) = errors.first() {
+        return Err(error.to_string());
+    }
+    Ok(loaded.into_iter().flat_map(|plugin| plugin.nodes).collect())
 }

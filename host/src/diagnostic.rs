@@ -36,6 +36,20 @@ pub enum ReadError {
     Invalid(Diagnostic),
 }
 
+/// Reads a config or workflow file into the caller's error type: `unreadable`
+/// for an I/O failure, `invalid` for located problems (too large, not UTF-8).
+pub fn read_source<E>(
+    path: &std::path::Path,
+    max_bytes: u64,
+    unreadable: impl FnOnce(PathBuf, std::io::Error) -> E,
+    invalid: impl FnOnce(Diagnostics) -> E,
+) -> Result<SourceFile, E> {
+    SourceFile::read(path, max_bytes).map_err(|e| match e {
+        ReadError::Io { path, source } => unreadable(path, source),
+        ReadError::Invalid(d) => invalid(Diagnostics::sorted(vec![d])),
+    })
+}
+
 impl SourceFile {
     pub fn new(path: impl Into<PathBuf>, text: String) -> Self {
         let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();

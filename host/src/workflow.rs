@@ -27,7 +27,7 @@
 //! every problem at once; [`crate::plan`] checks it against the registries.
 
 use crate::{
-    diagnostic::{DEFAULT_MAX_FILE_BYTES, Diagnostic, Diagnostics, ReadError, SourceFile},
+    diagnostic::{DEFAULT_MAX_FILE_BYTES, Diagnostic, Diagnostics, SourceFile},
     spanned_toml::{Reader, TableView, number_of, to_json},
 };
 use backplane_plugin_api::{
@@ -119,10 +119,12 @@ impl WorkflowError {
 
 /// Reads a workflow file for parsing: at most `max_bytes`, UTF-8.
 pub fn read_source(path: &Path, max_bytes: u64) -> Result<SourceFile, WorkflowError> {
-    SourceFile::read(path, max_bytes).map_err(|e| match e {
-        ReadError::Io { path, source } => WorkflowError::Read { path, source },
-        ReadError::Invalid(d) => WorkflowError::Invalid(Diagnostics::sorted(vec![d])),
-    })
+    crate::diagnostic::read_source(
+        path,
+        max_bytes,
+        |path, source| WorkflowError::Read { path, source },
+        WorkflowError::Invalid,
+    )
 }
 
 /// A year: longer "timeouts" are mistakes, and would overflow deadlines.

@@ -114,7 +114,8 @@ fn no_module_imports_from_a_layer_above_its_own() {
                 Some(_) => {}
                 // Re-exports of the loader (`crate::registry`) sit below everything.
                 None => assert!(
-                    ["Host", "PluginInfo", "describe", "loader", "registry", "task_runner"].contains(&imported.as_str()),
+                    ["Host", "PluginInfo", "describe", "loader", "registry", "task_runner"]
+                        .contains(&imported.as_str()),
                     "{}: `crate::{imported}` is neither a module of a layer nor a loader re-export",
                     file.display()
                 ),
@@ -136,10 +137,13 @@ fn the_import_reader_sees_grouped_and_nested_imports() {
 fn the_library_depends_on_no_command_line_nats_or_terminal_crate() {
     let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
     let dependencies = manifest.split("[dependencies]").nth(1).unwrap().split("\n[").next().unwrap();
-    for crate_name in ["clap", "indicatif", "async-nats", "tracing-subscriber", "backplane-worker", "backplane-conformance"]
+    for crate_name in
+        ["clap", "indicatif", "async-nats", "tracing-subscriber", "backplane-worker", "backplane-conformance"]
     {
         assert!(
-            !dependencies.lines().any(|l| l.starts_with(&format!("{crate_name}.")) || l.starts_with(&format!("{crate_name} "))),
+            !dependencies
+                .lines()
+                .any(|l| l.starts_with(&format!("{crate_name}.")) || l.starts_with(&format!("{crate_name} "))),
             "backplane-host depends on `{crate_name}`: it belongs in the binary crate (host/cli)"
         );
     }

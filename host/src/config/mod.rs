@@ -31,7 +31,7 @@ pub use crate::policy::RunPolicy;
 pub use routes::RouteRule;
 
 use crate::{
-    diagnostic::{DEFAULT_MAX_FILE_BYTES, Diagnostic, Diagnostics, ReadError, SourceFile},
+    diagnostic::{DEFAULT_MAX_FILE_BYTES, Diagnostic, Diagnostics, SourceFile},
     registry::InstanceSettings,
     registry::{BackendRegistry, RegistryError, config_problems},
     spanned_toml::{Reader, TableView, pointer_index, span_for_pointer, suggest, to_json},
@@ -92,10 +92,12 @@ pub enum ConfigError {
 }
 
 fn read_source(path: &Path, max_bytes: u64) -> Result<SourceFile, ConfigError> {
-    SourceFile::read(path, max_bytes).map_err(|e| match e {
-        ReadError::Io { path, source } => ConfigError::Read { path, source },
-        ReadError::Invalid(d) => ConfigError::Invalid(Diagnostics::sorted(vec![d])),
-    })
+    crate::diagnostic::read_source(
+        path,
+        max_bytes,
+        |path, source| ConfigError::Read { path, source },
+        ConfigError::Invalid,
+    )
 }
 
 impl Config {

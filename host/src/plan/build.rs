@@ -40,7 +40,9 @@ fn port_names(ports: &[backplane_plugin_api::PortSpec]) -> String {
 }
 
 /// Validates `workflow` against the registries and routes every node
-/// (`rules` are the config's `[[route]]` rules).
+/// (`rules` are the config's `[[route]]` rules). Passes, each reporting all
+/// it finds: ids, types, settings, edges, outputs, cycles, named backends,
+/// routing.
 pub fn build(
     workflow: &Workflow,
     nodes: &NodeRegistry,
@@ -49,228 +51,18 @@ pub fn build(
     output_rules: OutputRules,
 ) -> Result<Plan, Diagnostics> {
     let mut b = Builder { workflow, diagnostics: Vec::new() };
-    let decls = &workflow.nodes;
-
-    // Ids.
-    let mut index: HashMap<&str, usize> = HashMap::with_capacity(decls.len());
-    for (i, node) in decls.iter().enumerate() {
-        if let Some(&first) = index.get(node.id.get_ref().as_str()) {
-            let (line, _) = workflow.source.location(decls[first].id.span().start);
-            b.error(node.id.span(), format!("duplicate node id `{}`", node.id.get_ref())).help =
-                Some(format!("the first node with this id is on line {line}"));
-        } else {
-            index.insert(node.id.get_ref(), i);
-        }
-    }
-    let all_ids: Vec<&str> = decls.iter().map(|n| n.id.get_ref().as_str()).collect();
-
-    // Types and settings.
-    let known_types = nodes.names();
-    let entries: Vec<Option<&NodeEntry>> = decls
-        .iter()
-        .map(|node| {
-            let entry = nodes.get(node.type_name.get_ref());
-            if entry.is_none() {
-                let name = node.type_name.get_ref();
-                // A close loaded type is the likelier story (a typo); else a
-                // refused file that mentions the name.
-                let help = match suggest(name, &known_types) {
-                    Some(near) => format!("did you mean `{near}`? `backplane nodes` lists the loaded node types"),
-                    None => match nodes.refused_files_mentioning(name).first() {
-                        Some((_, reason)) => format!(
-                            "a plugin file that mentions `{name}` was refused: {reason}; `backplane plugins` shows the whole reason"
-                        ),
-                        None => "`backplane nodes` lists the loaded node types; is the plugin on the plugin path?".into(),
-                    },
-                };
-                b.error(node.type_name.span(), format!("unknown node type `{name}` (node `{}`)", node.id.get_ref()))
-                    .help = Some(help);
-            }
-            entry
-        })
-        .collect();
-    let mut settings = Vec::with_capacity(decls.len());
-    let check_context = serde_json::to_string(&CheckContext {
-        workflow_dir: workflow.working_dir.clone(),
-        allow_outside_workflow_dir: output_rules.allow_outside_workflow_dir,
-    })
-    .unwrap_or_default();
-    // What each type's check found, by settings text: many nodes share settings.
-    let mut checked: HashMap<&str, HashMap<String, Vec<SettingsProblem>>> = HashMap::new();
-    for (node, entry) in decls.iter().zip(&entries) {
-        let Some(entry) = entry else {
-            settings.push(String::new());
-            continue;
-        };
-        let merged = entry.merged_settings(node.settings.as_ref());
-        let text = serde_json::to_string(&merged).unwrap_or_default();
-        let schema_help = || format!("`backplane nodes {}` shows its settings schema", entry.type_name());
-        let mut problems: Vec<SettingsProblem> = entry
-            .settings_problems(&merged)
-            .into_iter()
-            .map(|(pointer, message)| SettingsProblem { pointer, message, help: None })
-            .collect();
-        if problems.is_empty() {
-            // The type's own check sees only schema-valid settings, each
-            // distinct text once (no copy of the text when it was seen).
-            let seen = checked.entry(entry.type_name()).or_default();
-            problems = match seen.get(text.as_str()) {
-                Some(found) => found.clone(),
-                None => seen.entry(text.clone()).or_insert(entry.check_settings(&text, &check_context)).clone(),
-            };
-        }
-        let index = if problems.is_empty() { Default::default() } else { pointer_index(&node.settings_spans) };
-        for SettingsProblem { pointer, message, help } in problems {
-            let fallback = node.settings_span.clone().unwrap_or_else(|| node.span.clone());
-            let span = span_for_pointer(&index, &pointer, fallback);
-            let at = if pointer.is_empty() { String::new() } else { format!(" at `{pointer}`") };
-            b.error(
-                span,
-                format!("invalid settings for node `{}` ({}){at}: {message}", node.id.get_ref(), entry.type_name()),
-            )
-            .help = Some(help.unwrap_or_else(schema_help));
-        }
-        settings.push(text);
-    }
-
-    // Edges.
-    let mut inputs: Vec<Vec<PlannedInput>> = vec![Vec::new(); decls.len()];
-    let mut consumers: Vec<Vec<Consumer>> = vec![Vec::new(); decls.len()];
-    for (i, node) in decls.iter().enumerate() {
-        let Some(entry) = entries[i] else { continue };
-        for input in &node.inputs {
-            let Some(port) = entry.inputs().iter().find(|p| p.name == input.port.as_str()) else {
-                b.error(
-                    input.port_span.clone(),
-                    format!("node `{}` ({}) has no input port `{}`", node.id.get_ref(), entry.type_name(), input.port),
-                )
-                .help = Some(format!("its input ports: {}", port_names(entry.inputs())));
-                continue;
-            };
-            if input.sources.len() > 1 && !port.multiple {
-                b.error(
-                    input.sources[1].span(),
-                    format!(
-                        "input `{}` of node `{}` takes one edge, found {}",
-                        input.port,
-                        node.id.get_ref(),
-                        input.sources.len()
-                    ),
-                );
-            }
-            for source in &input.sources {
-                let from = source.get_ref();
-                let Some(&from_index) = index.get(from.node.as_str()) else {
-                    let help = suggest(&from.node, &all_ids).map(|n| format!("did you mean `{n}`?"));
-                    b.error(
-                        source.span(),
-                        format!(
-                            "input `{}` of node `{}` refers to unknown node `{}`",
-                            input.port,
-                            node.id.get_ref(),
-                            from.node
-                        ),
-                    )
-                    .help = help;
-                    continue;
-                };
-                let Some(from_entry) = entries[from_index] else { continue };
-                let Some(from_port) = from_entry.outputs().iter().find(|p| p.name == from.port.as_str()) else {
-                    b.error(
-                        source.span(),
-                        format!("node `{}` ({}) has no output port `{}`", from.node, from_entry.type_name(), from.port),
-                    )
-                    .help = Some(format!("its output ports: {}", port_names(from_entry.outputs())));
-                    continue;
-                };
-                let slot = inputs[i].len() as u32;
-                inputs[i].push(PlannedInput {
-                    port: port.name.as_str(),
-                    from: from_index as u32,
-                    from_port: from_port.name.as_str(),
-                });
-                consumers[from_index]
-                    .push(Consumer { port: from_port.name.as_str(), target: Target::Node { node: i as u32, slot } });
-            }
-        }
-        for port in entry.inputs().iter().filter(|p| p.required) {
-            if !node.inputs.iter().any(|i| i.port == port.name.as_str()) {
-                b.error(
-                    node.id.span(),
-                    format!(
-                        "node `{}` ({}) is missing its required input `{}`",
-                        node.id.get_ref(),
-                        entry.type_name(),
-                        port.name
-                    ),
-                )
-                .help = Some(format!("add `inputs = {{ {} = \"<node>.<port>\" }}`", port.name));
-            }
-        }
-    }
-
-    // Workflow outputs.
-    let mut outputs = Vec::new();
-    for output in &workflow.outputs {
-        let from = output.from.get_ref();
-        let Some(&from_index) = index.get(from.node.as_str()) else {
-            let help = suggest(&from.node, &all_ids).map(|n| format!("did you mean `{n}`?"));
-            b.error(output.from.span(), format!("output refers to unknown node `{}`", from.node)).help = help;
-            continue;
-        };
-        let Some(entry) = entries[from_index] else { continue };
-        let Some(port) = entry.outputs().iter().find(|p| p.name == from.port.as_str()) else {
-            b.error(
-                output.from.span(),
-                format!("node `{}` ({}) has no output port `{}`", from.node, entry.type_name(), from.port),
-            )
-            .help = Some(format!("its output ports: {}", port_names(entry.outputs())));
-            continue;
-        };
-        let output_index = outputs.len() as u32;
-        consumers[from_index].push(Consumer { port: port.name.as_str(), target: Target::Output(output_index) });
-        outputs.push(PlannedOutput {
-            source: format!("{}.{}", from.node, from.port),
-            from: from_index as u32,
-            port: port.name.as_str(),
-            target: output.to.get_ref().clone(),
-        });
-    }
-
-    if let Some(cycle) = find_cycle(&inputs) {
-        let ids: Vec<&str> = cycle.iter().map(|&i| decls[i].id.get_ref().as_str()).collect();
-        let first = cycle[0];
-        b.error(decls[first].id.span(), format!("the workflow has a cycle: {} -> {}", ids.join(" -> "), ids[0])).help =
-            Some("a workflow must be a DAG: remove one of these edges".into());
-    }
-
-    // Explicit backends must exist.
-    let instance_names: Vec<&str> = backends.instances().iter().map(|i| i.name.as_str()).collect();
-    let mut unknown_backend = vec![false; decls.len()];
-    for (i, node) in decls.iter().enumerate() {
-        let Some(name) = &node.backend else { continue };
-        if backends.instance(name.get_ref()).is_none() {
-            unknown_backend[i] = true;
-            let help = match suggest(name.get_ref(), &instance_names) {
-                Some(near) => format!("did you mean `{near}`? configured instances: {}", instance_names.join(", ")),
-                None => {
-                    format!("configured instances: {} (`backplane backends` lists them)", instance_names.join(", "))
-                }
-            };
-            b.error(
-                name.span(),
-                format!("node `{}` names backend `{}`, which is not configured", node.id.get_ref(), name.get_ref()),
-            )
-            .help = Some(help);
-        }
-    }
-
-    // Routing.
+    let index = b.index_ids();
+    let entries = b.resolve_types(nodes);
+    let mut settings = b.check_settings(&entries, output_rules);
+    let (mut inputs, mut consumers) = b.connect_inputs(&entries, &index);
+    let outputs = b.connect_outputs(&entries, &index, &mut consumers);
+    b.check_cycles(&inputs);
+    let unknown_backend = b.check_named_backends(backends);
     let mut router = Router::new(backends, rules);
     let mut types: Vec<PlannedType> = Vec::new();
     let mut type_index: HashMap<&str, u32> = HashMap::new();
-    let mut planned = Vec::with_capacity(decls.len());
-    for (i, node) in decls.iter().enumerate() {
+    let mut planned = Vec::with_capacity(workflow.nodes.len());
+    for (i, node) in workflow.nodes.iter().enumerate() {
         let Some(entry) = entries[i] else { continue };
         if unknown_backend[i] {
             continue;
@@ -331,6 +123,284 @@ pub fn build(
         })
     } else {
         Err(Diagnostics::sorted(b.diagnostics))
+    }
+}
+
+impl<'w> Builder<'w> {
+    fn decls(&self) -> &'w [NodeDecl] {
+        &self.workflow.nodes
+    }
+
+    fn all_ids(&self) -> Vec<&'w str> {
+        self.decls().iter().map(|n| n.id.get_ref().as_str()).collect()
+    }
+
+    /// Node ids, each once.
+    fn index_ids(&mut self) -> HashMap<&'w str, usize> {
+        let decls = self.decls();
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(decls.len());
+        for (i, node) in decls.iter().enumerate() {
+            if let Some(&first) = index.get(node.id.get_ref().as_str()) {
+                let (line, _) = self.workflow.source.location(decls[first].id.span().start);
+                self.error(node.id.span(), format!("duplicate node id `{}`", node.id.get_ref())).help =
+                    Some(format!("the first node with this id is on line {line}"));
+            } else {
+                index.insert(node.id.get_ref(), i);
+            }
+        }
+        index
+    }
+
+    /// Each node's type in the registry (`None`: unknown, reported).
+    fn resolve_types<'r>(&mut self, nodes: &'r NodeRegistry) -> Vec<Option<&'r NodeEntry>> {
+        let known_types = nodes.names();
+        self.decls()
+        .iter()
+        .map(|node| {
+            let entry = nodes.get(node.type_name.get_ref());
+            if entry.is_none() {
+                let name = node.type_name.get_ref();
+                // A close loaded type is the likelier story (a typo); else a
+                // refused file that mentions the name.
+                let help = match suggest(name, &known_types) {
+                    Some(near) => format!("did you mean `{near}`? `backplane nodes` lists the loaded node types"),
+                    None => match nodes.refused_files_mentioning(name).first() {
+                        Some((_, reason)) => format!(
+                            "a plugin file that mentions `{name}` was refused: {reason}; `backplane plugins` shows the whole reason"
+                        ),
+                        None => "`backplane nodes` lists the loaded node types; is the plugin on the plugin path?".into(),
+                    },
+                };
+                self.error(node.type_name.span(), format!("unknown node type `{name}` (node `{}`)", node.id.get_ref()))
+                    .help = Some(help);
+            }
+            entry
+        })
+        .collect()
+    }
+
+    /// Each node's canonical settings, checked by the schema and by its type.
+    fn check_settings(&mut self, entries: &[Option<&NodeEntry>], output_rules: OutputRules) -> Vec<String> {
+        let workflow = self.workflow;
+        let mut settings = Vec::with_capacity(self.decls().len());
+        let check_context = serde_json::to_string(&CheckContext {
+            workflow_dir: workflow.working_dir.clone(),
+            allow_outside_workflow_dir: output_rules.allow_outside_workflow_dir,
+        })
+        .unwrap_or_default();
+        // What each type's check found, by settings text: many nodes share settings.
+        let mut checked: HashMap<&str, HashMap<String, Vec<SettingsProblem>>> = HashMap::new();
+        for (node, entry) in self.decls().iter().zip(entries) {
+            let Some(entry) = entry else {
+                settings.push(String::new());
+                continue;
+            };
+            let merged = entry.merged_settings(node.settings.as_ref());
+            let text = serde_json::to_string(&merged).unwrap_or_default();
+            let schema_help = || format!("`backplane nodes {}` shows its settings schema", entry.type_name());
+            let mut problems: Vec<SettingsProblem> = entry
+                .settings_problems(&merged)
+                .into_iter()
+                .map(|(pointer, message)| SettingsProblem { pointer, message, help: None })
+                .collect();
+            if problems.is_empty() {
+                // The type's own check sees only schema-valid settings, each
+                // distinct text once (no copy of the text when it was seen).
+                let seen = checked.entry(entry.type_name()).or_default();
+                problems = match seen.get(text.as_str()) {
+                    Some(found) => found.clone(),
+                    None => seen.entry(text.clone()).or_insert(entry.check_settings(&text, &check_context)).clone(),
+                };
+            }
+            let index = if problems.is_empty() { Default::default() } else { pointer_index(&node.settings_spans) };
+            for SettingsProblem { pointer, message, help } in problems {
+                let fallback = node.settings_span.clone().unwrap_or_else(|| node.span.clone());
+                let span = span_for_pointer(&index, &pointer, fallback);
+                let at = if pointer.is_empty() { String::new() } else { format!(" at `{pointer}`") };
+                self.error(
+                    span,
+                    format!("invalid settings for node `{}` ({}){at}: {message}", node.id.get_ref(), entry.type_name()),
+                )
+                .help = Some(help.unwrap_or_else(schema_help));
+            }
+            settings.push(text);
+        }
+
+        settings
+    }
+
+    /// Input edges and, for each node, who consumes its outputs.
+    fn connect_inputs(
+        &mut self,
+        entries: &[Option<&NodeEntry>],
+        index: &HashMap<&'w str, usize>,
+    ) -> (Vec<Vec<PlannedInput>>, Vec<Vec<Consumer>>) {
+        let all_ids = self.all_ids();
+        let mut inputs: Vec<Vec<PlannedInput>> = vec![Vec::new(); self.decls().len()];
+        let mut consumers: Vec<Vec<Consumer>> = vec![Vec::new(); self.decls().len()];
+        for (i, node) in self.decls().iter().enumerate() {
+            let Some(entry) = entries[i] else { continue };
+            for input in &node.inputs {
+                let Some(port) = entry.inputs().iter().find(|p| p.name == input.port.as_str()) else {
+                    self.error(
+                        input.port_span.clone(),
+                        format!(
+                            "node `{}` ({}) has no input port `{}`",
+                            node.id.get_ref(),
+                            entry.type_name(),
+                            input.port
+                        ),
+                    )
+                    .help = Some(format!("its input ports: {}", port_names(entry.inputs())));
+                    continue;
+                };
+                if input.sources.len() > 1 && !port.multiple {
+                    self.error(
+                        input.sources[1].span(),
+                        format!(
+                            "input `{}` of node `{}` takes one edge, found {}",
+                            input.port,
+                            node.id.get_ref(),
+                            input.sources.len()
+                        ),
+                    );
+                }
+                for source in &input.sources {
+                    let from = source.get_ref();
+                    let Some(&from_index) = index.get(from.node.as_str()) else {
+                        let help = suggest(&from.node, &all_ids).map(|n| format!("did you mean `{n}`?"));
+                        self.error(
+                            source.span(),
+                            format!(
+                                "input `{}` of node `{}` refers to unknown node `{}`",
+                                input.port,
+                                node.id.get_ref(),
+                                from.node
+                            ),
+                        )
+                        .help = help;
+                        continue;
+                    };
+                    let Some(from_entry) = entries[from_index] else { continue };
+                    let Some(from_port) = from_entry.outputs().iter().find(|p| p.name == from.port.as_str()) else {
+                        self.error(
+                            source.span(),
+                            format!(
+                                "node `{}` ({}) has no output port `{}`",
+                                from.node,
+                                from_entry.type_name(),
+                                from.port
+                            ),
+                        )
+                        .help = Some(format!("its output ports: {}", port_names(from_entry.outputs())));
+                        continue;
+                    };
+                    let slot = inputs[i].len() as u32;
+                    inputs[i].push(PlannedInput {
+                        port: port.name.as_str(),
+                        from: from_index as u32,
+                        from_port: from_port.name.as_str(),
+                    });
+                    consumers[from_index].push(Consumer {
+                        port: from_port.name.as_str(),
+                        target: Target::Node { node: i as u32, slot },
+                    });
+                }
+            }
+            for port in entry.inputs().iter().filter(|p| p.required) {
+                if !node.inputs.iter().any(|i| i.port == port.name.as_str()) {
+                    self.error(
+                        node.id.span(),
+                        format!(
+                            "node `{}` ({}) is missing its required input `{}`",
+                            node.id.get_ref(),
+                            entry.type_name(),
+                            port.name
+                        ),
+                    )
+                    .help = Some(format!("add `inputs = {{ {} = \"<node>.<port>\" }}`", port.name));
+                }
+            }
+        }
+
+        (inputs, consumers)
+    }
+
+    /// The workflow's outputs, added to their producers' consumers.
+    fn connect_outputs(
+        &mut self,
+        entries: &[Option<&NodeEntry>],
+        index: &HashMap<&'w str, usize>,
+        consumers: &mut [Vec<Consumer>],
+    ) -> Vec<PlannedOutput> {
+        let all_ids = self.all_ids();
+        let workflow = self.workflow;
+        let mut outputs = Vec::new();
+        for output in &workflow.outputs {
+            let from = output.from.get_ref();
+            let Some(&from_index) = index.get(from.node.as_str()) else {
+                let help = suggest(&from.node, &all_ids).map(|n| format!("did you mean `{n}`?"));
+                self.error(output.from.span(), format!("output refers to unknown node `{}`", from.node)).help = help;
+                continue;
+            };
+            let Some(entry) = entries[from_index] else { continue };
+            let Some(port) = entry.outputs().iter().find(|p| p.name == from.port.as_str()) else {
+                self.error(
+                    output.from.span(),
+                    format!("node `{}` ({}) has no output port `{}`", from.node, entry.type_name(), from.port),
+                )
+                .help = Some(format!("its output ports: {}", port_names(entry.outputs())));
+                continue;
+            };
+            let output_index = outputs.len() as u32;
+            consumers[from_index].push(Consumer { port: port.name.as_str(), target: Target::Output(output_index) });
+            outputs.push(PlannedOutput {
+                source: format!("{}.{}", from.node, from.port),
+                from: from_index as u32,
+                port: port.name.as_str(),
+                target: output.to.get_ref().clone(),
+            });
+        }
+
+        outputs
+    }
+
+    fn check_cycles(&mut self, inputs: &[Vec<PlannedInput>]) {
+        let decls = self.decls();
+        if let Some(cycle) = find_cycle(inputs) {
+            let ids: Vec<&str> = cycle.iter().map(|&i| decls[i].id.get_ref().as_str()).collect();
+            let first = cycle[0];
+            self.error(
+                decls[first].id.span(),
+                format!("the workflow has a cycle: {} -> {}", ids.join(" -> "), ids[0]),
+            )
+            .help = Some("a workflow must be a DAG: remove one of these edges".into());
+        }
+    }
+
+    /// Nodes naming a backend instance that is not configured (reported).
+    fn check_named_backends(&mut self, backends: &BackendRegistry) -> Vec<bool> {
+        let instance_names: Vec<&str> = backends.instances().iter().map(|i| i.name.as_str()).collect();
+        let mut unknown_backend = vec![false; self.decls().len()];
+        for (i, node) in self.decls().iter().enumerate() {
+            let Some(name) = &node.backend else { continue };
+            if backends.instance(name.get_ref()).is_none() {
+                unknown_backend[i] = true;
+                let help = match suggest(name.get_ref(), &instance_names) {
+                    Some(near) => format!("did you mean `{near}`? configured instances: {}", instance_names.join(", ")),
+                    None => {
+                        format!("configured instances: {} (`backplane backends` lists them)", instance_names.join(", "))
+                    }
+                };
+                self.error(
+                    name.span(),
+                    format!("node `{}` names backend `{}`, which is not configured", node.id.get_ref(), name.get_ref()),
+                )
+                .help = Some(help);
+            }
+        }
+
+        unknown_backend
     }
 }
 

@@ -1,9 +1,11 @@
 //! `[backends.<name>] type = "ray"` settings.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::{collections::BTreeMap, path::PathBuf};
 
-#[derive(Debug, Deserialize)]
+/// Settings of a `ray` backend instance (its JSON Schema is derived from this type).
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RayConfig {
     /// `"local"`: a private single-node Ray started for this instance and
@@ -14,14 +16,18 @@ pub struct RayConfig {
     pub python: Option<PathBuf>,
     /// Ray retries of a task whose worker died.
     #[serde(default = "default_max_retries")]
+    #[schemars(range(max = 100))]
     pub max_retries: u32,
     /// Per-task deadline when the node has none (0: none).
     #[serde(default)]
+    #[schemars(range(min = 0.0, max = 31_536_000.0))]
     pub task_timeout_secs: f64,
     /// CPUs of the private instance (`address = "local"`) [default: all].
+    #[schemars(range(min = 1, max = 65_536))]
     pub num_cpus: Option<u32>,
     /// Custom resources of the private instance, e.g. `{ licence = 2 }`.
     #[serde(default)]
+    #[schemars(extend("additionalProperties" = { "type": "number", "minimum": 0, "maximum": 1e12 }))]
     pub resources: BTreeMap<String, f64>,
     /// Token of an existing cluster (`RAY_AUTH_TOKEN`); a private instance gets a fresh one.
     pub auth_token: Option<String>,
@@ -39,6 +45,7 @@ pub struct RayConfig {
     /// Outputs larger than this stay in Ray's object store when their
     /// consumers run on Ray too.
     #[serde(default = "default_inline_threshold")]
+    #[schemars(range(max = 1_073_741_824))]
     pub inline_threshold_bytes: u64,
     /// Extra `ray.init` keyword arguments, passed through as they are
     /// (e.g. `{ object_store_memory = 500000000, runtime_env = { ... } }`).
@@ -46,6 +53,7 @@ pub struct RayConfig {
     pub init_options: serde_json::Map<String, serde_json::Value>,
     /// How long the driver may take to connect (a cold Ray start takes seconds).
     #[serde(default = "default_start_timeout")]
+    #[schemars(range(min = 1.0, max = 3600.0))]
     pub start_timeout_secs: f64,
     /// Backplane tags as Ray custom resources: a node requiring the tag asks
     /// Ray for the resource, so it runs on a Ray node that has it.
@@ -53,18 +61,24 @@ pub struct RayConfig {
     pub tag_resources: BTreeMap<String, ResourceMapping>,
     /// Workflow labels (`"key=value"`) as Ray custom resources, the same way.
     #[serde(default)]
+    #[schemars(extend("propertyNames" = { "pattern": "^[^=]+=.*$" }))]
     pub label_resources: BTreeMap<String, ResourceMapping>,
 }
 
 /// The Ray custom resource a tag or label stands for.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged, deny_unknown_fields)]
 pub enum ResourceMapping {
     /// Just the name: a token amount that steers placement without limiting
     /// how many such tasks run at once.
-    Name(String),
+    Name(#[schemars(length(min = 1))] String),
     /// An amount each task holds while it runs (e.g. one of a node's licences).
-    Amount { resource: String, amount: f64 },
+    Amount {
+        #[schemars(length(min = 1))]
+        resource: String,
+        #[schemars(range(min = 0.0001, max = 1e12))]
+        amount: f64,
+    },
 }
 
 fn default_address() -> String {
@@ -81,51 +95,5 @@ fn default_start_timeout() -> f64 {
 }
 
 pub fn schema() -> serde_json::Value {
-    serde_json::json!({
-        "type": "object",
-        "properties": {
-            "address": { "type": "string", "description": "\"local\" (a private Ray for this instance) or HOST:PORT of a cluster head" },
-            "python": { "type": "string", "description": "Python with `ray` installed (a venv's bin/python)" },
-            "max_retries": { "type": "integer", "minimum": 0, "maximum": 100, "description": "Ray retries when a worker dies (default 3)" },
-            "task_timeout_secs": { "type": "number", "minimum": 0, "maximum": 31_536_000, "description": "per-task deadline when the node has none (0: none)" },
-            "num_cpus": { "type": "integer", "minimum": 1, "maximum": 65_536, "description": "CPUs of the private instance" },
-            "resources": { "type": "object", "additionalProperties": { "type": "number", "minimum": 0, "maximum": 1e12 }, "description": "custom resources of the private instance" },
-            "auth_token": { "type": "string", "description": "RAY_AUTH_TOKEN of an existing cluster" },
-            "plugin_dirs": { "type": "array", "items": { "type": "string" }, "description": "extra plugin directories for Ray workers" },
-            "node_runner": { "type": "string", "description": "the node runner library (default: next to this plugin)" },
-            "driver_prefix": { "type": "array", "items": { "type": "string" }, "description": "command prefix for the driver, e.g. [\"ip\", \"netns\", \"exec\", \"head\"]" },
-            "node_ip_address": { "type": "string", "description": "this machine's address as the cluster sees it" },
-            "inline_threshold_bytes": { "type": "integer", "minimum": 0, "maximum": 1_073_741_824, "description": "larger outputs stay in Ray's object store when their consumers run on Ray (default 65536)" },
-            "init_options": { "type": "object", "description": "extra ray.init keyword arguments, passed through" },
-            "start_timeout_secs": { "type": "number", "minimum": 1, "maximum": 3600, "description": "how long the driver may take to start (default 120)" },
-            "tag_resources": {
-                "type": "object",
-                "additionalProperties": { "$ref": "#/$defs/resource" },
-                "description": "tag -> Ray custom resource a node requiring the tag asks for"
-            },
-            "label_resources": {
-                "type": "object",
-                "propertyNames": { "pattern": "^[^=]+=.*$" },
-                "additionalProperties": { "$ref": "#/$defs/resource" },
-                "description": "\"key=value\" label -> Ray custom resource a node with the label asks for"
-            }
-        },
-        "$defs": {
-            "resource": {
-                "oneOf": [
-                    { "type": "string", "minLength": 1, "description": "the resource's name; a token amount (0.001) steers placement only" },
-                    {
-                        "type": "object",
-                        "properties": {
-                            "resource": { "type": "string", "minLength": 1 },
-                            "amount": { "type": "number", "minimum": 0.0001, "maximum": 1e12, "description": "how much of it each task holds" }
-                        },
-                        "required": ["resource", "amount"],
-                        "additionalProperties": false
-                    }
-                ]
-            }
-        },
-        "additionalProperties": false
-    })
+    schemars::schema_for!(RayConfig).to_value()
 }

@@ -1,55 +1,81 @@
 //! `[backends.<name>] type = "worker"` settings.
 
 use backplane_worker_protocol::{NatsAuth, PoolConsumerSettings, check_pool_name};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::{path::PathBuf, time::Duration};
 
 /// One NATS URL or several (the client fails over between them).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Urls {
     One(String),
-    Many(Vec<String>),
+    Many(#[schemars(length(min = 1))] Vec<String>),
 }
 
-#[derive(Debug, Deserialize)]
+/// Upper bounds catch typos (and deadlines that would overflow).
+const DAY: f64 = 86_400.0;
+const YEAR: f64 = 31_536_000.0;
+
+/// Settings of a `worker` backend instance (its JSON Schema is derived from this type).
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
+    /// NATS server URL(s), e.g. "nats://127.0.0.1:4222".
     pub nats: Urls,
+    /// NATS user (with password).
     pub user: Option<String>,
+    /// NATS password.
     pub password: Option<String>,
+    /// NATS token.
     pub token: Option<String>,
+    /// NATS .creds file (JWT and nkey seed).
     pub creds_file: Option<PathBuf>,
+    /// CA certificate to trust for TLS.
     pub tls_ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS.
     pub tls_cert: Option<PathBuf>,
+    /// Client key for mutual TLS.
     pub tls_key: Option<PathBuf>,
+    /// Refuse a connection without TLS.
     #[serde(default)]
     pub require_tls: bool,
+    /// Allow a NATS server without authentication.
     #[serde(default)]
     pub insecure: bool,
+    /// Worker pool to send tasks to.
     #[serde(default = "default_pool")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
     pub pool: String,
     /// Fail a task not finished this long after it was submitted (0: no limit).
     #[serde(default)]
+    #[schemars(range(min = 0.0, max = YEAR))]
     pub task_timeout_secs: f64,
     /// Deliveries of one task (its first run plus redeliveries after a worker
     /// died or stopped) before it fails with an infrastructure error.
     #[serde(default = "default_max_deliveries")]
+    #[schemars(range(min = 1, max = 100))]
     pub max_deliveries: u32,
     /// A task whose worker went silent goes to another worker after this long.
     #[serde(default = "default_redelivery_after")]
+    #[schemars(range(min = 0.0, max = DAY))]
     pub redelivery_after_secs: f64,
     /// Delay before a released task is offered again, by delivery number
     /// (the last entry repeats).
     #[serde(default = "default_backoff")]
+    #[schemars(length(max = 100), inner(range(min = 0.0, max = DAY)))]
     pub redelivery_backoff_secs: Vec<f64>,
     /// Fail a task when no live worker of the pool can run its node type for this long.
     #[serde(default = "default_no_worker_timeout")]
+    #[schemars(range(min = 0.0, max = DAY))]
     pub no_worker_timeout_secs: f64,
     /// Payloads larger than this travel through the object store.
     #[serde(default = "default_inline_limit")]
+    #[schemars(range(min = 1024, max = 8_388_608))]
     pub inline_limit_bytes: u64,
+    /// First connection timeout.
     #[serde(default = "default_connect_timeout")]
+    #[schemars(range(min = 0.0, max = 3600.0))]
     pub connect_timeout_secs: f64,
 }
 
@@ -76,42 +102,7 @@ fn default_connect_timeout() -> f64 {
 }
 
 pub fn schema() -> serde_json::Value {
-    // Upper bounds catch typos (and overflowing deadlines): a day, a year.
-    let secs = |max: u64, description: &str| serde_json::json!({ "type": "number", "minimum": 0, "maximum": max, "description": description });
-    const DAY: u64 = 86_400;
-    const YEAR: u64 = 31_536_000;
-    let path = |description: &str| serde_json::json!({ "type": "string", "description": description });
-    serde_json::json!({
-        "type": "object",
-        "required": ["nats"],
-        "properties": {
-            "nats": {
-                "description": "NATS server URL(s), e.g. \"nats://127.0.0.1:4222\"",
-                "oneOf": [
-                    { "type": "string" },
-                    { "type": "array", "items": { "type": "string" }, "minItems": 1 }
-                ]
-            },
-            "user": path("NATS user (with password)"),
-            "password": path("NATS password"),
-            "token": path("NATS token"),
-            "creds_file": path("NATS .creds file (JWT and nkey seed)"),
-            "tls_ca": path("CA certificate to trust for TLS"),
-            "tls_cert": path("client certificate for mutual TLS"),
-            "tls_key": path("client key for mutual TLS"),
-            "require_tls": { "type": "boolean", "description": "refuse a connection without TLS" },
-            "insecure": { "type": "boolean", "description": "allow a NATS server without authentication" },
-            "pool": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "description": "worker pool to send tasks to (default \"default\")" },
-            "task_timeout_secs": secs(YEAR, "fail a task not finished this long after submission (0: none)"),
-            "max_deliveries": { "type": "integer", "minimum": 1, "maximum": 100, "description": "deliveries of one task before it fails (default 3)" },
-            "redelivery_after_secs": secs(DAY, "a silent worker's task goes to another worker after this long (default 30)"),
-            "redelivery_backoff_secs": { "type": "array", "maxItems": 100, "items": { "type": "number", "minimum": 0, "maximum": DAY }, "description": "delay before a released task is offered again, per delivery" },
-            "no_worker_timeout_secs": secs(DAY, "fail a task when no live worker can run it for this long (default 30)"),
-            "inline_limit_bytes": { "type": "integer", "minimum": 1024, "maximum": 8_388_608, "description": "larger payloads go through the object store (default 524288)" },
-            "connect_timeout_secs": secs(3600, "first connection timeout (default 5)")
-        },
-        "additionalProperties": false
-    })
+    schemars::schema_for!(WorkerConfig).to_value()
 }
 
 /// The validated settings an instance runs with.
