@@ -335,61 +335,11 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDec
             }
         }
     }
-    let mut resources = Resources::default();
     let resources_span = view.get("resources").map(|v| v.span());
-    if let Some(mut table) = view.table(r, "resources", format!("the resources of {}", view.what)) {
-        let amount = |r: &mut Reader<'_>, value: Option<Spanned<f64>>, what: &str| -> Option<f64> {
-            let value = value?;
-            if value.get_ref().is_finite() && *value.get_ref() >= 0.0 {
-                Some(value.into_inner())
-            } else {
-                r.error_help(value.span(), format!("invalid `{what}`"), "use a number of at least 0");
-                None
-            }
-        };
-        let cpus = table.number(r, "cpus");
-        if let Some(cpus) = amount(r, cpus, "cpus") {
-            resources.cpus = cpus;
-        }
-        let gpus = table.number(r, "gpus");
-        if let Some(gpus) = amount(r, gpus, "gpus") {
-            resources.gpus = gpus;
-        }
-        if let Some(memory) = table.get("memory") {
-            let bytes = match memory.get_ref() {
-                DeValue::String(s) => parse_memory(s),
-                other => number_of(other).filter(|n| *n >= 0.0).map(|n| n as u64),
-            };
-            match bytes {
-                Some(b) => resources.memory_bytes = b,
-                None => {
-                    r.error_help(memory.span(), "invalid `memory`", "use bytes or a size such as \"512MiB\" or \"2GB\"")
-                }
-            }
-        }
-        if let Some(custom) = table.table(r, "custom", "custom resources") {
-            for (key, key_span, value) in custom.entries() {
-                if !valid_label_key(key) {
-                    r.error_help(
-                        key_span,
-                        format!("invalid custom resource name `{key}`"),
-                        format!("names are 1 to {MAX_LABEL_LEN} letters, digits, `_`, `-`, `.` or `/`"),
-                    );
-                    continue;
-                }
-                match number_of(value.get_ref()) {
-                    Some(n) if n.is_finite() && n >= 0.0 => resources.custom.push(Tuple2(RString::from(key), n)),
-                    Some(_) => r.error_help(
-                        value.span(),
-                        format!("invalid amount of custom resource `{key}`"),
-                        "use a number of at least 0",
-                    ),
-                    None => r.error(value.span(), format!("custom resource `{key}` must be a number")),
-                }
-            }
-        }
-        table.finish(r, &["cpus", "memory", "gpus", "custom"]);
-    }
+    let resources = match view.table(r, "resources", format!("the resources of {}", view.what)) {
+        Some(table) => parse_resources(r, table),
+        None => Resources::default(),
+    };
     let timeout_ms = match view.number(r, "timeout_secs") {
         Some(t) if t.get_ref().is_finite() && *t.get_ref() > 0.0 && *t.get_ref() <= MAX_TIMEOUT_SECS => {
             (t.into_inner() * 1000.0).ceil() as u64
@@ -423,6 +373,64 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDec
         timeout_ms,
         retry,
     })
+}
+
+/// Reads a `resources = { cpus, memory, gpus, custom = { ... } }` table: a
+/// node's, or what an operator declares a backend instance offers.
+pub(crate) fn parse_resources(r: &mut Reader<'_>, mut table: TableView<'_, '_>) -> Resources {
+    let mut resources = Resources::default();
+    let amount = |r: &mut Reader<'_>, value: Option<Spanned<f64>>, what: &str| -> Option<f64> {
+        let value = value?;
+        if value.get_ref().is_finite() && *value.get_ref() >= 0.0 {
+            Some(value.into_inner())
+        } else {
+            r.error_help(value.span(), format!("invalid `{what}`"), "use a number of at least 0");
+            None
+        }
+    };
+    let cpus = table.number(r, "cpus");
+    if let Some(cpus) = amount(r, cpus, "cpus") {
+        resources.cpus = cpus;
+    }
+    let gpus = table.number(r, "gpus");
+    if let Some(gpus) = amount(r, gpus, "gpus") {
+        resources.gpus = gpus;
+    }
+    if let Some(memory) = table.get("memory") {
+        let bytes = match memory.get_ref() {
+            DeValue::String(s) => parse_memory(s),
+            other => number_of(other).filter(|n| *n >= 0.0).map(|n| n as u64),
+        };
+        match bytes {
+            Some(b) => resources.memory_bytes = b,
+            None => {
+                r.error_help(memory.span(), "invalid `memory`", "use bytes or a size such as \"512MiB\" or \"2GB\"")
+            }
+        }
+    }
+    if let Some(custom) = table.table(r, "custom", "custom resources") {
+        for (key, key_span, value) in custom.entries() {
+            if !valid_label_key(key) {
+                r.error_help(
+                    key_span,
+                    format!("invalid custom resource name `{key}`"),
+                    format!("names are 1 to {MAX_LABEL_LEN} letters, digits, `_`, `-`, `.` or `/`"),
+                );
+                continue;
+            }
+            match number_of(value.get_ref()) {
+                Some(n) if n.is_finite() && n >= 0.0 => resources.custom.push(Tuple2(RString::from(key), n)),
+                Some(_) => r.error_help(
+                    value.span(),
+                    format!("invalid amount of custom resource `{key}`"),
+                    "use a number of at least 0",
+                ),
+                None => r.error(value.span(), format!("custom resource `{key}` must be a number")),
+            }
+        }
+    }
+    table.finish(r, &["cpus", "memory", "gpus", "custom"]);
+    resources
 }
 
 #[cfg(test)]

@@ -86,6 +86,7 @@ fn instance(key: &str, max_concurrency: u32, cpus: f64, licences: f64) -> (Arc<B
         config,
         max_in_flight: None,
         tags: Vec::new(),
+        resources: Default::default(),
         derived_from: None,
     };
     let instance = registry.create_detached(settings).unwrap();

@@ -126,6 +126,7 @@ pub fn run(host: &Host, settings: &WorkerBenchSettings) -> Result<WorkerBenchRes
             config: serde_json::json!({ "nats": cluster.url, "user": USER, "password": PASSWORD, "pool": "bench" }),
             max_in_flight: None,
             tags: Vec::new(),
+            resources: Default::default(),
             derived_from: None,
         })
         .map_err(|e| e.to_string())?;
@@ -145,6 +146,7 @@ pub fn run(host: &Host, settings: &WorkerBenchSettings) -> Result<WorkerBenchRes
             config: serde_json::json!({}),
             max_in_flight: None,
             tags: Vec::new(),
+            resources: Default::default(),
             derived_from: None,
         })
         .map_err(|e| e.to_string())?;

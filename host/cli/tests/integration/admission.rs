@@ -142,3 +142,22 @@ fn a_local_instance_offers_custom_resources_and_shares_them() {
     assert_eq!(code, Some(0), "one licence, one holder at a time: {stderr}");
     assert_eq!(report["succeeded"], 4);
 }
+
+#[test]
+fn an_operator_declares_what_an_instance_offers_in_the_config() {
+    // The declared cpu replaces the four the instance reports; the licence is added.
+    let config =
+        "[backends.local]\ntype = \"local\"\nthreads = 4\nresources = { cpus = 1, custom = { licence = 1 } }\n";
+    let (code, report, stderr) = run(&lock_holders("{ cpus = 1 }"), config, &[]);
+    assert_eq!(code, Some(0), "one declared cpu, one holder at a time: {stderr}");
+    assert_eq!(report["succeeded"], 4);
+
+    let (code, stderr) = run_plain(&lock_holders("{ custom = { licence = 2 } }"), config);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("needs 2 licence (has 1)"), "{stderr}");
+
+    let typo = "[backends.local]\ntype = \"local\"\nresources = { cpu = 1 }\n";
+    let (code, stderr) = run_plain("", typo);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("backplane.toml:3:15:") && stderr.contains("`cpu`"), "{stderr}");
+}

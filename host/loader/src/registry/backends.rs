@@ -26,6 +26,9 @@ pub struct InstanceSettings {
     pub max_in_flight: Option<usize>,
     /// Tags the operator adds to what the backend reports.
     pub tags: Vec<String>,
+    /// Resources the operator declares the instance offers; each one stated
+    /// (non-zero) replaces what the backend reports.
+    pub resources: Resources,
     /// For instances derived by a route's `backend_options`: the instance they
     /// were derived from.
     pub derived_from: Option<String>,
@@ -42,17 +45,36 @@ pub struct BackendInstance {
     /// Tasks the engine keeps submitted to this instance at once.
     pub max_in_flight: usize,
     pub tags: Vec<String>,
+    /// Resources the operator declared (see [`InstanceSettings::resources`]).
+    pub resources: Resources,
     pub derived_from: Option<String>,
     pub backend: BackendBox,
 }
 
 impl BackendInstance {
-    /// The backend's live capabilities plus the operator's tags.
+    /// The backend's live capabilities plus the operator's tags, with the
+    /// resources the operator declared in place of the reported ones.
     pub fn capabilities(&self) -> Capabilities {
         let mut capabilities = self.backend.capabilities();
         for tag in &self.tags {
             if !capabilities.tags.iter().any(|t| t == tag.as_str()) {
                 capabilities.tags.push(tag.as_str().into());
+            }
+        }
+        let (offered, declared) = (&mut capabilities.capacity, &self.resources);
+        if declared.cpus > 0.0 {
+            offered.cpus = declared.cpus;
+        }
+        if declared.memory_bytes > 0 {
+            offered.memory_bytes = declared.memory_bytes;
+        }
+        if declared.gpus > 0.0 {
+            offered.gpus = declared.gpus;
+        }
+        for custom in declared.custom.iter() {
+            match offered.custom.iter_mut().find(|c| c.0 == custom.0) {
+                Some(reported) => reported.1 = custom.1,
+                None => offered.custom.push(custom.clone()),
             }
         }
         capabilities
@@ -116,6 +138,7 @@ impl BackendRegistry {
             config,
             max_in_flight,
             tags: Vec::new(),
+            resources: Resources::default(),
             derived_from: None,
         })
     }
@@ -133,7 +156,8 @@ impl BackendRegistry {
     /// Creates an instance without registering it (route-derived instances
     /// live in the plan that needs them).
     pub fn create_detached(&self, settings: InstanceSettings) -> Result<Arc<BackendInstance>, RegistryError> {
-        let InstanceSettings { name: instance, factory, config, max_in_flight, tags, derived_from } = settings;
+        let InstanceSettings { name: instance, factory, config, max_in_flight, tags, resources, derived_from } =
+            settings;
         let (instance, factory) = (instance.as_str(), factory.as_str());
         let entry = self.factory(factory).ok_or_else(|| RegistryError::UnknownFactory {
             name: factory.to_owned(),
@@ -155,6 +179,7 @@ impl BackendRegistry {
             config,
             max_in_flight: max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT).max(1),
             tags,
+            resources,
             derived_from,
             backend,
         }))
