@@ -3,7 +3,7 @@
 use backplane_worker_protocol::{NatsAuth, PoolConsumerSettings, check_pool_name};
 use schemars::JsonSchema;
 use serde::Deserialize;
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 /// One NATS URL or several (the client fails over between them).
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -17,32 +17,16 @@ pub enum Urls {
 const DAY: f64 = 86_400.0;
 const YEAR: f64 = 31_536_000.0;
 
-/// Settings of a `worker` backend instance (its JSON Schema is derived from this type).
+/// Settings of a `worker` backend instance (its JSON Schema is derived from
+/// this type). Unknown keys are refused by [`Strict`]: serde cannot deny them
+/// next to a flattened table.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(extend("additionalProperties" = false))]
 pub struct WorkerConfig {
     /// NATS server URL(s), e.g. "nats://127.0.0.1:4222".
     pub nats: Urls,
-    /// NATS user (with password).
-    pub user: Option<String>,
-    /// NATS password.
-    pub password: Option<String>,
-    /// NATS token.
-    pub token: Option<String>,
-    /// NATS .creds file (JWT and nkey seed).
-    pub creds_file: Option<PathBuf>,
-    /// CA certificate to trust for TLS.
-    pub tls_ca: Option<PathBuf>,
-    /// Client certificate for mutual TLS.
-    pub tls_cert: Option<PathBuf>,
-    /// Client key for mutual TLS.
-    pub tls_key: Option<PathBuf>,
-    /// Refuse a connection without TLS.
-    #[serde(default)]
-    pub require_tls: bool,
-    /// Allow a NATS server without authentication.
-    #[serde(default)]
-    pub insecure: bool,
+    #[serde(flatten)]
+    pub auth: NatsAuth,
     /// Worker pool to send tasks to.
     #[serde(default = "default_pool")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
@@ -105,6 +89,23 @@ pub fn schema() -> serde_json::Value {
     schemars::schema_for!(WorkerConfig).to_value()
 }
 
+/// A config deserialized only when every key is one its schema lists.
+pub struct Strict<T>(pub T);
+
+impl<'de, T: serde::de::DeserializeOwned + JsonSchema> Deserialize<'de> for Strict<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        let schema = schemars::schema_for!(T).to_value();
+        let known: Vec<&str> =
+            schema["properties"].as_object().map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+        if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(D::Error::custom(format!("unknown field `{unknown}`, expected one of {}", known.join(", "))));
+        }
+        serde_json::from_value(serde_json::Value::Object(map)).map(Strict).map_err(D::Error::custom)
+    }
+}
+
 /// The validated settings an instance runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -143,17 +144,7 @@ impl WorkerConfig {
         }
         Ok(Settings {
             urls,
-            auth: NatsAuth {
-                user: self.user,
-                password: self.password,
-                token: self.token,
-                creds_file: self.creds_file,
-                tls_ca: self.tls_ca,
-                tls_cert: self.tls_cert,
-                tls_key: self.tls_key,
-                require_tls: self.require_tls,
-                insecure: self.insecure,
-            },
+            auth: self.auth,
             pool: self.pool,
             task_timeout: match seconds("task_timeout_secs", self.task_timeout_secs)? {
                 d if d.is_zero() => None,
@@ -178,7 +169,7 @@ mod tests {
     use super::*;
 
     fn parse(json: serde_json::Value) -> Result<Settings, String> {
-        serde_json::from_value::<WorkerConfig>(json).map_err(|e| e.to_string())?.validate()
+        serde_json::from_value::<Strict<WorkerConfig>>(json).map_err(|e| e.to_string())?.0.validate()
     }
 
     #[test]

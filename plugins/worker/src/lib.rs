@@ -41,7 +41,7 @@ impl BackendPlugin for WorkerBackend {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
         "Runs nodes on `backplane worker` services that pull tasks from a NATS JetStream work queue";
-    type Config = WorkerConfig;
+    type Config = config::Strict<WorkerConfig>;
 
     fn config_schema() -> serde_json::Value {
         config::schema()
@@ -51,7 +51,7 @@ impl BackendPlugin for WorkerBackend {
         pool::static_capabilities()
     }
 
-    fn create(config: WorkerConfig) -> Result<Self, PluginError_NE> {
+    fn create(config::Strict(config): config::Strict<WorkerConfig>) -> Result<Self, PluginError_NE> {
         let settings = config.validate().map_err(|e| PluginError::invalid_config(format!("worker backend: {e}")))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

@@ -6,7 +6,7 @@ use backplane_host::config::Config;
 use backplane_worker_protocol::{ConnectError, NatsAuth, check_pool_name};
 use backplane_worker_service::{Isolation, WorkerError, WorkerOptions, serve};
 use clap::{Args, ValueEnum};
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 #[derive(Args)]
 pub struct WorkerArgs {
@@ -34,30 +34,8 @@ pub struct WorkerArgs {
     /// This worker's name in presence and results [default: <hostname>-<pid>].
     #[arg(long)]
     worker_id: Option<String>,
-    #[arg(long, env = "BACKPLANE_NATS_USER")]
-    user: Option<String>,
-    #[arg(long, env = "BACKPLANE_NATS_PASSWORD", hide_env_values = true)]
-    password: Option<String>,
-    #[arg(long, env = "BACKPLANE_NATS_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// NATS .creds file (JWT and nkey seed).
-    #[arg(long, value_name = "FILE")]
-    creds: Option<PathBuf>,
-    /// CA certificate to trust for TLS.
-    #[arg(long, value_name = "FILE")]
-    tls_ca: Option<PathBuf>,
-    /// Client certificate for mutual TLS (with --tls-key).
-    #[arg(long, value_name = "FILE")]
-    tls_cert: Option<PathBuf>,
-    #[arg(long, value_name = "FILE")]
-    tls_key: Option<PathBuf>,
-    /// Refuse a connection without TLS.
-    #[arg(long)]
-    require_tls: bool,
-    /// Serve through a NATS server without authentication (anyone who can
-    /// publish to it can run node types here).
-    #[arg(long)]
-    insecure: bool,
+    #[command(flatten)]
+    auth: NatsAuth,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -97,17 +75,7 @@ pub fn worker(global: &GlobalArgs, args: WorkerArgs) -> Result<(), Failure> {
     }
     let options = WorkerOptions {
         urls: args.nats,
-        auth: NatsAuth {
-            user: args.user,
-            password: args.password,
-            token: args.token,
-            creds_file: args.creds,
-            tls_ca: args.tls_ca,
-            tls_cert: args.tls_cert,
-            tls_key: args.tls_key,
-            require_tls: args.require_tls,
-            insecure: args.insecure,
-        },
+        auth: args.auth,
         pool: args.pool,
         tags: args.tags,
         concurrency: args

@@ -6,20 +6,41 @@ use std::{path::PathBuf, time::Duration};
 /// How to authenticate to NATS. At least one credential is required unless
 /// `insecure` says otherwise: a worker runs whatever tasks reach it, so an
 /// open server would let anyone on the network run node types on it.
-#[derive(Debug, Clone, Default)]
+///
+/// Written once for both ends: the `worker` backend's settings (serde, with
+/// the JSON Schema derived) and `backplane worker`'s flags (clap, with the
+/// `cli` feature), so a credential added here reaches both.
+#[derive(Debug, Clone, Default, serde::Deserialize, schemars::JsonSchema)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+#[serde(default)]
 pub struct NatsAuth {
+    /// NATS user (with password).
+    #[cfg_attr(feature = "cli", arg(long, env = "BACKPLANE_NATS_USER"))]
     pub user: Option<String>,
+    /// NATS password.
+    #[cfg_attr(feature = "cli", arg(long, env = "BACKPLANE_NATS_PASSWORD", hide_env_values = true))]
     pub password: Option<String>,
+    /// NATS token.
+    #[cfg_attr(feature = "cli", arg(long, env = "BACKPLANE_NATS_TOKEN", hide_env_values = true))]
     pub token: Option<String>,
-    /// A NATS `.creds` file (JWT + nkey seed).
+    /// NATS .creds file (JWT and nkey seed).
+    #[cfg_attr(feature = "cli", arg(long = "creds", value_name = "FILE"))]
     pub creds_file: Option<PathBuf>,
-    /// CA certificate(s) to trust for TLS.
+    /// CA certificate to trust for TLS.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
     pub tls_ca: Option<PathBuf>,
-    /// Client certificate and key for mutual TLS.
+    /// Client certificate for mutual TLS (with the client key).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
     pub tls_cert: Option<PathBuf>,
+    /// Client key for mutual TLS.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "FILE"))]
     pub tls_key: Option<PathBuf>,
+    /// Refuse a connection without TLS.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub require_tls: bool,
-    /// Allow connecting without any credential.
+    /// Allow a NATS server without authentication (anyone who can publish to
+    /// it can run node types on the workers).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub insecure: bool,
 }
 
