@@ -196,7 +196,9 @@ impl<'w> Builder<'w> {
                 continue;
             };
             let merged = entry.merged_settings(node.settings.as_ref());
-            let text = serde_json::to_string(&merged).unwrap_or_default();
+            let mut text = serde_json::to_string(&merged).unwrap_or_default();
+            // serde_json starts at 128 bytes; a plan keeps one text per node.
+            text.shrink_to_fit();
             let schema_help = || format!("`backplane nodes {}` shows its settings schema", entry.type_name());
             let mut problems: Vec<SettingsProblem> = entry
                 .settings_problems(&merged)

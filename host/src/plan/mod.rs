@@ -187,6 +187,15 @@ impl Plan {
         merged_requirements(self.types[planned.type_index as usize].requirements, rule)
     }
 
+    /// Sends every node to `instance` instead of where it was routed, for
+    /// benchmarks that measure one instance created apart from the config.
+    pub fn run_everything_on(&mut self, instance: Arc<BackendInstance>) {
+        for node in &mut self.nodes {
+            node.backend = 0;
+        }
+        self.instances = vec![instance];
+    }
+
     pub fn routing_table(&self) -> Vec<RouteRow> {
         self.nodes
             .iter()

@@ -6,7 +6,7 @@ use backplane_host::{
     Host,
     diagnostic::SourceFile,
     engine::{self, RunOptions},
-    plan::{self, Consumer, Plan, PlannedInput, PlannedNode, PlannedType, RouteReason, Target},
+    plan::{self, Plan},
     workflow::Workflow,
 };
 use serde::Serialize;
@@ -49,66 +49,36 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())
 }
 
-/// A wide (independent) or chained DAG of `std.noop` nodes on the default instance.
+/// A wide (independent) or chained DAG of `std.noop` nodes on the default
+/// instance, planned by the real front end (TOML text, parse, validate, route).
 pub fn synthetic_plan(host: &Host, nodes: usize, chained: bool) -> Result<Plan, String> {
-    let instance = host.backends.default_instance().ok_or("no backend instance is configured")?.clone();
-    synthetic_plan_on(host, instance, nodes, chained)
+    host.nodes
+        .get("std.noop")
+        .ok_or("the `std.noop` node type is not loaded (is the std-nodes plugin on the plugin path?)")?;
+    let text = workflow_text(nodes, chained);
+    let workflow = Workflow::parse(SourceFile::new(if chained { "chain.toml" } else { "wide.toml" }, text))
+        .map_err(|d| d.to_string())?;
+    let plan =
+        plan::build(&workflow, &host.nodes, &host.backends, &[], Default::default()).map_err(|d| d.to_string())?;
+    drop(workflow);
+    // Give the parser's freed memory back, so the plan's own size is what
+    // the resident set shows.
+    // SAFETY: a plain glibc call with no pointers.
+    unsafe { libc::malloc_trim(0) };
+    Ok(plan)
 }
 
-/// [`synthetic_plan`] on a given instance.
+/// [`synthetic_plan`] with every node on `instance` instead (one that the
+/// benchmark created apart from the config).
 pub fn synthetic_plan_on(
     host: &Host,
     instance: Arc<backplane_host::registry::BackendInstance>,
     nodes: usize,
     chained: bool,
 ) -> Result<Plan, String> {
-    let entry = host
-        .nodes
-        .get("std.noop")
-        .ok_or("the `std.noop` node type is not loaded (is the std-nodes plugin on the plugin path?)")?;
-    let port = |ports: &'static [backplane_plugin_api::PortSpec], name: &str| {
-        ports.iter().find(|p| p.name == name).map(|p| p.name.as_str()).ok_or(format!("std.noop has no `{name}` port"))
-    };
-    let (input, output) = (port(entry.inputs(), "in")?, port(entry.outputs(), "out")?);
-    let settings = serde_json::to_string(entry.defaults()).map_err(|e| e.to_string())?;
-    let nodes = (0..nodes)
-        .map(|i| PlannedNode {
-            id: format!("n{i}"),
-            type_index: 0,
-            backend: 0,
-            route: RouteReason::Default { rule: None },
-            rule: plan::NO_RULE,
-            pinned: false,
-            settings: settings.clone(),
-            inputs: if chained && i > 0 {
-                vec![PlannedInput { port: input, from: i as u32 - 1, from_port: output }]
-            } else {
-                Vec::new()
-            },
-            consumers: if chained && i + 1 < nodes {
-                vec![Consumer { port: output, target: Target::Node { node: i as u32 + 1, slot: 0 } }]
-            } else {
-                Vec::new()
-            },
-            timeout_ms: 0,
-            extras: None,
-        })
-        .collect();
-    Ok(Plan {
-        name: if chained { "chain".into() } else { "wide".into() },
-        working_dir: std::env::current_dir().unwrap_or_default(),
-        types: vec![PlannedType {
-            name: entry.type_name(),
-            version: entry.version(),
-            outputs: entry.outputs(),
-            compute: entry.spec.compute(),
-            requirements: entry.spec.requirements(),
-        }],
-        nodes,
-        outputs: Vec::new(),
-        instances: vec![instance],
-        rule_requirements: Vec::new(),
-    })
+    let mut plan = synthetic_plan(host, nodes, chained)?;
+    plan.run_everything_on(instance);
+    Ok(plan)
 }
 
 /// Best (shortest) time of `repeat` runs of `plan`, in seconds.
@@ -190,10 +160,14 @@ fn proc_status_kib(field: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn workflow_text(nodes: usize) -> String {
-    let mut text = String::with_capacity(nodes * 48);
+/// `nodes` `std.noop` nodes, each fed by the one before when `chained`.
+fn workflow_text(nodes: usize, chained: bool) -> String {
+    let mut text = String::with_capacity(nodes * 72);
     for i in 0..nodes {
         let _ = writeln!(text, "[[node]]\nid = \"n{i}\"\ntype = \"std.noop\"");
+        if chained && i > 0 {
+            let _ = writeln!(text, "inputs = {{ in = \"n{}.out\" }}", i - 1);
+        }
     }
     text
 }
@@ -214,7 +188,7 @@ pub fn run(host: &Host, settings: &BenchSettings) -> Result<BenchResults, String
     let chain_us = chain_secs / settings.chain as f64 * 1e6;
 
     // The real front end: TOML text -> workflow -> validated, routed plan.
-    let text = workflow_text(settings.wide);
+    let text = workflow_text(settings.wide, false);
     let start = Instant::now();
     let workflow = Workflow::parse(SourceFile::new("bench.toml", text)).map_err(|d| d.to_string())?;
     let parsed =
