@@ -3,6 +3,7 @@
 //! layer above its own, or when a module has no layer, so the doc and the
 //! code cannot drift apart. It also keeps the roles of the crates apart:
 //! the library never depends on the command line, NATS or terminal drawing.
+//! The loader crate runs the same file (`host/loader/tests/layering.rs`).
 
 use std::{
     collections::BTreeMap,
@@ -144,7 +145,8 @@ fn the_library_depends_on_no_command_line_nats_or_terminal_crate() {
             !dependencies
                 .lines()
                 .any(|l| l.starts_with(&format!("{crate_name}.")) || l.starts_with(&format!("{crate_name} "))),
-            "backplane-host depends on `{crate_name}`: it belongs in the binary crate (host/cli)"
+            "{} depends on `{crate_name}`: it belongs in the binary crate (host/cli)",
+            env!("CARGO_PKG_NAME")
         );
     }
 }

@@ -16,8 +16,13 @@
 //! - [`describe`] turns registry entries into what `backplane plugins`,
 //!   `backends` and `nodes` print; [`task_runner`] runs one task in process.
 //!
-//! Order of modules (each imports only those before it): `log_bridge`,
-//! `loader`, `registry`, `describe`, `host`, `task_runner`.
+//! Layers, lowest first; a module imports only from its own layer or lower
+//! ones, which `tests/layering.rs` checks:
+//! 1. `log_bridge` — plugin log lines into the host's `tracing`
+//! 2. `loader` — files checked and opened, ABI checked
+//! 3. `registry` — factories, instances, node types
+//! 4. `describe`, `host` — what the commands print; the process's plugins
+//! 5. `task_runner` — one task run in this process
 
 pub mod describe;
 mod host;
