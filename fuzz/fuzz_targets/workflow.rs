@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(source) = source("workflow.toml", data) else { return };
     let host = host();
     if let Err(diagnostics) =
-        backplane_host::plan::plan_source(source, &host.nodes, &host.backends, &host.routes, Default::default())
+        backplane_host::plan::plan_source(source, &host.nodes, &host.backends, &[], Default::default())
     {
         assert!(diagnostics.0.len() <= 2 * backplane_host::diagnostic::MAX_DIAGNOSTICS_PER_FILE + 2);
         let _ = diagnostics.to_string();

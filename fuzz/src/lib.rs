@@ -53,7 +53,7 @@ pub fn host() -> &'static Host {
         host.register_backend_factory(backend_factory::<PlanOnly>(), planner);
         let config = Config::parse(SourceFile::new("fuzz.toml", "[backends.local]\ntype = \"plan-only\"\n".into()))
             .expect("the fuzz config is valid");
-        host.instantiate(&config).expect("the planning backend starts");
+        config.instantiate(&mut host.backends).expect("the planning backend starts");
         host
     })
 }
