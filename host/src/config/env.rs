@@ -93,6 +93,11 @@ impl Config {
                         "e.g. '[\"gpu\", \"cuda12\"]'".into(),
                     )),
                 },
+                "capacity" => problems.push(env_diagnostic(
+                    &name,
+                    "an instance's `capacity` cannot be set from the environment".into(),
+                    "set `capacity = { ... }` in the instance's table of the config file".into(),
+                )),
                 "max_in_flight" => match value.as_u64() {
                     Some(n) if n > 0 => decl.max_in_flight = Some(n as usize),
                     _ => problems.push(env_diagnostic(

@@ -16,7 +16,7 @@
 //! type = "local"                 # the backend factory
 //! max_in_flight = 4096           # host-side: tasks submitted at once
 //! tags = ["ssd"]                 # host-side: tags the operator adds to the instance
-//! resources = { memory = "8GiB" } # host-side: what it offers, replacing what the backend reports
+//! capacity = { memory = "8GiB" }  # host-side: what it offers in total, replacing what it reports
 //! threads = 4                    # everything else goes to the factory
 //!
 //! [[route]]
@@ -48,7 +48,7 @@ use toml::{Spanned, de::DeValue};
 const MAX_IN_FLIGHT: u64 = 10_000_000;
 
 /// Keys of `[backends.<name>]` the host reads itself; the rest go to the factory.
-const HOST_INSTANCE_KEYS: &[&str] = &["type", "max_in_flight", "tags", "resources"];
+const HOST_INSTANCE_KEYS: &[&str] = &["type", "max_in_flight", "tags", "capacity"];
 
 #[derive(Debug, Clone)]
 pub struct BackendDecl {
@@ -58,9 +58,9 @@ pub struct BackendDecl {
     pub max_in_flight: Option<usize>,
     /// Tags the operator adds to what the backend reports.
     pub tags: Vec<String>,
-    /// Resources the operator declares the instance offers (each one stated
-    /// replaces what the backend reports).
-    pub resources: Resources,
+    /// What the operator declares the instance offers in total (each resource
+    /// stated replaces what the backend reports).
+    pub capacity: Resources,
     pub settings: serde_json::Value,
     setting_spans: Vec<(String, Range<usize>)>,
     /// Some setting came from the environment (its span then points at the instance).
@@ -169,7 +169,7 @@ impl Config {
                         }
                     }
                 }
-                let resources = match view.table(&mut r, "resources", format!("the resources of [backends.{name}]")) {
+                let capacity = match view.table(&mut r, "capacity", format!("the capacity of [backends.{name}]")) {
                     Some(table) => crate::workflow::parse_resources(&mut r, table),
                     None => Resources::default(),
                 };
@@ -194,7 +194,7 @@ impl Config {
                         factory,
                         max_in_flight,
                         tags,
-                        resources,
+                        capacity,
                         settings: serde_json::Value::Object(settings),
                         setting_spans,
                         overridden: false,
@@ -351,7 +351,7 @@ impl Config {
                 config: decl.settings.clone(),
                 max_in_flight: decl.max_in_flight,
                 tags: decl.tags.clone(),
-                resources: decl.resources.clone(),
+                capacity: decl.capacity.clone(),
                 derived_from: None,
             };
             if let Err(e) = registry.create_instance(settings) {

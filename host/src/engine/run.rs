@@ -56,6 +56,7 @@ macro_rules! layer_cx {
             timers: &mut $run.timers,
             completions: &$run.channel,
             events: &mut $run.layer_events,
+            stopping: $run.stop.is_some(),
             health_changed: false,
         }
     };
@@ -277,8 +278,8 @@ impl<'p> Run<'p> {
         }
     }
 
-    /// Reads the health of instances with queued nodes (at most every 100 ms
-    /// each).
+    /// Reads the health and capabilities of instances with queued nodes (at
+    /// most every 100 ms each).
     fn check_health(&mut self, now: Instant) {
         for backend in 0..self.ready.len() {
             if self.ready[backend].is_empty() || self.down[backend].is_some() || now < self.next_health_check[backend] {
@@ -286,6 +287,10 @@ impl<'p> Run<'p> {
             }
             self.next_health_check[backend] = now + HOUSEKEEPING_INTERVAL;
             self.read_health(backend);
+            // Nodes wait here: what the instance offers may have changed.
+            if self.down[backend].is_none() {
+                self.stacks[backend].refresh(&self.plan.instances[backend].capabilities());
+            }
         }
     }
 

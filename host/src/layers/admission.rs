@@ -1,10 +1,15 @@
 //! Resource-aware admission: a task reserves what it asks for on its
 //! instance while it runs, and waits in the host until that fits.
 //!
-//! Capacity is what the instance's live capabilities report plus what the
-//! operator declares for it (`resources = { ... }` in `backplane.toml`). A
-//! cpu or memory capacity of zero means "not stated" and does not limit; a
-//! gpu or custom resource the instance lacks was already a plan-time error.
+//! Capacity is what the operator declares the instance offers in total
+//! (`capacity = { ... }` in `backplane.toml`) over what its live capabilities
+//! report. A backend's report is "what one task may use at most", which is
+//! also the total only on one machine: for a distributed instance (Ray, a
+//! worker pool) only the declared capacity limits, and the backend's own
+//! scheduler places the rest. A resource no one states does not limit (a
+//! node asking for one the instance lacks was already a plan-time error).
+//! Capacity is read again while tasks wait (it is live: workers join, Ray
+//! nodes die).
 //! A node that asks for nothing reserves nothing, so plain nodes pay only
 //! the in-flight limit. Queues are first in, first out: a task that does not
 //! fit holds back the ones behind it on that instance, so a large task is
@@ -13,7 +18,7 @@
 
 use super::{InstanceService, LayerContext, LayerTimer, Readiness, Request};
 use crate::layers::Completion;
-use backplane_plugin_api::{Capabilities, CompletionSinkBox, Health, NodeTask, Resources};
+use backplane_plugin_api::{Capabilities, CapabilityFlags, CompletionSinkBox, Health, NodeTask, Resources};
 use std::collections::HashMap;
 
 /// Leaves room for rounding in sums of fractional cpus.
@@ -23,9 +28,14 @@ const EPSILON: f64 = 1e-9;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Capacity(Resources);
 
-/// The capacity an instance's (operator-merged) capabilities state.
-pub fn capacity_of(capabilities: &Capabilities) -> Capacity {
-    Capacity(capabilities.capacity.clone())
+/// The capacity admission enforces for an instance with these (operator-
+/// merged) capabilities and this declared capacity.
+pub fn capacity_of(capabilities: &Capabilities, declared: &Resources) -> Capacity {
+    if capabilities.flags.contains(CapabilityFlags::DISTRIBUTED) {
+        Capacity(declared.clone())
+    } else {
+        Capacity(capabilities.capacity.clone())
+    }
 }
 
 pub struct Admission<S> {
@@ -33,6 +43,8 @@ pub struct Admission<S> {
     max_in_flight: usize,
     in_flight: usize,
     capacity: Capacity,
+    /// What the operator declared, to recompute `capacity` from live capabilities.
+    declared: Resources,
     /// What running tasks hold, in total and per task (only tasks that
     /// reserved something are listed).
     reserved: Resources,
@@ -40,12 +52,13 @@ pub struct Admission<S> {
 }
 
 impl<S> Admission<S> {
-    pub fn new(inner: S, max_in_flight: usize, capacity: Capacity) -> Self {
+    pub fn new(inner: S, max_in_flight: usize, capabilities: &Capabilities, declared: Resources) -> Self {
         Self {
             inner,
             max_in_flight: max_in_flight.max(1),
             in_flight: 0,
-            capacity,
+            capacity: capacity_of(capabilities, &declared),
+            declared,
             reserved: Resources::default(),
             holders: HashMap::new(),
         }
@@ -60,11 +73,11 @@ impl<S> Admission<S> {
         let limited = |capacity: f64, held: f64, need: f64| capacity <= 0.0 || held + need <= capacity + EPSILON;
         limited(cap.cpus, held.cpus, need.cpus)
             && (cap.memory_bytes == 0 || held.memory_bytes.saturating_add(need.memory_bytes) <= cap.memory_bytes)
-            && (need.gpus <= 0.0 || held.gpus + need.gpus <= cap.gpus + EPSILON)
-            && need
-                .custom
-                .iter()
-                .all(|c| c.1 <= 0.0 || held.custom_amount(&c.0) + c.1 <= cap.custom_amount(&c.0) + EPSILON)
+            && limited(cap.gpus, held.gpus, need.gpus)
+            && need.custom.iter().all(|c| {
+                !cap.custom.iter().any(|t| t.0 == c.0)
+                    || limited(cap.custom_amount(&c.0), held.custom_amount(&c.0), c.1)
+            })
     }
 }
 
@@ -133,5 +146,10 @@ impl<S: InstanceService> InstanceService for Admission<S> {
 
     fn health(&mut self) -> Health {
         self.inner.health()
+    }
+
+    fn refresh(&mut self, capabilities: &Capabilities) {
+        self.capacity = capacity_of(capabilities, &self.declared);
+        self.inner.refresh(capabilities);
     }
 }

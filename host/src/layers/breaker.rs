@@ -10,7 +10,7 @@ use crate::{
     policy::{Blame, BreakerPolicy, FailureKind, TimeoutCountsAs},
     report::BreakerTransition,
 };
-use backplane_plugin_api::{CompletionSinkBox, Health, NodeTask};
+use backplane_plugin_api::{Capabilities, CompletionSinkBox, Health, NodeTask};
 use std::{collections::VecDeque, time::Instant};
 
 /// The breaker's state, apart from any instance.
@@ -100,6 +100,10 @@ impl<S: InstanceService> InstanceService for CircuitBreaker<S> {
 
     fn completed(&mut self, completion: &mut Completion, cx: &mut LayerContext<'_>) {
         self.inner.completed(completion, cx);
+        if cx.stopping {
+            // The host cancelled these itself: not the instance's failures.
+            return;
+        }
         let error = match &completion.result {
             Ok(_) => return self.state.record_success(),
             Err(error) => error,
@@ -131,6 +135,10 @@ impl<S: InstanceService> InstanceService for CircuitBreaker<S> {
             return Health::down(self.reason());
         }
         self.inner.health()
+    }
+
+    fn refresh(&mut self, capabilities: &Capabilities) {
+        self.inner.refresh(capabilities);
     }
 }
 

@@ -39,7 +39,7 @@ use crate::{
     registry::BackendInstance,
     report::{BreakerEvent, BreakerTransition},
 };
-use backplane_plugin_api::{CompletionSinkBox, Health, NodeTask, Resources};
+use backplane_plugin_api::{Capabilities, CompletionSinkBox, Health, NodeTask, Resources};
 use std::{
     cmp::Reverse,
     collections::BinaryHeap,
@@ -80,6 +80,9 @@ pub trait InstanceService {
     /// A timer set through `cx` by this stack came due.
     fn fire(&mut self, timer: LayerTimer, cx: &mut LayerContext<'_>);
     fn health(&mut self) -> Health;
+    /// The instance's live capabilities, read again while tasks wait: a
+    /// layer that sizes itself by them (capacity, concurrency) updates.
+    fn refresh(&mut self, capabilities: &Capabilities);
 }
 
 /// Which layer set a timer, and what for.
@@ -138,6 +141,9 @@ pub struct LayerContext<'a> {
     pub timers: &'a mut Timers,
     pub completions: &'a UnboundedSender<Completion>,
     pub events: &'a mut LayerEvents,
+    /// The run is stopping (a failure under fail-fast, or an interrupt): the
+    /// host cancels what runs, so failures now say nothing of the instance.
+    pub stopping: bool,
     /// Set by a layer whose `health` answer changed; the engine reads it again.
     pub health_changed: bool,
 }
@@ -164,10 +170,11 @@ pub fn stack(instance: Arc<BackendInstance>, policy: &RunPolicy) -> Stack {
     let capabilities = instance.capabilities();
     let name = instance.name.clone();
     let max_in_flight = instance.max_in_flight;
+    let declared = instance.capacity.clone();
     let plugin = PluginBackend::new(instance);
     let timeout = Timeout::new(plugin, policy.timeout, capabilities.max_concurrency as usize);
     let breaker = CircuitBreaker::new(timeout, name, policy.breaker, policy.timeout.counts_as);
-    Admission::new(breaker, max_in_flight, capacity_of(&capabilities))
+    Admission::new(breaker, max_in_flight, &capabilities, declared)
 }
 
 #[cfg(test)]

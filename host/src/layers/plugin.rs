@@ -2,7 +2,7 @@
 
 use super::{InstanceService, LayerContext, LayerTimer, Readiness, Request};
 use crate::{layers::Completion, registry::BackendInstance};
-use backplane_plugin_api::{CompletionSinkBox, Health, NodeTask};
+use backplane_plugin_api::{Capabilities, CompletionSinkBox, Health, NodeTask};
 use std::sync::Arc;
 
 pub struct PluginBackend {
@@ -41,4 +41,6 @@ impl InstanceService for PluginBackend {
     fn health(&mut self) -> Health {
         self.instance.backend.health()
     }
+
+    fn refresh(&mut self, _: &Capabilities) {}
 }

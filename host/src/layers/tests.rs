@@ -7,7 +7,7 @@ use crate::{
     registry::{BackendRegistry, InstanceSettings, Origin},
 };
 use backplane_plugin_api::{
-    Capabilities, CompletionSinkBox, HealthStatus, NodeTask, Payload, PluginError, PluginError_NE,
+    Capabilities, CapabilityFlags, CompletionSinkBox, HealthStatus, NodeTask, Payload, PluginError, PluginError_NE,
     abi_stable::std_types::{RString, RVec, Tuple2},
     backend_factory,
     prelude::BackendPlugin,
@@ -41,6 +41,9 @@ struct HeldConfig {
     max_concurrency: u32,
     cpus: f64,
     licences: f64,
+    /// Reports itself as spread over machines (its capacity is per task).
+    #[serde(default)]
+    distributed: bool,
 }
 
 impl BackendPlugin for HeldBackend {
@@ -55,6 +58,9 @@ impl BackendPlugin for HeldBackend {
     fn create(config: HeldConfig) -> Result<Self, PluginError_NE> {
         let seen = SEEN.lock().unwrap().entry(config.key).or_default().clone();
         let mut capabilities = Capabilities { max_concurrency: config.max_concurrency, ..Capabilities::default() };
+        if config.distributed {
+            capabilities.flags = CapabilityFlags::DISTRIBUTED;
+        }
         capabilities.capacity.cpus = config.cpus;
         if config.licences > 0.0 {
             capabilities.capacity.custom.push(Tuple2(RString::from("licence"), config.licences));
@@ -76,17 +82,22 @@ impl BackendPlugin for HeldBackend {
 
 /// A held instance for test `key`, and what its backend sees.
 fn instance(key: &str, max_concurrency: u32, cpus: f64, licences: f64) -> (Arc<BackendInstance>, Arc<Mutex<Seen>>) {
-    let mut registry = BackendRegistry::default();
-    registry.register_factory(backend_factory::<HeldBackend>(), Origin::code("tests")).unwrap();
     let config =
         serde_json::json!({ "key": key, "max_concurrency": max_concurrency, "cpus": cpus, "licences": licences });
+    instance_with(key, config)
+}
+
+/// A held instance created from `config`.
+fn instance_with(key: &str, config: serde_json::Value) -> (Arc<BackendInstance>, Arc<Mutex<Seen>>) {
+    let mut registry = BackendRegistry::default();
+    registry.register_factory(backend_factory::<HeldBackend>(), Origin::code("tests")).unwrap();
     let settings = InstanceSettings {
         name: key.into(),
         factory: "held".into(),
         config,
         max_in_flight: None,
         tags: Vec::new(),
-        resources: Default::default(),
+        capacity: Default::default(),
         derived_from: None,
     };
     let instance = registry.create_detached(settings).unwrap();
@@ -101,12 +112,21 @@ struct Engine {
     sender: mpsc::UnboundedSender<Completion>,
     receiver: mpsc::UnboundedReceiver<Completion>,
     started: Instant,
+    /// The run is stopping (a failure or Ctrl-C): cancels are the host's.
+    stopping: bool,
 }
 
 impl Engine {
     fn new() -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
-        Self { timers: Timers::default(), events: LayerEvents::default(), sender, receiver, started: Instant::now() }
+        Self {
+            timers: Timers::default(),
+            events: LayerEvents::default(),
+            sender,
+            receiver,
+            started: Instant::now(),
+            stopping: false,
+        }
     }
 
     fn cx(&mut self, now: Instant) -> LayerContext<'_> {
@@ -117,6 +137,7 @@ impl Engine {
             timers: &mut self.timers,
             completions: &self.sender,
             events: &mut self.events,
+            stopping: self.stopping,
             health_changed: false,
         }
     }
@@ -268,8 +289,8 @@ fn breaker_opens_on_infrastructure_failures_reports_down_and_half_opens_after_th
 #[test]
 fn admission_reserves_resources_while_tasks_run_and_keeps_the_in_flight_limit() {
     let (instance, seen) = instance("admission", 0, 4.0, 1.0);
-    let capacity = capacity_of(&instance.capabilities());
-    let mut admission = Admission::new(PluginBackend::new(instance), 3, capacity);
+    let capabilities = instance.capabilities();
+    let mut admission = Admission::new(PluginBackend::new(instance), 3, &capabilities, Resources::default());
     let mut engine = Engine::new();
     let t0 = Instant::now();
     let four_cpus = Resources { cpus: 4.0, ..Resources::default() };
@@ -296,8 +317,8 @@ fn admission_reserves_resources_while_tasks_run_and_keeps_the_in_flight_limit() 
 #[test]
 fn admission_runs_a_task_larger_than_the_whole_instance_alone_rather_than_never() {
     let (instance, seen) = instance("admission-oversized", 0, 2.0, 0.0);
-    let capacity = capacity_of(&instance.capabilities());
-    let mut admission = Admission::new(PluginBackend::new(instance), 100, capacity);
+    let capabilities = instance.capabilities();
+    let mut admission = Admission::new(PluginBackend::new(instance), 100, &capabilities, Resources::default());
     let mut engine = Engine::new();
     let t0 = Instant::now();
     let huge = Resources { cpus: 8.0, ..Resources::default() };
@@ -329,4 +350,65 @@ fn layers_compose_in_the_engines_order_and_a_lost_attempt_counts_for_the_breaker
     assert_eq!(stack.health().status, HealthStatus::DOWN, "the backend lost a task: its breaker opened");
     // The late answer is the engine's to ignore; the backend still holds its sink.
     assert_eq!(seen.lock().unwrap().sinks.len(), 1);
+}
+
+#[test]
+fn breaker_ignores_the_failures_of_tasks_the_host_cancels_while_stopping() {
+    let (instance, seen) = instance("breaker-stop", 0, 0.0, 0.0);
+    let policy = BreakerPolicy { failures: 1, ..BreakerPolicy::default() };
+    let mut breaker = CircuitBreaker::new(PluginBackend::new(instance), "b".into(), policy, TimeoutCountsAs::Node);
+    let mut engine = Engine::new();
+    let t0 = Instant::now();
+    let none = Resources::default();
+    engine.call(&mut breaker, &request(1, 10, &none, None), t0);
+    engine.stopping = true;
+    complete(&seen, 10, Err(PluginError::cancelled()));
+    engine.deliver(&mut breaker, t0);
+    assert_eq!(breaker.health().status, HealthStatus::UP, "a stop's cancels are not the instance's failures");
+    assert!(engine.events.breakers.is_empty());
+    // The same cancel outside a stop is the backend's own doing.
+    engine.stopping = false;
+    engine.call(&mut breaker, &request(2, 20, &none, None), t0);
+    complete(&seen, 20, Err(PluginError::cancelled()));
+    engine.deliver(&mut breaker, t0);
+    assert_eq!(breaker.health().status, HealthStatus::DOWN);
+}
+
+#[test]
+fn admission_on_a_distributed_instance_limits_only_what_the_operator_declares() {
+    // Its report (4 cpus) is what one task may use, not the cluster's total.
+    let config =
+        serde_json::json!({ "key": "spread", "max_concurrency": 0, "cpus": 4.0, "licences": 0.0, "distributed": true });
+    let (instance, _seen) = instance_with("spread", config);
+    let capabilities = instance.capabilities();
+    let four = Resources { cpus: 4.0, ..Resources::default() };
+    let mut free = Admission::new(PluginBackend::new(instance.clone()), 100, &capabilities, Resources::default());
+    let mut engine = Engine::new();
+    let t0 = Instant::now();
+    engine.call(&mut free, &request(1, 10, &four, None), t0);
+    assert_eq!(free.poll_ready(&request(2, 20, &four, None)), Readiness::Ready, "the backend places these itself");
+
+    let declared = Resources { cpus: 6.0, ..Resources::default() };
+    let mut limited = Admission::new(PluginBackend::new(instance), 100, &capabilities, declared);
+    engine.call(&mut limited, &request(3, 30, &four, None), t0);
+    assert_eq!(limited.poll_ready(&request(4, 40, &four, None)), Readiness::Wait, "6 declared cpus: one at a time");
+}
+
+#[test]
+fn layers_size_themselves_by_the_live_capabilities_they_are_refreshed_with() {
+    let (instance, _seen) = instance("refresh", 1, 1.0, 0.0);
+    let capabilities = instance.capabilities();
+    let timeout = Timeout::new(PluginBackend::new(instance), TimeoutPolicy::default(), 1);
+    let mut admission = Admission::new(timeout, 100, &capabilities, Resources::default());
+    let mut engine = Engine::new();
+    let t0 = Instant::now();
+    let one = Resources { cpus: 1.0, ..Resources::default() };
+    engine.call(&mut admission, &request(1, 10, &one, None), t0);
+    let timed = request(2, 20, &one, Some(SECOND));
+    assert_eq!(admission.poll_ready(&timed), Readiness::Wait);
+    // A second worker joined: two slots, two cpus.
+    let grown =
+        Capabilities { max_concurrency: 2, capacity: Resources { cpus: 2.0, ..Resources::default() }, ..capabilities };
+    admission.refresh(&grown);
+    assert_eq!(admission.poll_ready(&timed), Readiness::Ready);
 }

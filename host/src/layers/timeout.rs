@@ -2,6 +2,10 @@
 //! no result comes within the grace period after that, the attempt is
 //! abandoned (it fails as timed out and lost; a late result is ignored).
 //!
+//! An abandoned attempt gives back its slot (and, in the admission layer, its
+//! resources): the host no longer knows whether it runs, and holding them
+//! for a task that may never answer would stall the instance.
+//!
 //! A deadline counts time running, not time waiting: a task with a deadline
 //! is held in the host while the instance already has as many tasks as it
 //! can run at once (its `max_concurrency`; 0 means unknown and holds
@@ -9,8 +13,11 @@
 //! while it would sit in the backend's queue.
 
 use super::{InstanceService, LayerContext, LayerTimer, Readiness, Request};
-use crate::{layers::Completion, policy::TimeoutPolicy};
-use backplane_plugin_api::{CompletionSinkBox, Health, NodeTask, PluginError};
+use crate::{
+    layers::Completion,
+    policy::{FailureKind, TimeoutPolicy},
+};
+use backplane_plugin_api::{Capabilities, CompletionSinkBox, Health, NodeTask, PluginError};
 use std::{collections::HashMap, time::Duration};
 
 /// A task with a deadline, while it runs.
@@ -73,11 +80,16 @@ impl<S: InstanceService> InstanceService for Timeout<S> {
             return;
         }
         let Some(timed) = self.timed.remove(&completion.task_id) else { return };
-        // Cancelled because of its deadline: a timeout, whatever the backend
-        // called it (an abandoned attempt already says so).
-        if timed.expired && !completion.lost && completion.result.is_err() {
+        // Failed after its deadline's cancel: a timeout, whatever the backend
+        // called it. Counted here, once per accepted result; an abandoned
+        // attempt (made up by this layer) already says so.
+        if timed.expired && completion.result.is_err() {
             cx.events.timeouts += 1;
-            completion.result = Err(PluginError::timed_out(format!("exceeded {}; cancelled", secs(timed.limit))));
+            let abandoned = completion.lost
+                && completion.result.as_ref().is_err_and(|e| FailureKind::of(e) == FailureKind::TimedOut);
+            if !abandoned {
+                completion.result = Err(PluginError::timed_out(format!("exceeded {}; cancelled", secs(timed.limit))));
+            }
         }
     }
 
@@ -92,7 +104,6 @@ impl<S: InstanceService> InstanceService for Timeout<S> {
             }
             LayerTimer::Abandon { task_id } => {
                 if let Some(timed) = self.timed.get(&task_id) {
-                    cx.events.timeouts += 1;
                     let grace = self.policy.grace.as_secs_f64();
                     let message = format!(
                         "no result {grace}s after its deadline ({}), even after a cancel; abandoned (a late result is ignored)",
@@ -114,5 +125,10 @@ impl<S: InstanceService> InstanceService for Timeout<S> {
 
     fn health(&mut self) -> Health {
         self.inner.health()
+    }
+
+    fn refresh(&mut self, capabilities: &Capabilities) {
+        self.concurrency = capabilities.max_concurrency as usize;
+        self.inner.refresh(capabilities);
     }
 }

@@ -244,7 +244,7 @@ impl<'a> Router<'a> {
             config,
             max_in_flight: Some(base.max_in_flight),
             tags: base.tags.clone(),
-            resources: base.resources.clone(),
+            capacity: base.capacity.clone(),
             derived_from: Some(base.name.clone()),
         };
         let created = registry.create_detached(settings).map_err(|e| {

@@ -59,7 +59,7 @@ pub fn run(host: &Host, settings: &RayBenchSettings) -> Result<RayBenchResults, 
             config: serde_json::json!({ "python": settings.python, "num_cpus": settings.cpus }),
             max_in_flight: Some(settings.tasks),
             tags: Vec::new(),
-            resources: Default::default(),
+            capacity: Default::default(),
             derived_from: None,
         })
         .map_err(|e| e.to_string())?;

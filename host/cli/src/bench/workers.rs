@@ -126,7 +126,7 @@ pub fn run(host: &Host, settings: &WorkerBenchSettings) -> Result<WorkerBenchRes
             config: serde_json::json!({ "nats": cluster.url, "user": USER, "password": PASSWORD, "pool": "bench" }),
             max_in_flight: None,
             tags: Vec::new(),
-            resources: Default::default(),
+            capacity: Default::default(),
             derived_from: None,
         })
         .map_err(|e| e.to_string())?;
@@ -146,7 +146,7 @@ pub fn run(host: &Host, settings: &WorkerBenchSettings) -> Result<WorkerBenchRes
             config: serde_json::json!({}),
             max_in_flight: None,
             tags: Vec::new(),
-            resources: Default::default(),
+            capacity: Default::default(),
             derived_from: None,
         })
         .map_err(|e| e.to_string())?;

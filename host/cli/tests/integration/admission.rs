@@ -146,8 +146,7 @@ fn a_local_instance_offers_custom_resources_and_shares_them() {
 #[test]
 fn an_operator_declares_what_an_instance_offers_in_the_config() {
     // The declared cpu replaces the four the instance reports; the licence is added.
-    let config =
-        "[backends.local]\ntype = \"local\"\nthreads = 4\nresources = { cpus = 1, custom = { licence = 1 } }\n";
+    let config = "[backends.local]\ntype = \"local\"\nthreads = 4\ncapacity = { cpus = 1, custom = { licence = 1 } }\n";
     let (code, report, stderr) = run(&lock_holders("{ cpus = 1 }"), config, &[]);
     assert_eq!(code, Some(0), "one declared cpu, one holder at a time: {stderr}");
     assert_eq!(report["succeeded"], 4);
@@ -156,8 +155,8 @@ fn an_operator_declares_what_an_instance_offers_in_the_config() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("needs 2 licence (has 1)"), "{stderr}");
 
-    let typo = "[backends.local]\ntype = \"local\"\nresources = { cpu = 1 }\n";
+    let typo = "[backends.local]\ntype = \"local\"\ncapacity = { cpu = 1 }\n";
     let (code, stderr) = run_plain("", typo);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("backplane.toml:3:15:") && stderr.contains("`cpu`"), "{stderr}");
+    assert!(stderr.contains("backplane.toml:3:14:") && stderr.contains("`cpu`"), "{stderr}");
 }

@@ -26,9 +26,9 @@ pub struct InstanceSettings {
     pub max_in_flight: Option<usize>,
     /// Tags the operator adds to what the backend reports.
     pub tags: Vec<String>,
-    /// Resources the operator declares the instance offers; each one stated
-    /// (non-zero) replaces what the backend reports.
-    pub resources: Resources,
+    /// What the operator declares the instance offers in total; each
+    /// resource stated (non-zero) replaces what the backend reports.
+    pub capacity: Resources,
     /// For instances derived by a route's `backend_options`: the instance they
     /// were derived from.
     pub derived_from: Option<String>,
@@ -45,8 +45,8 @@ pub struct BackendInstance {
     /// Tasks the engine keeps submitted to this instance at once.
     pub max_in_flight: usize,
     pub tags: Vec<String>,
-    /// Resources the operator declared (see [`InstanceSettings::resources`]).
-    pub resources: Resources,
+    /// What the operator declared (see [`InstanceSettings::capacity`]).
+    pub capacity: Resources,
     pub derived_from: Option<String>,
     pub backend: BackendBox,
 }
@@ -61,7 +61,7 @@ impl BackendInstance {
                 capabilities.tags.push(tag.as_str().into());
             }
         }
-        let (offered, declared) = (&mut capabilities.capacity, &self.resources);
+        let (offered, declared) = (&mut capabilities.capacity, &self.capacity);
         if declared.cpus > 0.0 {
             offered.cpus = declared.cpus;
         }
@@ -138,7 +138,7 @@ impl BackendRegistry {
             config,
             max_in_flight,
             tags: Vec::new(),
-            resources: Resources::default(),
+            capacity: Resources::default(),
             derived_from: None,
         })
     }
@@ -156,7 +156,7 @@ impl BackendRegistry {
     /// Creates an instance without registering it (route-derived instances
     /// live in the plan that needs them).
     pub fn create_detached(&self, settings: InstanceSettings) -> Result<Arc<BackendInstance>, RegistryError> {
-        let InstanceSettings { name: instance, factory, config, max_in_flight, tags, resources, derived_from } =
+        let InstanceSettings { name: instance, factory, config, max_in_flight, tags, capacity, derived_from } =
             settings;
         let (instance, factory) = (instance.as_str(), factory.as_str());
         let entry = self.factory(factory).ok_or_else(|| RegistryError::UnknownFactory {
@@ -179,7 +179,7 @@ impl BackendRegistry {
             config,
             max_in_flight: max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT).max(1),
             tags,
-            resources,
+            capacity,
             derived_from,
             backend,
         }))
