@@ -175,6 +175,11 @@ impl Health {
     pub fn up() -> Self {
         Self::default()
     }
+    /// Working, but worse than usual (fewer workers, a slow dependency); the
+    /// host still sends it work.
+    pub fn degraded(message: impl Into<String>) -> Self {
+        Self { status: HealthStatus::DEGRADED, message: message.into().into(), extensions: RVec::new() }
+    }
     pub fn down(message: impl Into<String>) -> Self {
         Self { status: HealthStatus::DOWN, message: message.into().into(), extensions: RVec::new() }
     }

@@ -21,7 +21,7 @@ mod protocol;
 mod references;
 
 use backplane_plugin_api::{
-    Health, HealthStatus,
+    Health,
     extensions::{OutputsByReference, Placement, TaskExtension},
     log_info, log_warn,
     prelude::*,
@@ -485,7 +485,7 @@ impl BackendPlugin for RayBackend {
     fn health(&self) -> Health {
         let problem = Shared::lock(&self.shared.link).problem();
         match problem {
-            Some(why) => Health { status: HealthStatus::DEGRADED, message: why.into(), ..Health::default() },
+            Some(why) => Health::degraded(why),
             None => Health {
                 message: format!(
                     "{} objects kept in Ray for later nodes",

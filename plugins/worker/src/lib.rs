@@ -20,7 +20,7 @@ mod pending;
 mod pool;
 mod transport;
 
-use backplane_plugin_api::{Health, HealthStatus, log_debug, prelude::*, wire::TaskMessage};
+use backplane_plugin_api::{Health, log_debug, prelude::*, wire::TaskMessage};
 use pending::Pending;
 use std::{
     sync::{Arc, Mutex, atomic::Ordering},
@@ -106,8 +106,7 @@ impl BackendPlugin for WorkerBackend {
 
     fn health(&self) -> Health {
         let workers = self.shared.pool.live();
-        let degraded =
-            |message: String| Health { status: HealthStatus::DEGRADED, message: message.into(), ..Health::default() };
+        let degraded = |message: String| Health::degraded(message);
         if !self.shared.connected() {
             return degraded(format!(
                 "lost the connection to NATS at {}; reconnecting (queued tasks wait in the stream)",
