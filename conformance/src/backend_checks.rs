@@ -298,6 +298,7 @@ fn task_checks(suite: &BackendSuite<'_>, backend: &BackendBox, submit_blocks: bo
     } else {
         checks.extend(cancel_checks(&mut probe, suite));
     }
+    checks.extend(probe.stray_check());
     checks
 }
 

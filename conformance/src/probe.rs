@@ -8,6 +8,8 @@ use backplane_plugin_api::{
     },
 };
 use std::{
+    cell::RefCell,
+    collections::HashSet,
     sync::mpsc::{self, Receiver, RecvTimeoutError, Sender},
     time::{Duration, Instant},
 };
@@ -46,20 +48,63 @@ pub fn sink(task_id: u64, channel: Sender<(u64, Outcome)>) -> backplane_plugin_a
     CompletionSink_TO::from_value(ProbeSink { task_id, channel, completed: false }, TD_Opaque)
 }
 
-/// Submits tasks to one backend instance and collects completions.
+/// Submits tasks to one backend instance and collects completions, each
+/// matched to its task: a check sees only the completions of the tasks it
+/// submitted, so a slow backend's late answer to an earlier check is never
+/// blamed on the next one.
 pub struct Probe<'a> {
     pub backend: &'a BackendBox,
     sender: Sender<(u64, Outcome)>,
     receiver: Receiver<(u64, Outcome)>,
     next_id: u64,
     pub working_dir: String,
+    tracking: RefCell<Tracking>,
+}
+
+/// Which task ids are whose.
+#[derive(Default)]
+struct Tracking {
+    /// Submitted since the last wait began: what that wait is for.
+    batch: HashSet<u64>,
+    /// Submitted and not answered yet.
+    pending: HashSet<u64>,
+    answered: HashSet<u64>,
+    /// Answers to tasks of an earlier wait that had given up on them.
+    late: Vec<u64>,
+    /// Second answers for one task.
+    duplicates: Vec<u64>,
+    /// Answers for task ids never submitted.
+    unknown: Vec<u64>,
+}
+
+/// Whose an arriving completion is.
+enum Arrival {
+    Expected,
+    Stray,
+}
+
+impl Tracking {
+    fn arrive(&mut self, task_id: u64) -> Arrival {
+        if self.pending.remove(&task_id) {
+            self.answered.insert(task_id);
+            if self.batch.contains(&task_id) {
+                return Arrival::Expected;
+            }
+            self.late.push(task_id);
+        } else if self.answered.contains(&task_id) {
+            self.duplicates.push(task_id);
+        } else {
+            self.unknown.push(task_id);
+        }
+        Arrival::Stray
+    }
 }
 
 impl<'a> Probe<'a> {
     pub fn new(backend: &'a BackendBox) -> Self {
         let (sender, receiver) = mpsc::channel();
         let working_dir = std::env::temp_dir().to_string_lossy().into_owned();
-        Self { backend, sender, receiver, next_id: 1, working_dir }
+        Self { backend, sender, receiver, next_id: 1, working_dir, tracking: RefCell::default() }
     }
 
     /// Submits `spec` with `settings` and `inputs`; returns the task id.
@@ -67,24 +112,39 @@ impl<'a> Probe<'a> {
         let task_id = self.next_id;
         self.next_id += 1;
         let task = task(task_id, spec, settings, inputs, &self.working_dir);
+        {
+            let mut tracking = self.tracking.borrow_mut();
+            tracking.batch.insert(task_id);
+            tracking.pending.insert(task_id);
+        }
         self.backend.submit(task, sink(task_id, self.sender.clone()));
         task_id
     }
 
-    /// Waits for `count` completions (any order) until `timeout`.
+    /// Waits until `timeout` for `count` completions (any order) of the
+    /// tasks submitted since the last wait; completions of other tasks are
+    /// set aside as late, duplicate or unknown ([`Probe::stray_check`]).
     pub fn collect(&self, count: usize, timeout: Duration) -> Result<Vec<(u64, Outcome)>, String> {
         let deadline = Instant::now() + timeout;
         let mut got = Vec::with_capacity(count);
-        while got.len() < count {
+        let result = loop {
+            if got.len() >= count {
+                break Ok(());
+            }
             match self.receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(item) => got.push(item),
+                Ok((id, outcome)) => {
+                    if let Arrival::Expected = self.tracking.borrow_mut().arrive(id) {
+                        got.push((id, outcome));
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {
-                    return Err(format!("only {} of {count} tasks completed within {timeout:?} (a hang)", got.len()));
+                    break Err(format!("only {} of {count} tasks completed within {timeout:?} (a hang)", got.len()));
                 }
                 Err(RecvTimeoutError::Disconnected) => unreachable!("the probe holds a sender"),
             }
-        }
-        Ok(got)
+        };
+        self.tracking.borrow_mut().batch.clear();
+        result.map(|()| got)
     }
 
     /// Waits for one completion.
@@ -92,10 +152,52 @@ impl<'a> Probe<'a> {
         self.collect(1, timeout).map(|mut v| v.remove(0))
     }
 
-    /// Completions arriving after everything expected (duplicates would show here).
+    /// Duplicate or unknown completions arriving within `wait` (late answers
+    /// to earlier checks are set aside, not counted).
     pub fn extra(&self, wait: Duration) -> usize {
         std::thread::sleep(wait);
-        self.receiver.try_iter().count()
+        let mut tracking = self.tracking.borrow_mut();
+        let before = tracking.duplicates.len() + tracking.unknown.len();
+        for (id, _) in self.receiver.try_iter() {
+            tracking.arrive(id);
+        }
+        tracking.duplicates.len() + tracking.unknown.len() - before
+    }
+
+    /// A check reporting completions that were nobody's to wait for, if
+    /// there were any: late ones (a slow backend; the check that submitted
+    /// them already reported the wait it gave up), duplicates and unknown
+    /// task ids (wrong).
+    pub fn stray_check(&self) -> Option<crate::Check> {
+        let mut tracking = self.tracking.borrow_mut();
+        for (id, _) in self.receiver.try_iter() {
+            tracking.arrive(id);
+        }
+        let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+        let (late, duplicates, unknown) = (&tracking.late, &tracking.duplicates, &tracking.unknown);
+        if duplicates.is_empty() && unknown.is_empty() {
+            return (!late.is_empty()).then(|| {
+                crate::Check::pass(
+                    "stray-completions",
+                    format!(
+                        "{} late completions (tasks {}) after their checks stopped waiting; counted for no other check",
+                        late.len(),
+                        ids(late)
+                    ),
+                )
+            });
+        }
+        Some(crate::Check::fail(
+            "stray-completions",
+            format!(
+                "{} duplicate completions (tasks {}), {} for task ids never submitted ({}), {} late",
+                duplicates.len(),
+                ids(duplicates),
+                unknown.len(),
+                ids(unknown),
+                late.len()
+            ),
+        ))
     }
 }
 

@@ -113,6 +113,32 @@ fn a_backend_that_panics_in_submit_fails_without_crashing_verify() {
 }
 
 #[test]
+fn a_late_answer_is_blamed_on_its_own_check_never_on_the_next_one() {
+    // Task 1 (the first parity sample) answers 0.3 s after the 2 s the check
+    // waits, while the next checks run; every other task answers at once.
+    let output = backplane()
+        .arg("verify")
+        .arg(dylib("backplane_test_faulty"))
+        .args(["--json", "--timeout", "2", "--backend-config", r#"faulty={"mode":"late-task-one","delay_ms":2300}"#])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{}", stderr_of(&output)));
+    let code = output.status.code();
+    assert_eq!(code, Some(1));
+    let faulty: Vec<_> = checks(&report).into_iter().filter(|c| c.0 == "faulty").collect();
+    let status = |name: &str| faulty.iter().find(|c| c.1 == name).unwrap_or_else(|| panic!("{name}: {faulty:#?}"));
+    let parity = status("parity");
+    assert_eq!(parity.2, "fail");
+    assert!(parity.3.starts_with("std.const: only 0 of 1 tasks completed") && !parity.3.contains("got"), "{parity:?}");
+    for name in ["concurrent", "node-failure", "node-panic", "alive-after-panic", "large-payload"] {
+        assert_eq!(status(name).2, "pass", "{name} was blamed for task 1's late answer: {faulty:#?}");
+    }
+    let strays = status("stray-completions");
+    assert_eq!(strays.2, "pass", "{strays:?}");
+    assert!(strays.3.starts_with("1 late completions (tasks 1)"), "{strays:?}");
+}
+
+#[test]
 fn a_backend_that_ignores_its_config_schema_fails() {
     let (code, report) =
         verify(&dylib("backplane_test_faulty"), &["--backend-config", r#"faulty={"mode":"complete"}"#]);
