@@ -8,7 +8,7 @@ use crate::{
     report::{NodeFailure, Reroute},
 };
 use backplane_plugin_api::{
-    HealthStatus, NodeTask, Payload, PluginError_NE, Resources,
+    HealthStatus, NodeTask, Payload, PluginError_NE,
     abi_stable::std_types::{RString, RVec},
 };
 use std::{
@@ -42,9 +42,6 @@ static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Task ids reserved per node: one per possible attempt.
 const IDS_PER_NODE: u64 = MAX_ATTEMPTS as u64 + 1;
-
-/// What a node that asks for no resources reserves.
-static NO_RESOURCES: Resources = Resources { cpus: 0.0, memory_bytes: 0, gpus: 0.0, custom: RVec::new() };
 
 /// A context for a call into instance `$instance`'s layer stack.
 macro_rules! layer_cx {
@@ -207,7 +204,6 @@ impl<'p> Run<'p> {
             .policy
             .timeout
             .default);
-        let resources = if resources.is_empty() { &NO_RESOURCES } else { resources };
         Request { node, task_id: self.task_id(node as usize, self.attempt[node as usize] + 1), resources, deadline }
     }
 
@@ -482,11 +478,10 @@ impl<'p> Run<'p> {
     }
 
     pub(super) fn cancel_in_flight(&mut self) {
-        for (i, state) in self.state.iter().enumerate() {
-            if *state == State::Running {
-                let backend = self.assigned[i] as usize;
-                let task_id = self.first_task_id + i as u64 * IDS_PER_NODE + u64::from(self.attempt[i]);
-                self.stacks[backend].cancel(task_id);
+        for node in 0..self.state.len() {
+            if self.state[node] == State::Running {
+                let task_id = self.task_id(node, self.attempt[node]);
+                self.stacks[self.assigned[node] as usize].cancel(task_id);
             }
         }
     }
