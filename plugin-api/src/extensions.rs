@@ -1,4 +1,4 @@
-//! Task extensions the host sets on a [`NodeTask`](crate::NodeTask), and how
+//! Task extensions the host sets on a [`NodeTask`], and how
 //! a backend reads them.
 //!
 //! Extensions are key/value strings (values are JSON), so the host can tell a

@@ -14,7 +14,7 @@
 //! - Everything the plugin exports lives for the rest of the process: libraries
 //!   are never unloaded, so factories and node specs are leaked `'static` data.
 //! - Panics never cross the boundary: the helpers in this crate run every entry
-//!   point inside [`guard`], turning a panic into [`PluginError::Panicked`].
+//!   point inside [`guard()`], turning a panic into [`PluginError::Panicked`].
 //!
 //! # Evolution
 //!
@@ -37,6 +37,7 @@ pub mod log;
 pub mod module;
 pub mod node;
 pub mod payload;
+pub mod pool;
 pub mod resources;
 pub mod testing;
 pub mod wire;

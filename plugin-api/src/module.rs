@@ -68,11 +68,32 @@ pub fn build_root_module(
 
 /// Exports a plugin's root module.
 ///
-/// ```ignore
-/// backplane_plugin_api::export_plugin! {
-///     backends: [MyBackend],
-///     nodes: [Upper, Lower],
+/// ```
+/// use backplane_plugin_api::{prelude::*, serde_json::json, testing::call_node};
+///
+/// /// `acme.upper`: uppercases its text.
+/// pub struct Upper;
+///
+/// impl NodeType for Upper {
+///     const TYPE_NAME: &'static str = "acme.upper";
+///     const VERSION: &'static str = "0.1.0";
+///     const DESCRIPTION: &'static str = "Uppercases its text";
+///     type Settings = NoSettings;
+///
+///     fn inputs() -> Vec<PortSpec> { vec![PortSpec::text("text")] }
+///     fn outputs() -> Vec<PortSpec> { vec![PortSpec::text("text")] }
+///     fn compute(_: NoSettings, mut inputs: Inputs, _: &Context<'_>) -> Result<Vec<Payload>, NodeError> {
+///         Ok(vec![Payload::text("text", inputs.text("text")?.to_uppercase())])
+///     }
 /// }
+///
+/// // Every backend and node type of the plugin, listed once.
+/// backplane_plugin_api::export_plugin! { backends: [], nodes: [Upper] }
+///
+/// # fn main() {
+/// let outputs = call_node::<Upper>(json!({}), vec![Payload::text("text", "hi".into())], "/").unwrap();
+/// assert_eq!(outputs[0].as_text().unwrap(), "HI");
+/// # }
 /// ```
 /// The plugin's name and version default to its crate's; override with
 /// `name: "...", version: "...",` before `backends`.

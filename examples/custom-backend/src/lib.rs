@@ -4,8 +4,9 @@
 //!
 //! # Core concepts
 //!
-//! - `submit` only queues the task; `max_parallel` worker threads owned by the
-//!   backend take tasks off the queue, so at most that many children run at once.
+//! - The instance is a plugin-api [`TaskPool`] of `max_parallel` threads:
+//!   `submit` only queues, and each thread runs one child at a time. The
+//!   pool owns the queue, the per-task cancel flags and bounded shutdown.
 //! - A worker starts `<runner> [--plugin-dir D]... run-task`, writes the task
 //!   as a [`wire`] frame to its stdin on one helper thread and reads the
 //!   result frame from its stdout on another, so a large payload can never
@@ -14,32 +15,30 @@
 //!   cancellation, the task's deadline and shutdown; any of them kills the
 //!   child (`SIGKILL`). The child's exit status explains a missing result: a
 //!   crash or an outside kill is an `infrastructure` error naming the signal.
-//! - Every sink is completed exactly once: by `submit` when the backend is
-//!   shut down, otherwise by the worker that dequeued it, whatever happens.
 //! - Only the child is killed: processes it started in their own process
 //!   group (a `std.shell` command) outlive it until they finish.
 
 use backplane_plugin_api::{
     abi_stable::std_types::{RString, RVec},
-    guard, log_debug, log_warn,
+    log_debug, log_warn,
+    pool::{Cancel, PoolOptions, TaskPool},
     prelude::*,
     serde_json,
     wire::{self, TaskMessage},
 };
 use serde::Deserialize;
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     fs,
     io::{self, BufReader},
     os::unix::{fs::PermissionsExt, process::ExitStatusExt},
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
     sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicBool, Ordering},
-        mpsc::{self, Receiver, RecvTimeoutError, Sender},
+        Arc,
+        mpsc::{self, RecvTimeoutError},
     },
-    thread::{self, JoinHandle},
+    thread,
     time::{Duration, Instant},
 };
 
@@ -78,43 +77,13 @@ struct Launcher {
     env: BTreeMap<String, String>,
 }
 
-/// Whether each queued or running task was cancelled; removed on completion,
-/// so a late `cancel` of a finished task leaves nothing behind.
-#[derive(Default)]
-struct Tasks(Mutex<HashMap<u64, bool>>);
-
-impl Tasks {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, bool>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-    fn cancel(&self, id: u64) {
-        if let Some(cancelled) = self.lock().get_mut(&id) {
-            *cancelled = true;
-        }
-    }
-    fn is_cancelled(&self, id: u64) -> bool {
-        self.lock().get(&id).copied().unwrap_or(false)
-    }
-}
-
-/// State the backend and its workers share.
-struct Shared {
-    launcher: Launcher,
-    tasks: Tasks,
-    stopping: AtomicBool,
-}
-
-type Job = (NodeTask, CompletionSinkBox);
-
 /// A task's outputs or error, as a result frame carries them.
 type TaskResult = Result<Vec<Payload>, PluginError_NE>;
 
 pub struct IsolatedBackend {
-    max_parallel: usize,
-    shared: Arc<Shared>,
-    /// `None` once shut down.
-    queue: Mutex<Option<Sender<Job>>>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
+    launcher: Arc<Launcher>,
+    /// `max_parallel` threads, each running one child at a time.
+    pool: TaskPool,
 }
 
 fn default_parallel() -> usize {
@@ -134,27 +103,12 @@ fn capabilities(max_parallel: usize) -> Capabilities {
     }
 }
 
-fn worker_loop(queue: Arc<Mutex<Receiver<Job>>>, shared: Arc<Shared>) {
-    loop {
-        // The guard is a temporary: the lock is released before the task runs.
-        let Ok((task, sink)) = queue.lock().unwrap_or_else(PoisonError::into_inner).recv() else { return };
-        let id = task.task_id;
-        let result = if shared.stopping.load(Ordering::Acquire) || shared.tasks.is_cancelled(id) {
-            Err(PluginError::cancelled())
-        } else {
-            guard(|| run_in_child(&shared, task))
-        };
-        shared.tasks.lock().remove(&id);
-        sink.complete(result.into());
-    }
-}
-
 /// Runs one task in a child process and returns its result.
-fn run_in_child(shared: &Shared, task: NodeTask) -> Result<RVec<Payload>, PluginError_NE> {
+fn run_in_child(launcher: &Launcher, task: NodeTask, cancel: &Cancel<'_>) -> Result<RVec<Payload>, PluginError_NE> {
     let (id, timeout_ms) = (task.task_id, task.timeout_ms);
     // `checked_add`: an absurd timeout means no deadline, not a panic.
     let deadline = (timeout_ms > 0).then(|| Instant::now().checked_add(Duration::from_millis(timeout_ms))).flatten();
-    let mut child = spawn(&shared.launcher)?;
+    let mut child = spawn(launcher)?;
     let message = TaskMessage::from_task(task);
     let mut stdin = child.stdin.take().expect("stdin is piped");
     // A child that dies early makes this fail with EPIPE (SIGPIPE is ignored,
@@ -171,7 +125,7 @@ fn run_in_child(shared: &Shared, task: NodeTask) -> Result<RVec<Payload>, Plugin
             Err(RecvTimeoutError::Disconnected) => break Err(io::Error::other("the result reader failed")),
             Err(RecvTimeoutError::Timeout) => {}
         }
-        let stop = if shared.tasks.is_cancelled(id) || shared.stopping.load(Ordering::Acquire) {
+        let stop = if cancel.is_cancelled() {
             Some(PluginError::cancelled())
         } else if deadline.is_some_and(|d| Instant::now() >= d) {
             Some(PluginError::timed_out(format!("task process killed at its {timeout_ms} ms deadline")))
@@ -303,46 +257,32 @@ impl BackendPlugin for IsolatedBackend {
                 PluginError::invalid_config(format!("cannot find the current executable ({e}): set `runner`"))
             })?,
         };
-        let launcher = Launcher { runner, plugin_dirs: config.plugin_dirs, env: config.env };
-        let shared = Arc::new(Shared { launcher, tasks: Tasks::default(), stopping: AtomicBool::new(false) });
-        let (queue, receiver) = mpsc::channel();
-        let receiver = Arc::new(Mutex::new(receiver));
-        let workers = (0..max_parallel)
-            .map(|i| {
-                let (receiver, shared) = (receiver.clone(), shared.clone());
-                thread::Builder::new()
-                    .name(format!("backplane-isolated-{i}"))
-                    .spawn(move || worker_loop(receiver, shared))
-                    .map_err(|e| PluginError::infrastructure(format!("cannot start worker thread: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        log_debug!("isolated backend: {max_parallel} workers running `{}`", shared.launcher.runner.display());
-        Ok(Self { max_parallel, shared, queue: Mutex::new(Some(queue)), workers: Mutex::new(workers) })
+        let launcher = Arc::new(Launcher { runner, plugin_dirs: config.plugin_dirs, env: config.env });
+        let runs = launcher.clone();
+        let pool = TaskPool::start(PoolOptions::new("backplane-isolated", max_parallel), move |task, cancel| {
+            run_in_child(&runs, task, cancel)
+        })?;
+        log_debug!("isolated backend: {max_parallel} workers running `{}`", launcher.runner.display());
+        Ok(Self { launcher, pool })
     }
 
     fn live_capabilities(&self) -> Capabilities {
-        capabilities(self.max_parallel)
+        capabilities(self.pool.threads())
     }
 
     fn submit(&self, task: NodeTask, sink: CompletionSinkBox) {
-        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(queue) = queue.as_ref() else {
-            return sink.complete(RResult::RErr(PluginError::infrastructure("isolated backend is shut down")));
-        };
-        // Registered before queueing, so a `cancel` right after `submit` is not lost.
-        self.shared.tasks.lock().insert(task.task_id, false);
-        if let Err(mpsc::SendError((task, sink))) = queue.send((task, sink)) {
-            self.shared.tasks.lock().remove(&task.task_id);
-            sink.complete(RResult::RErr(PluginError::infrastructure("isolated backend has no workers")));
-        }
+        self.pool.submit(task, sink);
     }
 
     fn cancel(&self, task_id: u64) {
-        self.shared.tasks.cancel(task_id);
+        self.pool.cancel(task_id);
     }
 
     fn health(&self) -> Health {
-        let runner = &self.shared.launcher.runner;
+        if self.pool.is_shut_down() {
+            return self.pool.health();
+        }
+        let runner = &self.launcher.runner;
         match fs::metadata(runner) {
             Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => Health::up(),
             Ok(_) => Health::down(format!("runner `{}` is not an executable file", runner.display())),
@@ -350,21 +290,10 @@ impl BackendPlugin for IsolatedBackend {
         }
     }
 
+    /// Queued tasks complete as cancelled and running children are killed
+    /// (each worker polls for it every [`POLL`]); bounded by the pool's grace.
     fn shutdown(&self) {
-        self.shared.stopping.store(true, Ordering::Release);
-        // Closing the queue ends each worker once it has drained it; queued
-        // tasks complete as cancelled and running children are killed.
-        drop(self.queue.lock().unwrap_or_else(PoisonError::into_inner).take());
-        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(PoisonError::into_inner));
-        for worker in workers {
-            let _ = worker.join();
-        }
-    }
-}
-
-impl Drop for IsolatedBackend {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.pool.shutdown();
     }
 }
 
@@ -442,7 +371,7 @@ esac
         .unwrap()
     }
 
-    fn submit(backend: &IsolatedBackend, task_id: u64, timeout_ms: u64) -> Receiver<Outcome> {
+    fn submit(backend: &IsolatedBackend, task_id: u64, timeout_ms: u64) -> mpsc::Receiver<Outcome> {
         let task = NodeTask {
             task_id,
             attempt: 1,
@@ -463,7 +392,7 @@ esac
     }
 
     /// The task's error, failing the test if it succeeded or the sink was dropped.
-    fn error(receiver: &Receiver<Outcome>) -> PluginError {
+    fn error(receiver: &mpsc::Receiver<Outcome>) -> PluginError {
         let outcome = receiver.recv_timeout(Duration::from_secs(5)).expect("no completion within 5 s");
         outcome.expect("sink dropped without completing").unwrap_err().into_enum().unwrap()
     }
@@ -516,7 +445,6 @@ esac
         backend.cancel(1);
         assert_eq!(error(&running), PluginError::Cancelled);
         assert_eq!(error(&queued), PluginError::Cancelled);
-        assert!(backend.shared.tasks.lock().is_empty(), "finished tasks are forgotten");
     }
 
     #[test]

@@ -2,30 +2,21 @@
 //!
 //! # Core concepts
 //!
-//! - `submit` only pushes the task on a channel; one of `threads` workers
-//!   calls the node's in-process compute function and completes the sink.
-//! - Idle workers poll for up to 100 us before parking, so neither a wide DAG
-//!   nor a dependent chain pays a thread wake-up per node.
-//! - Cancellation is a set of task ids consulted before a task starts and,
-//!   through `ComputeContext::is_cancelled`, while it runs.
+//! - The instance is a [`TaskPool`] of `threads` workers from plugin-api:
+//!   `submit` only queues, a worker calls the node's in-process compute
+//!   function and completes the sink; cancellation and bounded shutdown are
+//!   the pool's.
+//! - What this crate adds is the config: threads, and the memory and named
+//!   resources the instance offers to tasks that ask for them.
 
 use backplane_plugin_api::{
     abi_stable::std_types::{RString, RVec, Tuple2},
-    guard, log_debug,
+    log_debug,
+    pool::{PoolOptions, TaskPool},
     prelude::*,
-    run_compute,
 };
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use serde::Deserialize;
-use std::{
-    collections::{BTreeMap, HashSet},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    thread::JoinHandle,
-    time::{Duration, Instant},
-};
+use std::collections::BTreeMap;
 
 /// `[backends.<name>] type = "local"` settings.
 #[derive(Debug, Deserialize)]
@@ -71,62 +62,9 @@ struct Offered {
     custom: Vec<(String, f64)>,
 }
 
-// `Stop` is rare and boxing `Run` would cost an allocation per task.
-#[allow(clippy::large_enum_variant)]
-enum Message {
-    Run(NodeTask, CompletionSinkBox),
-    Stop,
-}
-
-/// Task ids cancelled before or while running; empty on the hot path.
-///
-/// A cancel can arrive just after its task finished; such an id stays until
-/// the set is pruned. Task ids are never reused, so a stale id is harmless,
-/// and pruning bounds the memory.
-#[derive(Default)]
-struct Cancellations {
-    count: AtomicUsize,
-    ids: Mutex<HashSet<u64>>,
-    /// Set by shutdown: every task counts as cancelled.
-    all: AtomicBool,
-}
-
-/// More stale ids than this and the oldest half (lowest ids) is dropped.
-const MAX_CANCELLATIONS: usize = 65_536;
-
-impl Cancellations {
-    fn insert(&self, id: u64) {
-        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-        if ids.len() >= MAX_CANCELLATIONS {
-            let mut sorted: Vec<u64> = ids.iter().copied().collect();
-            sorted.sort_unstable();
-            for old in &sorted[..sorted.len() / 2] {
-                ids.remove(old);
-            }
-        }
-        ids.insert(id);
-        self.count.store(ids.len(), Ordering::Release);
-    }
-    fn contains(&self, id: u64) -> bool {
-        self.all.load(Ordering::Acquire)
-            || self.count.load(Ordering::Acquire) != 0
-                && self.ids.lock().unwrap_or_else(|e| e.into_inner()).contains(&id)
-    }
-    fn forget(&self, id: u64) {
-        if self.count.load(Ordering::Acquire) != 0 {
-            let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-            ids.remove(&id);
-            self.count.store(ids.len(), Ordering::Release);
-        }
-    }
-}
-
 pub struct LocalBackend {
-    threads: usize,
     offered: Offered,
-    queue: Sender<Message>,
-    cancellations: Arc<Cancellations>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
+    pool: TaskPool,
 }
 
 fn capabilities(threads: usize, offered: &Offered) -> Capabilities {
@@ -155,40 +93,6 @@ const MAX_THREADS: usize = 1024;
 
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// How long an idle worker polls for the next task before parking. Waking a
-/// parked thread costs 30-80 us on a VM with halted idle vCPUs; a dependent
-/// chain submits its next node well within this window.
-const SPIN_BEFORE_PARK: Duration = Duration::from_micros(100);
-
-/// How long `shutdown` waits for running tasks.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
-fn next_message(queue: &Receiver<Message>) -> Option<Message> {
-    let start = Instant::now();
-    loop {
-        match queue.try_recv() {
-            Ok(message) => return Some(message),
-            Err(TryRecvError::Disconnected) => return None,
-            Err(TryRecvError::Empty) if start.elapsed() < SPIN_BEFORE_PARK => std::hint::spin_loop(),
-            Err(TryRecvError::Empty) => return queue.recv().ok(),
-        }
-    }
-}
-
-fn worker_loop(queue: Receiver<Message>, cancellations: Arc<Cancellations>) {
-    while let Some(Message::Run(task, sink)) = next_message(&queue) {
-        let id = task.task_id;
-        let result = if cancellations.contains(id) {
-            Err(PluginError::cancelled())
-        } else {
-            let is_cancelled = || cancellations.contains(id);
-            guard(|| run_compute(task, &is_cancelled).into_result())
-        };
-        cancellations.forget(id);
-        sink.complete(result.into());
-    }
 }
 
 impl BackendPlugin for LocalBackend {
@@ -233,60 +137,33 @@ impl BackendPlugin for LocalBackend {
             }
             offered.custom.push((name, amount));
         }
-        let (queue, receiver) = crossbeam_channel::unbounded();
-        let cancellations = Arc::new(Cancellations::default());
-        let workers = (0..threads)
-            .map(|i| {
-                let receiver = receiver.clone();
-                let cancellations = cancellations.clone();
-                std::thread::Builder::new()
-                    .name(format!("backplane-local-{i}"))
-                    .spawn(move || worker_loop(receiver, cancellations))
-                    .map_err(|e| PluginError::infrastructure(format!("cannot start worker thread: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        // Idle threads spin briefly before parking (the pool's default), so
+        // neither a wide DAG nor a dependent chain pays a wake-up per node.
+        let pool = TaskPool::in_process(PoolOptions::new("backplane-local", threads))?;
         log_debug!("local backend started with {threads} threads");
-        Ok(Self { threads, offered, queue, cancellations, workers: Mutex::new(workers) })
+        Ok(Self { offered, pool })
     }
 
     fn live_capabilities(&self) -> Capabilities {
-        capabilities(self.threads, &self.offered)
+        capabilities(self.pool.threads(), &self.offered)
     }
 
     fn submit(&self, task: NodeTask, sink: CompletionSinkBox) {
-        if let Err(crossbeam_channel::SendError(Message::Run(_, sink))) = self.queue.send(Message::Run(task, sink)) {
-            sink.complete(RResult::RErr(PluginError::infrastructure("local backend is shut down")));
-        }
+        self.pool.submit(task, sink);
     }
 
     fn cancel(&self, task_id: u64) {
-        self.cancellations.insert(task_id);
+        self.pool.cancel(task_id);
     }
 
+    fn health(&self) -> Health {
+        self.pool.health()
+    }
+
+    /// Queued tasks complete as cancelled, running ones see `is_cancelled`;
+    /// returns within the pool's 2 s grace even if a node ignores it.
     fn shutdown(&self) {
-        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
-        // Queued tasks complete as cancelled; running ones see `is_cancelled`.
-        self.cancellations.all.store(true, Ordering::Release);
-        for _ in &workers {
-            let _ = self.queue.send(Message::Stop);
-        }
-        // Give running tasks a moment to finish, but never hang on a stuck
-        // node: a thread still busy after that is left to the process exit.
-        let deadline = Instant::now() + SHUTDOWN_GRACE;
-        while workers.iter().any(|w| !w.is_finished()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        for worker in workers.into_iter().filter(|w| w.is_finished()) {
-            let _ = worker.join();
-        }
-        // Tasks queued behind the stop messages are dropped with their sinks,
-        // which the host reads as an error rather than waiting forever.
-    }
-}
-
-impl Drop for LocalBackend {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.pool.shutdown();
     }
 }
 

@@ -5,6 +5,7 @@
 //! - `fixtures`: paths, the binary, plugin builds (including ABI-skewed ones)
 //! - `loading`: discovery, ABI and version rejection, duplicates, bad files
 //! - `fuzz_regressions`: every input in `fuzz/regressions/` replayed through the real parsers
+//! - `guide`: docs/plugin-guide.md followed verbatim, outside the workspace: build, run, verify, cargo test
 //! - `hardening`: planted links, special files, kill -9 mid-write, orphans, bad bytes, `--json` on failure
 //! - `evolution`: next-minor plugins in this host and this host's plugins in a next-minor host
 //! - `runs`: workflows end to end, node failures and panics, misbehaving backends
@@ -23,6 +24,7 @@ mod diagnostics;
 mod evolution;
 mod fixtures;
 mod fuzz_regressions;
+mod guide;
 mod hardening;
 mod library;
 mod loading;
