@@ -4,6 +4,7 @@ use crate::{
     Check, Status,
     probe::{self, Outcome, Probe, reference},
 };
+use backplane_loader::registry::schema;
 use backplane_plugin_api::{
     BackendBox, BackendFactoryRef, CapabilityFlags, HealthStatus, NodeSpecRef, Payload, PluginError_NE, describe,
 };
@@ -48,16 +49,20 @@ fn invalid_config(schema: &serde_json::Value) -> serde_json::Value {
 /// Runs every backend check. Never panics on plugin misbehaviour.
 pub fn check_backend(suite: &BackendSuite<'_>) -> Vec<Check> {
     let mut checks = Vec::new();
-    let schema: serde_json::Value = serde_json::from_str(suite.factory.config_schema().as_str()).unwrap_or_default();
-    checks.push(match jsonschema::validator_for(&schema) {
-        Ok(v) if v.is_valid(&suite.config) => {
+    let parsed = schema::parse(suite.factory.config_schema().as_str());
+    checks.push(match parsed.as_ref().map(jsonschema::validator_for) {
+        Ok(Ok(v)) if v.is_valid(&suite.config) => {
             Check::pass("config-schema", "the config schema is valid and accepts the test config")
         }
-        Ok(_) => {
+        Ok(Ok(_)) => {
             Check::fail("config-schema", format!("the factory's schema rejects the config under test {}", suite.config))
         }
-        Err(e) => Check::fail("config-schema", format!("the factory's config schema is not valid JSON Schema: {e}")),
+        Ok(Err(e)) => {
+            Check::fail("config-schema", format!("the factory's config schema is not valid JSON Schema: {e}"))
+        }
+        Err(e) => Check::fail("config-schema", format!("the factory's config schema {e}")),
     });
+    let schema = parsed.unwrap_or_default();
 
     let invalid = invalid_config(&schema);
     checks.push(match create(suite, &invalid) {

@@ -3,7 +3,7 @@
 //!
 //! # Core concepts
 //!
-//! - [`check_backend`] creates instances from a [`BackendFactoryRef`] and
+//! - [`check_backend`] creates instances from a [`BackendFactoryRef`](backplane_plugin_api::BackendFactoryRef) and
 //!   drives them through the ABI exactly as the host does: submit with a
 //!   completion sink, cancel, health, shutdown. It uses the standard node
 //!   types (`std.noop`, `std.sleep`, `std.fail`, `std.panic`, ...), whose

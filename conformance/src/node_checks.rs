@@ -1,6 +1,7 @@
 //! Checks of one node type's spec, on its own.
 
 use crate::Check;
+use backplane_loader::registry::schema;
 use backplane_plugin_api::{NodeSpecRef, describe, testing::call_spec};
 
 /// Metadata, schema and defaults, and that compute returns (never crashes)
@@ -36,8 +37,8 @@ pub fn check_node_type(spec: NodeSpecRef) -> Vec<Check> {
 
     let defaults: serde_json::Value =
         serde_json::from_str(spec.default_settings().as_str()).unwrap_or(serde_json::Value::Null);
-    let schema_check = match serde_json::from_str::<serde_json::Value>(spec.settings_schema().as_str()) {
-        Err(e) => Check::fail("settings-schema", format!("the settings schema is not JSON: {e}")),
+    let schema_check = match schema::parse(spec.settings_schema().as_str()) {
+        Err(e) => Check::fail("settings-schema", format!("the settings schema {e}")),
         Ok(schema) => match jsonschema::validator_for(&schema) {
             Err(e) => Check::fail("settings-schema", format!("the settings schema is not valid JSON Schema: {e}")),
             Ok(validator) if !defaults.is_object() => {

@@ -3,8 +3,8 @@
 //! library (`Config::instantiate`).
 
 use crate::{
-    loader::{self, LoadError},
-    registry::{BackendRegistry, NodeRegistry, Origin, RegistryError},
+    loader::{self, LoadError, LoadErrorKind},
+    registry::{BackendRegistry, NodeRegistry, Origin, RegistryError, schema},
 };
 use backplane_plugin_api::{BackendFactoryRef, NodeSpecRef};
 use serde::Serialize;
@@ -32,11 +32,21 @@ pub struct Host {
     pub conflicts: Vec<RegistryError>,
     pub backends: BackendRegistry,
     pub nodes: NodeRegistry,
+    /// Set for processes that only execute tasks a checking host sent them.
+    skip_schema_checks: bool,
 }
 
 impl Host {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A host for a process that only runs tasks (`backplane run-task`, the
+    /// Ray node runner): it leaves out the load-time schema checks, which
+    /// the host that planned the tasks made, and which would add most of a
+    /// process start to every task.
+    pub fn for_tasks() -> Self {
+        Self { skip_schema_checks: true, ..Self::default() }
     }
 
     /// Loads every plugin on the search path built from `config_dirs`,
@@ -66,28 +76,63 @@ impl Host {
                 nodes: Vec::new(),
             };
             for factory in plugin.backends {
-                info.backends.push(factory.name().to_string());
-                self.register_backend_factory(factory, origin.clone());
+                if self.register_backend_factory(factory, origin.clone()) {
+                    info.backends.push(factory.name().to_string());
+                }
             }
             for spec in plugin.nodes {
-                info.nodes.push(spec.type_name().to_string());
-                self.register_node_type(spec, origin.clone());
+                if self.register_node_type(spec, origin.clone()) {
+                    info.nodes.push(spec.type_name().to_string());
+                }
             }
             self.plugins.push(info);
         }
     }
 
-    /// Registers a backend written in Rust, without a dylib.
-    pub fn register_backend_factory(&mut self, factory: BackendFactoryRef, origin: Origin) {
+    /// Registers a backend written in Rust, without a dylib. A factory whose
+    /// config schema is not a JSON Schema is left out and reported; a
+    /// duplicate is a conflict. False when it was left out for its schema.
+    pub fn register_backend_factory(&mut self, factory: BackendFactoryRef, origin: Origin) -> bool {
+        let name = factory.name().as_str();
+        if let Some(problem) = self.schema_problem(factory.config_schema().as_str()) {
+            let error = self.invalid_schema(&origin, format!("backend type `{name}`"), "config schema", problem);
+            self.backends.note_rejected(name, error);
+            return false;
+        }
         if let Err(e) = self.backends.register_factory(factory, origin) {
             self.conflicts.push(e);
         }
+        true
     }
 
-    /// Registers a node type written in Rust, without a dylib.
-    pub fn register_node_type(&mut self, spec: NodeSpecRef, origin: Origin) {
+    /// Registers a node type written in Rust, without a dylib. A type whose
+    /// settings schema is not a JSON Schema is left out and reported; a
+    /// duplicate is a conflict. False when it was left out for its schema.
+    pub fn register_node_type(&mut self, spec: NodeSpecRef, origin: Origin) -> bool {
+        let name = spec.type_name().as_str();
+        if let Some(problem) = self.schema_problem(spec.settings_schema().as_str()) {
+            let error = self.invalid_schema(&origin, format!("node type `{name}`"), "settings schema", problem);
+            self.nodes.note_rejected(name, error);
+            return false;
+        }
         if let Err(e) = self.nodes.register(spec, origin) {
             self.conflicts.push(e);
         }
+        true
+    }
+
+    fn schema_problem(&self, schema_text: &str) -> Option<String> {
+        if self.skip_schema_checks { None } else { schema::parse(schema_text).err() }
+    }
+
+    /// Records a type left out for its schema as a load error of its file;
+    /// returns the error's first line, for "unknown type" messages.
+    fn invalid_schema(&mut self, origin: &Origin, what: String, schema: &'static str, problem: String) -> String {
+        let path = origin.path.clone().unwrap_or_else(|| PathBuf::from(&origin.plugin));
+        let error = LoadError { path, kind: LoadErrorKind::InvalidSchema { what, schema, problem } };
+        tracing::warn!("{error}");
+        let first_line = error.to_string().lines().next().unwrap_or_default().to_owned();
+        self.load_errors.push(error);
+        first_line
     }
 }

@@ -328,9 +328,12 @@ impl Config {
                     decl.factory.span(),
                     format!("backend instance `{}` has unknown type `{factory_name}`", decl.name),
                 );
-                d.help = Some(match suggest(factory_name, &known) {
-                    Some(near) => format!("did you mean `{near}`? loaded backend types: {}", known.join(", ")),
-                    None => format!("loaded backend types: {} (is the plugin on the plugin path?)", known.join(", ")),
+                d.help = Some(match (registry.rejected(factory_name), suggest(factory_name, &known)) {
+                    (Some(why), _) => format!("{why}; `backplane plugins` shows the whole reason"),
+                    (None, Some(near)) => format!("did you mean `{near}`? loaded backend types: {}", known.join(", ")),
+                    (None, None) => {
+                        format!("loaded backend types: {} (is the plugin on the plugin path?)", known.join(", "))
+                    }
                 });
                 diagnostics.push(d);
                 continue;

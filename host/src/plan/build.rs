@@ -162,9 +162,12 @@ impl<'w> Builder<'w> {
                 let name = node.type_name.get_ref();
                 // A close loaded type is the likelier story (a typo); else a
                 // refused file that mentions the name.
-                let help = match suggest(name, &known_types) {
-                    Some(near) => format!("did you mean `{near}`? `backplane nodes` lists the loaded node types"),
-                    None => match nodes.refused_files_mentioning(name).first() {
+                let help = match (nodes.rejected(name), suggest(name, &known_types)) {
+                    (Some(why), _) => format!("{why}; `backplane plugins` shows the whole reason"),
+                    (None, Some(near)) => {
+                        format!("did you mean `{near}`? `backplane nodes` lists the loaded node types")
+                    }
+                    (None, None) => match nodes.refused_files_mentioning(name).first() {
                         Some((_, reason)) => format!(
                             "a plugin file that mentions `{name}` was refused: {reason}; `backplane plugins` shows the whole reason"
                         ),

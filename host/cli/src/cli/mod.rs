@@ -36,6 +36,11 @@ pub fn config_failure(e: ConfigError) -> Failure {
 /// that is not a directory is a mistake worth stopping for: its plugins would
 /// silently be missing.
 pub fn load_host(global: &GlobalArgs, config: &Config) -> Result<Host, Failure> {
+    load_into(Host::new(), global, config)
+}
+
+/// Loads the plugins of `--plugin-dir`, the config and the executable's directory into `host`.
+pub fn load_into(mut host: Host, global: &GlobalArgs, config: &Config) -> Result<Host, Failure> {
     for dir in &global.plugin_dirs {
         if !dir.is_dir() {
             let what = if dir.exists() { "is not a directory" } else { "does not exist" };
@@ -48,7 +53,6 @@ pub fn load_host(global: &GlobalArgs, config: &Config) -> Result<Host, Failure> 
     }
     let mut dirs = global.plugin_dirs.clone();
     dirs.extend(config.plugin_dirs.iter().cloned());
-    let mut host = Host::new();
     host.load_plugins(&dirs, true);
     Ok(host)
 }

@@ -2,9 +2,9 @@
 //! to stdout (see `backplane_plugin_api::wire`). Backends that isolate each
 //! task in a child process start this.
 
-use super::load_host;
+use super::load_into;
 use crate::{Failure, GlobalArgs};
-use backplane_host::{config::Config, task_runner};
+use backplane_host::{Host, config::Config, task_runner};
 use backplane_plugin_api::wire::{TaskMessage, write_result};
 use std::{fs::File, io::BufWriter, os::fd::FromRawFd};
 
@@ -24,7 +24,7 @@ pub fn run_task(global: &GlobalArgs) -> Result<(), Failure> {
     };
     let message = TaskMessage::read_from(&mut std::io::stdin().lock())
         .map_err(|e| Failure::Environment(format!("cannot read the task from stdin: {e}")))?;
-    let host = load_host(global, &Config::default())?;
+    let host = load_into(Host::for_tasks(), global, &Config::default())?;
     let result = task_runner::run_task(&host, message, &|| false);
     write_result(&mut BufWriter::new(protocol), &result)
         .map_err(|e| Failure::Environment(format!("cannot write the result: {e}")))

@@ -248,7 +248,7 @@ fn write_api_copy(api: &Path, version: &str, edit: impl Fn(&str, String) -> Stri
         &format!(
             "[package]\nname = \"backplane-plugin-api\"\nversion = \"{version}\"\nedition = \"2024\"\n\n\
              [dependencies]\nabi_stable = {{ version = \"0.11.3\", default-features = false }}\n\
-             serde = {{ version = \"1\", features = [\"derive\"] }}\nserde_json = \"1\"\n"
+             serde = {{ version = \"1\", features = [\"derive\"] }}\nserde_json = \"1\"\ncrossbeam-channel = \"0.5\"\n"
         ),
     );
 }

@@ -212,3 +212,44 @@ fn an_unknown_node_type_names_the_refused_plugin_file_that_exports_it() {
 fn on_workflow(command: &str, workflow: &std::path::Path, plugin_dir: &std::path::Path) -> std::process::Output {
     backplane().arg(command).arg(workflow).arg("--plugin-dir").arg(plugin_dir).output().unwrap()
 }
+
+#[test]
+fn a_type_whose_schema_is_not_json_schema_is_left_out_at_load_and_named() {
+    let faulty = dylib("backplane_test_faulty");
+    let mut cmd = backplane();
+    let output = cmd.args(["plugins", "--json"]).env("BACKPLANE_TEST_BAD_SCHEMAS", "1").output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr_of(&output));
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let errors: Vec<String> =
+        json["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_owned()).collect();
+    let count = |what: &str| errors.iter().filter(|e| e.contains(what)).count();
+    let sloppy = "backend type `sloppy` not loaded: its config schema is not valid JSON Schema at `/type`";
+    assert_eq!(count(sloppy), 1, "{errors:#?}");
+    let node = "node type `test.bad_schema` not loaded: its settings schema is not valid JSON Schema at `/properties`";
+    assert_eq!(count(node), 1, "{errors:#?}");
+    assert!(errors.iter().all(|e| e.starts_with(&faulty.display().to_string())), "{errors:#?}");
+    // The rest of the plugin loaded.
+    assert!(names(&json, "backends").contains(&"faulty".to_owned()));
+    assert!(!names(&json, "backends").contains(&"sloppy".to_owned()));
+    assert!(!names(&json, "nodes").contains(&"test.bad_schema".to_owned()));
+
+    // A workflow using the type is told why it is missing, not "a typo".
+    let wf = crate::fixtures::workflow_dir("[[node]]\nid = \"a\"\ntype = \"test.bad_schema\"\n");
+    let output = backplane()
+        .arg("validate")
+        .arg(wf.path().join("workflow.toml"))
+        .env("BACKPLANE_TEST_BAD_SCHEMAS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains("unknown node type `test.bad_schema`"), "{stderr}");
+    assert!(
+        stderr.contains("help: ") && stderr.contains("not loaded: its settings schema is not valid JSON Schema"),
+        "{stderr}"
+    );
+
+    // Without the variable the same plugin loads whole.
+    let json = plugins_json(None, Expect::Clean);
+    assert!(names(&json, "nodes").contains(&"test.bad_schema".to_owned()));
+}

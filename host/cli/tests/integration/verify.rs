@@ -206,3 +206,25 @@ fn a_backend_that_works_inside_submit_fails_promptly() {
     assert!(checks(&report).iter().any(|c| c.0 == "faulty" && c.1 == "cancel" && c.2 == "skip"));
     assert!(started.elapsed() < std::time::Duration::from_secs(90), "{:?}", started.elapsed());
 }
+
+#[test]
+fn a_schema_that_is_not_json_schema_fails_its_check_with_the_place_named() {
+    let output = backplane()
+        .arg("verify")
+        .arg(dylib("backplane_test_faulty"))
+        .args(["--json", "--timeout", "5", "--backend-config", r#"faulty={"mode":"complete"}"#])
+        .env("BACKPLANE_TEST_BAD_SCHEMAS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let find = |subject: &str, check: &str| {
+        checks(&report).into_iter().find(|c| c.0 == subject && c.1 == check).unwrap_or_else(|| panic!("{report:#}"))
+    };
+    let config = find("sloppy", "config-schema");
+    assert_eq!(config.2, "fail");
+    assert!(config.3.starts_with("the factory's config schema is not valid JSON Schema at `/type`: "), "{config:?}");
+    let settings = find("test.bad_schema", "settings-schema");
+    assert_eq!(settings.2, "fail");
+    assert!(settings.3.starts_with("the settings schema is not valid JSON Schema at `/properties`: "), "{settings:?}");
+}

@@ -91,6 +91,9 @@ pub enum LoadErrorKind {
     InitFailed { message: String },
     /// Built with `panic = "abort"`: a panic in it would kill the host.
     PanicAborts,
+    /// One backend or node type of a loaded plugin was left out: its schema is
+    /// not a JSON Schema. The plugin's other types loaded.
+    InvalidSchema { what: String, schema: &'static str, problem: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,6 +132,11 @@ impl fmt::Display for LoadError {
                  help: rebuild the plugin against plugin-api {INTERFACE_VERSION}"
             ),
             LoadErrorKind::InitFailed { message } => write!(f, "{path}: plugin failed to initialise: {message}"),
+            LoadErrorKind::InvalidSchema { what, schema, problem } => write!(
+                f,
+                "{path}: {what} not loaded: its {schema} {problem}\n  \
+                 help: fix the schema in the plugin; `backplane verify {path}` checks it"
+            ),
             LoadErrorKind::PanicAborts => write!(
                 f,
                 "{path}: built with panic = \"abort\", so any panic in it would kill the host\n  \

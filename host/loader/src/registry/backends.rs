@@ -92,6 +92,8 @@ pub struct BackendRegistry {
     factories: Vec<FactoryEntry>,
     instances: Vec<Arc<BackendInstance>>,
     default: Option<String>,
+    /// Types a loaded plugin offered but that were left out, with why.
+    rejected: Vec<(String, String)>,
 }
 
 /// Default in-flight limit per instance: enough to keep a thread pool busy
@@ -113,6 +115,17 @@ impl BackendRegistry {
         }
         self.factories.push(FactoryEntry { factory, origin });
         Ok(())
+    }
+
+    /// Remembers a backend type that was left out (its schema is unusable),
+    /// so a config using it is told why instead of "unknown type".
+    pub fn note_rejected(&mut self, name: &str, reason: String) {
+        self.rejected.push((name.to_owned(), reason));
+    }
+
+    /// Why backend type `name` was left out at load, if it was.
+    pub fn rejected(&self, name: &str) -> Option<&str> {
+        self.rejected.iter().find(|(n, _)| n == name).map(|(_, why)| why.as_str())
     }
 
     pub fn factory(&self, name: &str) -> Option<&FactoryEntry> {

@@ -84,6 +84,8 @@ pub struct NodeRegistry {
     refused: Vec<(PathBuf, String)>,
     /// Which refused files mention a name, by name (see `refused_files_mentioning`).
     mentions: std::sync::Mutex<HashMap<String, Vec<usize>>>,
+    /// Types a loaded plugin offered but that were left out, with why.
+    rejected: HashMap<String, String>,
 }
 
 /// Plugin files larger than this are not searched for a type name.
@@ -114,6 +116,17 @@ impl NodeRegistry {
         let mut all: Vec<_> = self.entries.iter().collect();
         all.sort_by_key(|e| e.type_name());
         all
+    }
+
+    /// Remembers a type that was left out (its schema is unusable), so a
+    /// workflow using it is told why instead of "unknown node type".
+    pub fn note_rejected(&mut self, type_name: &str, reason: String) {
+        self.rejected.insert(type_name.to_owned(), reason);
+    }
+
+    /// Why `type_name` was left out at load, if it was.
+    pub fn rejected(&self, type_name: &str) -> Option<&str> {
+        self.rejected.get(type_name).map(String::as_str)
     }
 
     /// Remembers a plugin file that did not load, so a node type it would

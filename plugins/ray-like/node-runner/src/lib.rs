@@ -85,7 +85,7 @@ fn host(config: &[u8]) -> Result<&'static Host, String> {
     } else {
         serde_json::from_slice(config).map_err(|e| format!("invalid node runner config: {e}"))?
     };
-    let mut host = Host::new();
+    let mut host = Host::for_tasks();
     host.load_plugins(&config.plugin_dirs, false);
     if !host.conflicts.is_empty() {
         let conflicts: Vec<String> = host.conflicts.iter().map(ToString::to_string).collect();
