@@ -21,10 +21,18 @@ struct Block {
     line: usize,
 }
 
+/// A fence being read: its tag, the paragraph before it, its indentation, its lines.
+struct OpenFence {
+    lang: String,
+    intro: String,
+    indent: usize,
+    lines: Vec<String>,
+}
+
 /// The fenced blocks of `markdown` up to `## 5.`, outermost fences only.
 fn blocks(markdown: &str) -> Vec<Block> {
     let mut blocks = Vec::new();
-    let (mut paragraph, mut open): (Vec<&str>, Option<(String, String, usize, Vec<String>)>) = (Vec::new(), None);
+    let (mut paragraph, mut open): (Vec<&str>, Option<OpenFence>) = (Vec::new(), None);
     // The last paragraph stays the intro across the blank line before a fence.
     let mut paragraph_ended = false;
     for (number, line) in markdown.lines().enumerate() {
@@ -34,16 +42,16 @@ fn blocks(markdown: &str) -> Vec<Block> {
         let trimmed = line.trim_start();
         let indent = line.len() - trimmed.len();
         match &mut open {
-            Some((_, _, fence_indent, lines)) if trimmed.starts_with("```") && indent == *fence_indent => {
-                let (lang, intro, _, lines) = open.take().unwrap();
+            Some(fence) if trimmed.starts_with("```") && indent == fence.indent => {
+                let OpenFence { lang, intro, lines, .. } = open.take().unwrap();
                 let text = lines.iter().map(|l| format!("{l}\n")).collect();
                 blocks.push(Block { lang, text, intro, line: number });
                 paragraph.clear();
             }
-            Some((_, _, fence_indent, lines)) => lines.push(line.get(*fence_indent..).unwrap_or("").to_owned()),
+            Some(fence) => fence.lines.push(line.get(fence.indent..).unwrap_or("").to_owned()),
             None if trimmed.starts_with("```") => {
                 let lang = trimmed.trim_start_matches('`').trim().to_owned();
-                open = Some((lang, paragraph.join(" "), indent, Vec::new()));
+                open = Some(OpenFence { lang, intro: paragraph.join(" "), indent, lines: Vec::new() });
             }
             None if trimmed.is_empty() => paragraph_ended = true,
             None => {
