@@ -46,9 +46,38 @@ fn invalid_config(schema: &serde_json::Value) -> serde_json::Value {
     }
 }
 
+/// Checks as they are made, handed to a callback as well (progress).
+struct Checks<'f> {
+    made: Vec<Check>,
+    on_check: &'f mut dyn FnMut(&Check),
+}
+
+impl Checks<'_> {
+    fn push(&mut self, check: Check) {
+        (self.on_check)(&check);
+        self.made.push(check);
+    }
+    fn extend(&mut self, checks: impl IntoIterator<Item = Check>) {
+        for check in checks {
+            self.push(check);
+        }
+    }
+}
+
 /// Runs every backend check. Never panics on plugin misbehaviour.
 pub fn check_backend(suite: &BackendSuite<'_>) -> Vec<Check> {
-    let mut checks = Vec::new();
+    check_backend_with(suite, &mut |_| {})
+}
+
+/// [`check_backend`], calling `on_check` with each check as soon as it is
+/// made (`backplane verify` prints them as they come).
+pub fn check_backend_with(suite: &BackendSuite<'_>, on_check: &mut dyn FnMut(&Check)) -> Vec<Check> {
+    let mut checks = Checks { made: Vec::new(), on_check };
+    run_backend_checks(suite, &mut checks);
+    checks.made
+}
+
+fn run_backend_checks(suite: &BackendSuite<'_>, checks: &mut Checks<'_>) {
     let parsed = schema::parse(suite.factory.config_schema().as_str());
     checks.push(match parsed.as_ref().map(jsonschema::validator_for) {
         Ok(Ok(v)) if v.is_valid(&suite.config) => {
@@ -86,7 +115,7 @@ pub fn check_backend(suite: &BackendSuite<'_>) -> Vec<Check> {
         }
         Err(e) => {
             checks.push(Check::fail("create-valid", format!("rejected {}: {e}", suite.config)));
-            return checks;
+            return;
         }
     };
 
@@ -129,7 +158,7 @@ pub fn check_backend(suite: &BackendSuite<'_>) -> Vec<Check> {
     // minutes in the checks that run long tasks; those are skipped.
     let blocks = prompt.status == Status::Fail;
     checks.push(prompt);
-    checks.extend(task_checks(suite, &backend, blocks));
+    task_checks(suite, &backend, blocks, checks);
     backend.shutdown();
     drop(backend);
 
@@ -138,7 +167,6 @@ pub fn check_backend(suite: &BackendSuite<'_>) -> Vec<Check> {
     } else {
         shutdown_with_work_in_flight(suite)
     });
-    checks
 }
 
 /// How long `submit` may take: it must only queue the task.
@@ -163,7 +191,9 @@ fn submit_returns_promptly(suite: &BackendSuite<'_>, backend: &Arc<BackendBox>) 
     });
     match returned.recv_timeout(SUBMIT_LIMIT) {
         Ok(took) => {
-            let _ = done.recv_timeout(suite.timeout);
+            // Let the 1 s task end before the next checks, but never wait
+            // long: a backend that completes nothing is told by `parity`.
+            let _ = done.recv_timeout(suite.timeout.min(Duration::from_secs(3)));
             Check::pass("submit-returns", format!("submit returned in {took:?} while its 1 s task ran"))
         }
         Err(_) => Check::fail(
@@ -192,10 +222,40 @@ fn samples() -> Vec<(&'static str, serde_json::Value, Vec<Payload>)> {
     ]
 }
 
-fn task_checks(suite: &BackendSuite<'_>, backend: &BackendBox, submit_blocks: bool) -> Vec<Check> {
-    let mut checks = Vec::new();
+/// The checks after `parity`, in order; when the suite stops early, those
+/// not yet run are reported as skipped with the reason.
+const LATER_TASK_CHECKS: [&str; 7] = [
+    "concurrent",
+    "node-failure",
+    "node-panic",
+    "alive-after-panic",
+    "large-payload",
+    "cancel-running",
+    "cancel-queued",
+];
+
+fn task_checks(suite: &BackendSuite<'_>, backend: &BackendBox, submit_blocks: bool, out: &mut Checks<'_>) {
     let mut probe = Probe::new(backend);
+    let checks = task_checks_until_stopped(suite, &mut probe, submit_blocks, out);
+    if let Err(why) = checks {
+        let done: Vec<&str> = out.made.iter().map(|c| c.name).collect();
+        for name in LATER_TASK_CHECKS.into_iter().filter(|n| !done.contains(n)) {
+            out.push(Check::skip(name, why.clone()));
+        }
+    }
+    out.extend(probe.stray_check());
+}
+
+/// Runs the task checks; `Err(why)` when they stopped early because the
+/// backend answers nothing usable, so the rest would only repeat the failure.
+fn task_checks_until_stopped(
+    suite: &BackendSuite<'_>,
+    probe: &mut Probe<'_>,
+    submit_blocks: bool,
+    checks: &mut Checks<'_>,
+) -> Result<(), String> {
     let t = suite.timeout;
+    let stop = |probe: &Probe<'_>| probe.stop_reason(t).map_or(Ok(()), Err);
 
     // Round trip and parity with the in-process reference, for each sample.
     let available: Vec<_> =
@@ -203,19 +263,24 @@ fn task_checks(suite: &BackendSuite<'_>, backend: &BackendBox, submit_blocks: bo
     if available.is_empty() {
         checks.push(Check::skip("parity", "none of the standard node types were given to the suite"));
     } else {
+        // All samples at once: one wait, however many of them never come back.
+        let submitted: Vec<_> = available
+            .iter()
+            .map(|(spec, settings, inputs)| {
+                let expected = reference(*spec, settings, inputs.clone());
+                (probe.submit(*spec, settings.clone(), inputs.clone()), *spec, expected)
+            })
+            .collect();
+        let (mut got, _) = probe.collect_partial(submitted.len(), t);
         let mut problems = Vec::new();
-        for (spec, settings, inputs) in &available {
-            let expected = reference(*spec, settings, inputs.clone());
-            probe.submit(*spec, settings.clone(), inputs.clone());
-            match probe.one(t) {
-                Ok((_, Outcome::Completed(got))) if got == expected => {}
-                Ok((_, Outcome::Completed(got))) => {
-                    problems.push(format!("{}: got {got:?}, expected {expected:?}", spec.type_name()))
+        for (id, spec, expected) in submitted {
+            match got.iter().position(|(done, _)| *done == id).map(|i| got.swap_remove(i).1) {
+                Some(Outcome::Completed(result)) if result == expected => {}
+                Some(Outcome::Completed(Ok(outputs))) => {
+                    problems.push(format!("{}: got {outputs:?}, expected {expected:?}", spec.type_name()))
                 }
-                Ok((_, Outcome::Dropped)) => {
-                    problems.push(format!("{}: the sink was dropped without a result", spec.type_name()))
-                }
-                Err(e) => problems.push(format!("{}: {e}", spec.type_name())),
+                Some(other) => problems.push(format!("{}: {}", spec.type_name(), other.describe())),
+                None => problems.push(format!("{}: no result within {t:?} (a hang)", spec.type_name())),
             }
         }
         checks.push(if problems.is_empty() {
@@ -228,9 +293,10 @@ fn task_checks(suite: &BackendSuite<'_>, backend: &BackendBox, submit_blocks: bo
         });
     }
 
+    stop(probe)?;
     let Some(noop) = node(suite.nodes, "std.noop") else {
         checks.push(Check::skip("tasks", "std.noop was not given to the suite; task checks skipped"));
-        return checks;
+        return Ok(());
     };
 
     // Many tasks at once, each completed exactly once.
@@ -241,7 +307,7 @@ fn task_checks(suite: &BackendSuite<'_>, backend: &BackendBox, submit_blocks: bo
     }
     checks.push(match probe.collect(MANY, t) {
         Ok(done) => {
-            let dropped = done.iter().filter(|(_, o)| matches!(o, Outcome::Dropped)).count();
+            let dropped = done.iter().filter(|(_, o)| matches!(o, Outcome::Dropped(_))).count();
             let failed = done.iter().filter(|(_, o)| matches!(o, Outcome::Completed(Err(_)))).count();
             let mut ids: Vec<u64> = done.iter().map(|(id, _)| *id).collect();
             ids.sort_unstable();
@@ -255,9 +321,10 @@ fn task_checks(suite: &BackendSuite<'_>, backend: &BackendBox, submit_blocks: bo
         }
         Err(e) => Check::fail("concurrent", e),
     });
+    stop(probe)?;
 
     checks.push(expect_error(
-        &mut probe,
+        probe,
         suite,
         "std.fail",
         serde_json::json!({ "message": "conformance failure" }),
@@ -266,7 +333,7 @@ fn task_checks(suite: &BackendSuite<'_>, backend: &BackendBox, submit_blocks: bo
         "conformance failure",
     ));
     checks.push(expect_error(
-        &mut probe,
+        probe,
         suite,
         "std.panic",
         serde_json::json!({ "message": "conformance panic" }),
@@ -274,11 +341,12 @@ fn task_checks(suite: &BackendSuite<'_>, backend: &BackendBox, submit_blocks: bo
         "panicked",
         "conformance panic",
     ));
+    stop(probe)?;
     // Still alive after a panicking node?
     probe.submit(noop, serde_json::json!({}), vec![]);
     checks.push(match probe.one(t) {
         Ok((_, Outcome::Completed(Ok(_)))) => Check::pass("alive-after-panic", "runs tasks after a node panicked"),
-        Ok((_, other)) => Check::fail("alive-after-panic", format!("after a node panicked: {other:?}")),
+        Ok((_, other)) => Check::fail("alive-after-panic", format!("after a node panicked: {}", other.describe())),
         Err(e) => Check::fail("alive-after-panic", e),
     });
 
@@ -294,17 +362,17 @@ fn task_checks(suite: &BackendSuite<'_>, backend: &BackendBox, submit_blocks: bo
         Ok((_, Outcome::Completed(Ok(out)))) => {
             Check::fail("large-payload", format!("64 MiB came back changed ({} outputs)", out.len()))
         }
-        Ok((_, other)) => Check::fail("large-payload", format!("{other:?}")),
+        Ok((_, other)) => Check::fail("large-payload", other.describe()),
         Err(e) => Check::fail("large-payload", e),
     });
 
+    stop(probe)?;
     if submit_blocks {
         checks.push(Check::skip("cancel", "skipped: submit blocks"));
     } else {
-        checks.extend(cancel_checks(&mut probe, suite));
+        checks.extend(cancel_checks(probe, suite));
     }
-    checks.extend(probe.stray_check());
-    checks
+    Ok(())
 }
 
 fn expect_error(
@@ -328,7 +396,7 @@ fn expect_error(
             Check::fail(check, format!("expected a {kind} error carrying `{message}`, got {} `{e}`", kind_of(&e)))
         }
         Ok((_, Outcome::Completed(Ok(_)))) => Check::fail(check, format!("{name} succeeded")),
-        Ok((_, Outcome::Dropped)) => Check::fail(check, "the sink was dropped without a result"),
+        Ok((_, dropped @ Outcome::Dropped(_))) => Check::fail(check, dropped.describe()),
         Err(e) => Check::fail(check, e),
     }
 }
@@ -414,7 +482,7 @@ fn shutdown_with_work_in_flight(suite: &BackendSuite<'_>) -> Check {
                 .map(|(_, o)| match o {
                     Outcome::Completed(Ok(_)) => "ok".to_owned(),
                     Outcome::Completed(Err(e)) => kind_of(e).to_owned(),
-                    Outcome::Dropped => "dropped".to_owned(),
+                    Outcome::Dropped(_) => "dropped".to_owned(),
                 })
                 .collect();
             Check::pass(

@@ -21,7 +21,7 @@ mod backend_checks;
 mod node_checks;
 mod probe;
 
-pub use backend_checks::{BackendSuite, check_backend, tally};
+pub use backend_checks::{BackendSuite, check_backend, check_backend_with, tally};
 pub use node_checks::check_node_type;
 
 use serde::Serialize;

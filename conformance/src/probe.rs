@@ -6,6 +6,7 @@ use backplane_plugin_api::{
         sabi_trait::TD_Opaque,
         std_types::{RString, RVec},
     },
+    describe,
 };
 use std::{
     cell::RefCell,
@@ -14,12 +15,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Dropped sinks with no result at all before the suite stops: enough to
+/// tell a pattern from one bad path (`parity` submits six tasks).
+const STOP_AFTER_DROPPED: usize = 3;
+
 /// What came back for one task.
 #[derive(Debug)]
 pub enum Outcome {
     Completed(Result<Vec<Payload>, PluginError_NE>),
-    /// The sink was dropped without `complete`.
-    Dropped,
+    /// The sink was dropped without `complete`; with what the backend
+    /// logged as the reason when that happened inside `submit` (a panic).
+    Dropped(Option<String>),
 }
 
 struct ProbeSink {
@@ -38,7 +44,7 @@ impl CompletionSink for ProbeSink {
 impl Drop for ProbeSink {
     fn drop(&mut self) {
         if !self.completed {
-            let _ = self.channel.send((self.task_id, Outcome::Dropped));
+            let _ = self.channel.send((self.task_id, Outcome::Dropped(None)));
         }
     }
 }
@@ -75,6 +81,13 @@ struct Tracking {
     duplicates: Vec<u64>,
     /// Answers for task ids never submitted.
     unknown: Vec<u64>,
+    /// Tasks answered with a result (of any check), and with a dropped sink.
+    completed: usize,
+    dropped: usize,
+    /// A wait ended with nothing at all having come back for it.
+    hung: bool,
+    /// What the backend logged as an error inside `submit`, by task.
+    submit_errors: std::collections::HashMap<u64, String>,
 }
 
 /// Whose an arriving completion is.
@@ -84,7 +97,11 @@ enum Arrival {
 }
 
 impl Tracking {
-    fn arrive(&mut self, task_id: u64) -> Arrival {
+    fn arrive(&mut self, task_id: u64, outcome: &Outcome) -> Arrival {
+        match outcome {
+            Outcome::Completed(_) => self.completed += 1,
+            Outcome::Dropped(_) => self.dropped += 1,
+        }
         if self.pending.remove(&task_id) {
             self.answered.insert(task_id);
             if self.batch.contains(&task_id) {
@@ -117,34 +134,84 @@ impl<'a> Probe<'a> {
             tracking.batch.insert(task_id);
             tracking.pending.insert(task_id);
         }
+        let _ = backplane_loader::take_last_error();
         self.backend.submit(task, sink(task_id, self.sender.clone()));
+        if let Some(error) = backplane_loader::take_last_error() {
+            self.tracking.borrow_mut().submit_errors.insert(task_id, error);
+        }
         task_id
     }
 
-    /// Waits until `timeout` for `count` completions (any order) of the
-    /// tasks submitted since the last wait; completions of other tasks are
-    /// set aside as late, duplicate or unknown ([`Probe::stray_check`]).
+    /// Waits for `count` completions (any order) of the tasks submitted
+    /// since the last wait, giving up when none has come for `timeout`: the
+    /// limit is per task, so a slow backend that keeps answering is waited
+    /// for. Completions of other tasks are set aside as late, duplicate or
+    /// unknown ([`Probe::stray_check`]).
     pub fn collect(&self, count: usize, timeout: Duration) -> Result<Vec<(u64, Outcome)>, String> {
-        let deadline = Instant::now() + timeout;
+        match self.collect_partial(count, timeout) {
+            (got, None) => Ok(got),
+            (_, Some(why)) => Err(why),
+        }
+    }
+
+    /// [`Probe::collect`], keeping what did come back when it gives up.
+    pub fn collect_partial(&self, count: usize, timeout: Duration) -> (Vec<(u64, Outcome)>, Option<String>) {
+        let started = Instant::now();
+        let mut deadline = started + timeout;
         let mut got = Vec::with_capacity(count);
-        let result = loop {
+        let problem = loop {
             if got.len() >= count {
-                break Ok(());
+                break None;
             }
             match self.receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok((id, outcome)) => {
-                    if let Arrival::Expected = self.tracking.borrow_mut().arrive(id) {
+                Ok((id, mut outcome)) => {
+                    let mut tracking = self.tracking.borrow_mut();
+                    if let (Outcome::Dropped(why), Some(error)) = (&mut outcome, tracking.submit_errors.remove(&id)) {
+                        *why = Some(error);
+                    }
+                    if let Arrival::Expected = tracking.arrive(id, &outcome) {
                         got.push((id, outcome));
+                        deadline = Instant::now() + timeout;
                     }
                 }
+                Err(RecvTimeoutError::Timeout) if got.is_empty() => {
+                    self.tracking.borrow_mut().hung = true;
+                    break Some(format!("only 0 of {count} tasks completed within {timeout:?} (a hang)"));
+                }
                 Err(RecvTimeoutError::Timeout) => {
-                    break Err(format!("only {} of {count} tasks completed within {timeout:?} (a hang)", got.len()));
+                    let busy = started.elapsed().saturating_sub(timeout).as_secs_f64().max(1e-3);
+                    break Some(format!(
+                        "{} of {count} tasks completed ({:.1} per second), then none for {timeout:?}: \
+                         a stuck task, or a backend slower than --timeout allows",
+                        got.len(),
+                        got.len() as f64 / busy
+                    ));
                 }
                 Err(RecvTimeoutError::Disconnected) => unreachable!("the probe holds a sender"),
             }
         };
         self.tracking.borrow_mut().batch.clear();
-        result.map(|()| got)
+        (got, problem)
+    }
+
+    /// Why the remaining task checks are not worth running, if they are not:
+    /// nothing ever came back, or every answer so far was a dropped sink.
+    pub fn stop_reason(&self, timeout: Duration) -> Option<String> {
+        let tracking = self.tracking.borrow();
+        if tracking.completed > 0 {
+            return None;
+        }
+        if tracking.hung && tracking.dropped == 0 {
+            return Some(format!(
+                "not run: the backend completed none of its tasks within {timeout:?} (does every path call `sink.complete`?)"
+            ));
+        }
+        (tracking.dropped >= STOP_AFTER_DROPPED).then(|| {
+            format!(
+                "not run: all {} tasks so far had their sinks dropped without a result (see `parity`)",
+                tracking.dropped
+            )
+        })
     }
 
     /// Waits for one completion.
@@ -158,8 +225,8 @@ impl<'a> Probe<'a> {
         std::thread::sleep(wait);
         let mut tracking = self.tracking.borrow_mut();
         let before = tracking.duplicates.len() + tracking.unknown.len();
-        for (id, _) in self.receiver.try_iter() {
-            tracking.arrive(id);
+        for (id, outcome) in self.receiver.try_iter() {
+            tracking.arrive(id, &outcome);
         }
         tracking.duplicates.len() + tracking.unknown.len() - before
     }
@@ -170,8 +237,8 @@ impl<'a> Probe<'a> {
     /// task ids (wrong).
     pub fn stray_check(&self) -> Option<crate::Check> {
         let mut tracking = self.tracking.borrow_mut();
-        for (id, _) in self.receiver.try_iter() {
-            tracking.arrive(id);
+        for (id, outcome) in self.receiver.try_iter() {
+            tracking.arrive(id, &outcome);
         }
         let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
         let (late, duplicates, unknown) = (&tracking.late, &tracking.duplicates, &tracking.unknown);
@@ -198,6 +265,18 @@ impl<'a> Probe<'a> {
                 late.len()
             ),
         ))
+    }
+}
+
+impl Outcome {
+    /// One line for a check's detail.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Completed(Ok(outputs)) => format!("{} outputs", outputs.len()),
+            Outcome::Completed(Err(e)) => format!("a {} error: {e}", describe(e)),
+            Outcome::Dropped(None) => "the sink was dropped without a result".to_owned(),
+            Outcome::Dropped(Some(why)) => format!("the sink was dropped without a result inside `submit`: {why}"),
+        }
     }
 }
 

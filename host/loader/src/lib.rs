@@ -28,6 +28,7 @@ pub mod describe;
 mod host;
 pub mod loader;
 mod log_bridge;
+pub use log_bridge::take_last_error;
 pub mod registry;
 pub mod task_runner;
 

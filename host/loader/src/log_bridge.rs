@@ -18,11 +18,35 @@ impl LogSink for HostLogSink {
     fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
         let (plugin, target, message) = (self.plugin.as_str(), target.as_str(), message.as_str());
         match level {
-            LogLevel::ERROR => tracing::error!(plugin, target, "{message}"),
+            LogLevel::ERROR => {
+                remember_error(message);
+                tracing::error!(plugin, target, "{message}")
+            }
             LogLevel::WARN => tracing::warn!(plugin, target, "{message}"),
             LogLevel::INFO => tracing::info!(plugin, target, "{message}"),
             LogLevel::DEBUG => tracing::debug!(plugin, target, "{message}"),
             _ => tracing::trace!(plugin, target, "{message}"),
         }
     }
+}
+
+/// Longest error message kept for [`take_last_error`].
+const MAX_KEPT: usize = 2048;
+
+std::thread_local! {
+    static LAST_ERROR: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+fn remember_error(message: &str) {
+    let kept: String = message.chars().take(MAX_KEPT).collect();
+    let _ = LAST_ERROR.try_with(|last| *last.borrow_mut() = Some(kept));
+}
+
+/// The last error a plugin logged on this thread, taken. A caller that just
+/// called into a plugin learns what went wrong in there: a panic in a
+/// backend's `submit` drops the task's sink and is only logged (its message
+/// is in `backend submit failed: panicked: …`). Costs nothing on the success
+/// path; only error records are kept.
+pub fn take_last_error() -> Option<String> {
+    LAST_ERROR.try_with(|last| last.borrow_mut().take()).ok().flatten()
 }

@@ -3,11 +3,15 @@
 
 use super::{load_config, load_host, print_json, say};
 use crate::{Failure, GlobalArgs};
-use backplane_conformance::{BackendSuite, Check, Status, check_backend, check_node_type, tally};
+use backplane_conformance::{BackendSuite, Check, Status, check_backend_with, check_node_type, tally};
 use backplane_host::loader;
 use clap::Args;
 use serde::Serialize;
-use std::{path::PathBuf, time::Duration};
+use std::{
+    io::IsTerminal,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 #[derive(Args)]
 pub struct VerifyArgs {
@@ -46,6 +50,8 @@ struct Subject {
     kind: &'static str,
     name: String,
     checks: Vec<Check>,
+    /// How long its checks took.
+    seconds: f64,
 }
 
 #[derive(Serialize)]
@@ -62,6 +68,15 @@ pub fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<(), Failure> {
     let configs = parse_configs(&args.backend_config)?;
     // The standard node types the suite runs come from the usual plugin path.
     let host = load_host(global, &load_config(global)?)?;
+    // Checks are shown as they are made: on stdout, or on a terminal's
+    // stderr when stdout carries the JSON report.
+    let show = |line: String| {
+        if !args.json {
+            say!("{line}");
+        } else if std::io::stderr().is_terminal() {
+            eprintln!("{line}");
+        }
+    };
     let mut subjects = Vec::new();
     let plugin = match loader::load(&args.plugin) {
         Ok(plugin) => Some(plugin),
@@ -70,10 +85,20 @@ pub fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<(), Failure> {
                 kind: "plugin",
                 name: args.plugin.display().to_string(),
                 checks: vec![Check::fail("load", e.to_string())],
+                seconds: 0.0,
             });
             None
         }
     };
+    if let Some(p) = &plugin {
+        show(format!(
+            "plugin {} {} (plugin-api {}): {}",
+            p.name,
+            p.version,
+            p.interface_version,
+            args.plugin.display()
+        ));
+    }
     if let Some(plugin) = &plugin {
         let mut nodes: Vec<_> = host.nodes.sorted().into_iter().map(|e| e.spec).collect();
         nodes.extend(plugin.nodes.iter().copied());
@@ -82,6 +107,7 @@ pub fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<(), Failure> {
                 kind: "plugin",
                 name: plugin.name.clone(),
                 checks: vec![Check::fail("exports", "it exports no backends and no node types")],
+                seconds: 0.0,
             });
         }
         for factory in &plugin.backends {
@@ -93,10 +119,19 @@ pub fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<(), Failure> {
             let config = config.map_or_else(|| serde_json::json!({}), |(_, c)| c.clone());
             let suite =
                 BackendSuite { factory: *factory, config, nodes: &nodes, timeout: Duration::from_secs(args.timeout) };
-            subjects.push(Subject { kind: "backend", name: factory.name().to_string(), checks: check_backend(&suite) });
+            show(format!("backend `{name}`"));
+            let started = Instant::now();
+            let checks = check_backend_with(&suite, &mut |check| show(check_line(check)));
+            let seconds = started.elapsed().as_secs_f64();
+            subjects.push(Subject { kind: "backend", name: name.to_owned(), checks, seconds });
         }
         for spec in &plugin.nodes {
-            subjects.push(Subject { kind: "node", name: spec.type_name().to_string(), checks: check_node_type(*spec) });
+            show(format!("node `{}`", spec.type_name()));
+            let started = Instant::now();
+            let checks = check_node_type(*spec);
+            checks.iter().for_each(|check| show(check_line(check)));
+            let seconds = started.elapsed().as_secs_f64();
+            subjects.push(Subject { kind: "node", name: spec.type_name().to_string(), checks, seconds });
         }
     }
     let all: Vec<Check> = subjects.iter().flat_map(|s| s.checks.iter().cloned()).collect();
@@ -105,22 +140,26 @@ pub fn verify(global: &GlobalArgs, args: VerifyArgs) -> Result<(), Failure> {
     if args.json {
         print_json(&report)?;
     } else {
-        if let Some(p) = &plugin {
-            say!("plugin {} {} (plugin-api {}): {}", p.name, p.version, p.interface_version, args.plugin.display());
-        }
-        let width = all.iter().map(|c| c.name.len()).max().unwrap_or(0);
-        for subject in &report.subjects {
-            say!("{} `{}`", subject.kind, subject.name);
-            for c in &subject.checks {
-                let status = match c.status {
-                    Status::Pass => "PASS",
-                    Status::Fail => "FAIL",
-                    Status::Skip => "SKIP",
-                };
-                say!("  {status}  {:width$}  {}", c.name, c.detail);
+        if plugin.is_none() {
+            for subject in &report.subjects {
+                say!("{} `{}`", subject.kind, subject.name);
+                subject.checks.iter().for_each(|check| say!("{}", check_line(check)));
             }
         }
         say!("{passed} passed, {failed} failed, {skipped} skipped");
     }
     if failed == 0 && report.loaded { Ok(()) } else { Err(Failure::Run) }
+}
+
+/// Check names are at most this long; the details line up after them.
+const NAME_WIDTH: usize = 18;
+
+/// `  PASS  name  detail`, as each check is made.
+fn check_line(check: &Check) -> String {
+    let status = match check.status {
+        Status::Pass => "PASS",
+        Status::Fail => "FAIL",
+        Status::Skip => "SKIP",
+    };
+    format!("  {status}  {:NAME_WIDTH$}  {}", check.name, check.detail)
 }

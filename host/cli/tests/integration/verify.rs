@@ -29,8 +29,11 @@ fn verify(plugin: &std::path::Path, extra: &[&str]) -> (Option<i32>, Value) {
     (output.status.code(), report)
 }
 
+/// (subject, check, status, detail) of one check.
+type Row = (String, String, String, String);
+
 /// (subject, check, status, detail) of every check.
-fn checks(report: &Value) -> Vec<(String, String, String, String)> {
+fn checks(report: &Value) -> Vec<Row> {
     report["subjects"]
         .as_array()
         .unwrap()
@@ -89,27 +92,100 @@ fn the_example_process_isolation_backend_passes() {
     assert!(caps.3.contains("isolation process"), "{caps:?}");
 }
 
-#[test]
-fn a_backend_that_drops_sinks_fails_with_reasons() {
-    let (code, report) =
-        verify(&dylib("backplane_test_faulty"), &["--backend-config", r#"faulty={"mode":"drop-sink"}"#]);
-    assert_eq!(code, Some(1));
-    let faulty: Vec<_> = checks(&report).into_iter().filter(|c| c.0 == "faulty").collect();
-    let parity = faulty.iter().find(|c| c.1 == "parity").unwrap();
-    assert_eq!(parity.2, "fail");
-    assert!(parity.3.contains("the sink was dropped without a result"), "{parity:?}");
-    let concurrent = faulty.iter().find(|c| c.1 == "concurrent").unwrap();
-    assert!(concurrent.3.contains("500 sinks dropped"), "{concurrent:?}");
+/// The checks after `parity`, which the suite skips once the backend has
+/// answered nothing usable.
+const LATER_TASK_CHECKS: [&str; 7] = [
+    "concurrent",
+    "node-failure",
+    "node-panic",
+    "alive-after-panic",
+    "large-payload",
+    "cancel-running",
+    "cancel-queued",
+];
+
+/// The `faulty` backend's checks with the config `mode_config`.
+fn faulty_checks(mode_config: &str, extra: &[&str]) -> (Option<i32>, Vec<Row>) {
+    let config = format!("faulty={mode_config}");
+    let mut args = vec!["--backend-config", config.as_str()];
+    args.extend_from_slice(extra);
+    let (code, report) = verify(&dylib("backplane_test_faulty"), &args);
+    (code, checks(&report).into_iter().filter(|c| c.0 == "faulty").collect())
+}
+
+fn find<'c>(checks: &'c [Row], name: &str) -> &'c Row {
+    checks.iter().find(|c| c.1 == name).unwrap_or_else(|| panic!("no `{name}` check: {checks:#?}"))
 }
 
 #[test]
-fn a_backend_that_panics_in_submit_fails_without_crashing_verify() {
-    let (code, report) =
-        verify(&dylib("backplane_test_faulty"), &["--backend-config", r#"faulty={"mode":"panic-in-submit"}"#]);
+fn a_backend_that_drops_sinks_fails_with_reasons_and_stops_early() {
+    let (code, faulty) = faulty_checks(r#"{"mode":"drop-sink"}"#, &[]);
     assert_eq!(code, Some(1));
+    let parity = find(&faulty, "parity");
+    assert_eq!(parity.2, "fail");
+    assert!(parity.3.contains("the sink was dropped without a result"), "{parity:?}");
+    // Three lost sinks in a row and nothing else: the rest would only repeat it.
+    for name in LATER_TASK_CHECKS {
+        let check = find(&faulty, name);
+        assert_eq!(
+            (check.2.as_str(), check.3.as_str()),
+            ("skip", "not run: all 6 tasks so far had their sinks dropped without a result (see `parity`)")
+        );
+    }
+}
+
+#[test]
+fn a_panic_in_submit_is_reported_with_its_message() {
+    let (code, faulty) = faulty_checks(r#"{"mode":"panic-in-submit"}"#, &[]);
+    assert_eq!(code, Some(1));
+    assert_eq!(find(&faulty, "create-valid").2, "pass", "{faulty:#?}");
+    let parity = find(&faulty, "parity");
+    assert_eq!(parity.2, "fail");
+    assert!(
+        parity.3.starts_with("std.const: the sink was dropped without a result inside `submit`: backend submit failed: panicked: faulty backend panics in submit (node conformance-1)"),
+        "{parity:?}"
+    );
+    assert_eq!(find(&faulty, "concurrent").2, "skip", "{faulty:#?}");
+}
+
+#[test]
+fn a_backend_that_never_completes_gets_its_report_within_two_minutes_at_default_settings() {
+    let output = backplane()
+        .arg("verify")
+        .arg(dylib("backplane_test_faulty"))
+        .args(["--json", "--backend-config", r#"faulty={"mode":"never-complete"}"#, "--backend-config", "sloppy={}"])
+        .timeout(std::time::Duration::from_secs(180))
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{}", stderr_of(&output)));
     let faulty: Vec<_> = checks(&report).into_iter().filter(|c| c.0 == "faulty").collect();
-    assert!(faulty.iter().any(|c| c.1 == "create-valid" && c.2 == "pass"), "{faulty:#?}");
-    assert!(faulty.iter().filter(|c| c.2 == "fail").count() >= 5, "{faulty:#?}");
+    // The plugin's other backend, `sloppy`, takes its own time; this one's is in the report.
+    let subjects = report["subjects"].as_array().unwrap();
+    let seconds = subjects.iter().find(|s| s["name"] == "faulty").unwrap()["seconds"].as_f64().unwrap();
+    assert!(seconds < 120.0, "the never-completing backend's checks took {seconds} s: {faulty:#?}");
+    let parity = find(&faulty, "parity");
+    assert_eq!(parity.2, "fail");
+    assert!(
+        parity.3.starts_with("std.const: no result within 60s (a hang); std.noop: no result within 60s"),
+        "{parity:?}"
+    );
+    for name in LATER_TASK_CHECKS {
+        let check = find(&faulty, name);
+        assert_eq!(check.2, "skip", "{check:?}");
+        assert!(check.3.starts_with("not run: the backend completed none of its tasks within 60s"), "{check:?}");
+    }
+    assert_eq!(find(&faulty, "shutdown-in-flight").2, "fail");
+}
+
+#[test]
+fn a_slow_but_correct_backend_passes_where_a_whole_batch_outlasts_the_timeout() {
+    // One task at a time, one start per 15 ms: the 500 concurrent tasks take
+    // about 7.5 s, past the 5 s `--timeout`, which bounds each task's wait.
+    let (code, faulty) = faulty_checks(r#"{"mode":"slow","delay_ms":15}"#, &[]);
+    let failing: Vec<_> = faulty.iter().filter(|c| c.2 != "pass").collect();
+    assert!(failing.is_empty(), "{failing:#?}");
+    assert!(find(&faulty, "concurrent").3.starts_with("500 concurrent tasks completed exactly once"));
+    assert_eq!(code, Some(1), "sloppy still fails its own check");
 }
 
 #[test]
@@ -129,7 +205,7 @@ fn a_late_answer_is_blamed_on_its_own_check_never_on_the_next_one() {
     let status = |name: &str| faulty.iter().find(|c| c.1 == name).unwrap_or_else(|| panic!("{name}: {faulty:#?}"));
     let parity = status("parity");
     assert_eq!(parity.2, "fail");
-    assert!(parity.3.starts_with("std.const: only 0 of 1 tasks completed") && !parity.3.contains("got"), "{parity:?}");
+    assert!(parity.3.starts_with("std.const: no result within 2s (a hang)") && !parity.3.contains("got"), "{parity:?}");
     for name in ["concurrent", "node-failure", "node-panic", "alive-after-panic", "large-payload"] {
         assert_eq!(status(name).2, "pass", "{name} was blamed for task 1's late answer: {faulty:#?}");
     }
