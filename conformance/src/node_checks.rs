@@ -37,31 +37,24 @@ pub fn check_node_type(spec: NodeSpecRef) -> Vec<Check> {
 
     let defaults: serde_json::Value =
         serde_json::from_str(spec.default_settings().as_str()).unwrap_or(serde_json::Value::Null);
-    let schema_check = match schema::parse(spec.settings_schema().as_str()) {
+    let schema_check = match schema::compile(spec.settings_schema().as_str()) {
         Err(e) => Check::fail("settings-schema", format!("the settings schema {e}")),
-        Ok(schema) => match jsonschema::validator_for(&schema) {
-            Err(e) => Check::fail("settings-schema", format!("the settings schema is not valid JSON Schema: {e}")),
-            Ok(validator) if !defaults.is_object() => {
-                let _ = validator;
-                Check::fail("settings-schema", format!("default settings must be a JSON object, found {defaults}"))
+        Ok(_) if !defaults.is_object() => {
+            Check::fail("settings-schema", format!("default settings must be a JSON object, found {defaults}"))
+        }
+        Ok((validator, _)) => {
+            // Defaults may leave required settings out, but what they set must be valid.
+            let wrong: Vec<String> = validator
+                .iter_errors(&defaults)
+                .filter(|e| !matches!(e.kind, jsonschema::error::ValidationErrorKind::Required { .. }))
+                .map(|e| format!("{}: {e}", e.instance_path))
+                .collect();
+            if wrong.is_empty() {
+                Check::pass("settings-schema", "valid schema; the defaults satisfy it")
+            } else {
+                Check::fail("settings-schema", format!("the default settings violate the schema: {}", wrong.join("; ")))
             }
-            Ok(validator) => {
-                // Defaults may leave required settings out, but what they set must be valid.
-                let wrong: Vec<String> = validator
-                    .iter_errors(&defaults)
-                    .filter(|e| !matches!(e.kind, jsonschema::error::ValidationErrorKind::Required { .. }))
-                    .map(|e| format!("{}: {e}", e.instance_path))
-                    .collect();
-                if wrong.is_empty() {
-                    Check::pass("settings-schema", "valid schema; the defaults satisfy it")
-                } else {
-                    Check::fail(
-                        "settings-schema",
-                        format!("the default settings violate the schema: {}", wrong.join("; ")),
-                    )
-                }
-            }
-        },
+        }
     };
     checks.push(schema_check);
 

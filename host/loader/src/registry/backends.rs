@@ -233,6 +233,6 @@ impl BackendRegistry {
 pub fn config_problems(entry: &FactoryEntry, config: &serde_json::Value) -> Vec<(String, String)> {
     match super::schema::compile(entry.factory.config_schema().as_str()) {
         Ok((validator, schema)) => super::schema::problems(&validator, &schema, config),
-        Err(e) => vec![(String::new(), e)],
+        Err(e) => vec![(String::new(), format!("the plugin's schema {e}"))],
     }
 }

@@ -71,7 +71,7 @@ impl NodeEntry {
     pub fn settings_problems(&self, settings: &serde_json::Value) -> Vec<(String, String)> {
         match self.validator.get_or_init(|| super::schema::compile(self.spec.settings_schema().as_str())) {
             Ok((validator, schema)) => super::schema::problems(validator, schema, settings),
-            Err(e) => vec![(String::new(), e.clone())],
+            Err(e) => vec![(String::new(), format!("the plugin's schema {e}"))],
         }
     }
 }

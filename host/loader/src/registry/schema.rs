@@ -3,10 +3,11 @@
 
 use jsonschema::error::ValidationErrorKind;
 
-/// A compiled settings schema, or why the plugin's schema is unusable.
+/// A compiled schema and its JSON, or why it is unusable; the error
+/// completes "the schema …", as [`parse`]'s does.
 pub fn compile(schema_text: &str) -> Result<(jsonschema::Validator, serde_json::Value), String> {
-    let schema = parse(schema_text).map_err(|e| format!("the plugin's schema {e}"))?;
-    let validator = jsonschema::validator_for(&schema).map_err(|e| format!("the plugin's schema is invalid: {e}"))?;
+    let schema = parse(schema_text)?;
+    let validator = jsonschema::validator_for(&schema).map_err(|e| format!("is not valid JSON Schema: {e}"))?;
     Ok((validator, schema))
 }
 
