@@ -65,6 +65,8 @@ enum Command {
     Worker(Box<cli::worker::WorkerArgs>),
     /// Measure engine throughput and latency on this machine.
     Bench(cli::bench::BenchArgs),
+    /// Create a plugin crate (a backend, or node types) that builds and passes `verify` as generated.
+    New(cli::new::NewArgs),
     /// Run one task read from stdin, write its result to stdout (used by
     /// backends that isolate tasks in child processes).
     #[command(hide = true)]
@@ -137,6 +139,7 @@ fn main() -> ExitCode {
         Command::Nodes(args) => cli::inspect::nodes(&cli.global, args),
         Command::Verify(args) => cli::verify::verify(&cli.global, args),
         Command::Bench(args) => cli::bench::bench(&cli.global, args),
+        Command::New(args) => cli::new::new(args),
         Command::Worker(args) => cli::worker::worker(&cli.global, *args),
         Command::RunTask => cli::task::run_task(&cli.global),
     };

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod inspect;
+pub mod new;
 pub mod progress;
 pub mod run;
 pub mod task;

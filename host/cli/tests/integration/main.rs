@@ -16,6 +16,7 @@
 //! - `routing`: rules, precedence, derived instances, env overrides, rerouting
 //! - `verify`: the conformance suite on our plugins, the examples and broken fixtures
 //! - `ray`: the ray backend on a private local Ray: parity, panics, crashes, cancellation
+//! - `new`: `backplane new` crates built outside the workspace, loaded, verified and run; refusals
 //! - `nats`: real `nats-server` and `backplane worker` processes
 //! - `workers`: the worker backend end to end: sharing, kill -9, NATS restarts, credentials, large payloads, parity
 
@@ -29,6 +30,7 @@ mod hardening;
 mod library;
 mod loading;
 mod nats;
+mod new;
 mod policies;
 mod ray;
 mod routing;
