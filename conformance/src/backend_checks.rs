@@ -4,7 +4,6 @@ use crate::{
     Check, Status,
     probe::{self, Outcome, Probe, reference},
 };
-use backplane_loader::registry::schema;
 use backplane_plugin_api::{
     BackendBox, BackendFactoryRef, CapabilityFlags, HealthStatus, NodeSpecRef, Payload, PluginError_NE, describe,
 };
@@ -46,6 +45,29 @@ fn invalid_config(schema: &serde_json::Value) -> serde_json::Value {
     }
 }
 
+/// The `config-schema` check; returns the schema as JSON (`null` if it is not JSON).
+#[cfg(feature = "schema-checks")]
+fn config_schema_check(suite: &BackendSuite<'_>, checks: &mut Checks<'_>) -> serde_json::Value {
+    let compiled = backplane_loader::registry::schema::compile(suite.factory.config_schema().as_str());
+    checks.push(match &compiled {
+        Ok((validator, _)) if validator.is_valid(&suite.config) => {
+            Check::pass("config-schema", "the config schema is valid and accepts the test config")
+        }
+        Ok(_) => {
+            Check::fail("config-schema", format!("the factory's schema rejects the config under test {}", suite.config))
+        }
+        Err(e) => Check::fail("config-schema", format!("the factory's config schema {e}")),
+    });
+    compiled.map(|(_, schema)| schema).unwrap_or_default()
+}
+
+/// Without `schema-checks` there is no `config-schema` check (`backplane
+/// verify` and the host's loader make it); the schema is only read.
+#[cfg(not(feature = "schema-checks"))]
+fn config_schema_check(suite: &BackendSuite<'_>, _: &mut Checks<'_>) -> serde_json::Value {
+    serde_json::from_str(suite.factory.config_schema().as_str()).unwrap_or_default()
+}
+
 /// Checks as they are made, handed to a callback as well (progress).
 struct Checks<'f> {
     made: Vec<Check>,
@@ -78,17 +100,7 @@ pub fn check_backend_with(suite: &BackendSuite<'_>, on_check: &mut dyn FnMut(&Ch
 }
 
 fn run_backend_checks(suite: &BackendSuite<'_>, checks: &mut Checks<'_>) {
-    let compiled = schema::compile(suite.factory.config_schema().as_str());
-    checks.push(match &compiled {
-        Ok((validator, _)) if validator.is_valid(&suite.config) => {
-            Check::pass("config-schema", "the config schema is valid and accepts the test config")
-        }
-        Ok(_) => {
-            Check::fail("config-schema", format!("the factory's schema rejects the config under test {}", suite.config))
-        }
-        Err(e) => Check::fail("config-schema", format!("the factory's config schema {e}")),
-    });
-    let schema = compiled.map(|(_, schema)| schema).unwrap_or_default();
+    let schema = config_schema_check(suite, checks);
 
     let invalid = invalid_config(&schema);
     checks.push(match create(suite, &invalid) {

@@ -1,7 +1,6 @@
 //! Checks of one node type's spec, on its own.
 
 use crate::Check;
-use backplane_loader::registry::schema;
 use backplane_plugin_api::{NodeSpecRef, describe, testing::call_spec};
 
 /// Metadata, schema and defaults, and that compute returns (never crashes)
@@ -37,26 +36,8 @@ pub fn check_node_type(spec: NodeSpecRef) -> Vec<Check> {
 
     let defaults: serde_json::Value =
         serde_json::from_str(spec.default_settings().as_str()).unwrap_or(serde_json::Value::Null);
-    let schema_check = match schema::compile(spec.settings_schema().as_str()) {
-        Err(e) => Check::fail("settings-schema", format!("the settings schema {e}")),
-        Ok(_) if !defaults.is_object() => {
-            Check::fail("settings-schema", format!("default settings must be a JSON object, found {defaults}"))
-        }
-        Ok((validator, _)) => {
-            // Defaults may leave required settings out, but what they set must be valid.
-            let wrong: Vec<String> = validator
-                .iter_errors(&defaults)
-                .filter(|e| !matches!(e.kind, jsonschema::error::ValidationErrorKind::Required { .. }))
-                .map(|e| format!("{}: {e}", e.instance_path))
-                .collect();
-            if wrong.is_empty() {
-                Check::pass("settings-schema", "valid schema; the defaults satisfy it")
-            } else {
-                Check::fail("settings-schema", format!("the default settings violate the schema: {}", wrong.join("; ")))
-            }
-        }
-    };
-    checks.push(schema_check);
+    #[cfg(feature = "schema-checks")]
+    checks.push(settings_schema_check(spec, &defaults));
 
     checks.push(match call_spec(spec, &defaults, Vec::new()) {
         None => Check::skip("compute", "no in-process compute function"),
@@ -71,4 +52,28 @@ pub fn check_node_type(spec: NodeSpecRef) -> Vec<Check> {
         Some(Err(e)) => Check::pass("compute", format!("returns an error with default settings and no inputs: {e}")),
     });
     checks
+}
+
+/// The schema is valid JSON Schema and the defaults satisfy it.
+#[cfg(feature = "schema-checks")]
+fn settings_schema_check(spec: NodeSpecRef, defaults: &serde_json::Value) -> Check {
+    match backplane_loader::registry::schema::compile(spec.settings_schema().as_str()) {
+        Err(e) => Check::fail("settings-schema", format!("the settings schema {e}")),
+        Ok(_) if !defaults.is_object() => {
+            Check::fail("settings-schema", format!("default settings must be a JSON object, found {defaults}"))
+        }
+        Ok((validator, _)) => {
+            // Defaults may leave required settings out, but what they set must be valid.
+            let wrong: Vec<String> = validator
+                .iter_errors(defaults)
+                .filter(|e| !matches!(e.kind, jsonschema::error::ValidationErrorKind::Required { .. }))
+                .map(|e| format!("{}: {e}", e.instance_path))
+                .collect();
+            if wrong.is_empty() {
+                Check::pass("settings-schema", "valid schema; the defaults satisfy it")
+            } else {
+                Check::fail("settings-schema", format!("the default settings violate the schema: {}", wrong.join("; ")))
+            }
+        }
+    }
 }

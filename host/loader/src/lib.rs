@@ -24,12 +24,23 @@
 //! 4. `describe`, `host` — what the commands print; the process's plugins
 //! 5. `task_runner` — one task run in this process
 
+//!
+//! Layers 3 to 5 (and `jsonschema`, most of the crate's build) are the
+//! default feature `registry`; without it the crate is layers 1 and 2, what a
+//! plugin's own tests need to load a plugin file (the conformance kit
+//! without its `schema-checks`).
+
+#[cfg(feature = "registry")]
 pub mod describe;
+#[cfg(feature = "registry")]
 mod host;
 pub mod loader;
 mod log_bridge;
 pub use log_bridge::take_last_error;
+#[cfg(feature = "registry")]
 pub mod registry;
+#[cfg(feature = "registry")]
 pub mod task_runner;
 
+#[cfg(feature = "registry")]
 pub use host::{Host, PluginInfo};
