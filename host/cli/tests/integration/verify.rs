@@ -222,6 +222,10 @@ fn a_backend_that_ignores_its_config_schema_fails() {
     let sloppy = checks(&report).into_iter().find(|c| c.0 == "sloppy" && c.1 == "create-invalid").unwrap();
     assert_eq!(sloppy.2, "fail");
     assert!(sloppy.3.contains("which its own schema forbids"), "{sloppy:?}");
+    // `sloppy` also runs nodes with `&|| false` as their cancel flag: it ignores cancellation.
+    let cancel = checks(&report).into_iter().find(|c| c.0 == "sloppy" && c.1 == "cancel-running").unwrap();
+    assert_eq!(cancel.2, "fail");
+    assert_eq!(cancel.3, "a cancelled running task never completed: only 0 of 1 tasks completed within 5s (a hang)");
 }
 
 #[test]
