@@ -132,12 +132,12 @@ pub fn new(args: NewArgs) -> Result<(), Failure> {
     })?;
     fs::create_dir(dir.join("src")).map_err(|e| Failure::Environment(format!("error: {}: {e}", dir.display())))?;
     let lib = match args.kind {
-        Kind::Backend => include_str!("../../templates/backend.rs.tmpl"),
-        Kind::Nodes => include_str!("../../templates/nodes.rs.tmpl"),
+        Kind::Backend => include_str!("templates/backend.rs.tmpl"),
+        Kind::Nodes => include_str!("templates/nodes.rs.tmpl"),
     };
     let files = [
-        ("Cargo.toml", include_str!("../../templates/Cargo.toml.tmpl")),
-        (".gitignore", include_str!("../../templates/gitignore.tmpl")),
+        ("Cargo.toml", include_str!("templates/Cargo.toml.tmpl")),
+        (".gitignore", include_str!("templates/gitignore.tmpl")),
         ("src/lib.rs", lib),
     ];
     for (file, template) in files {
@@ -172,9 +172,9 @@ mod tests {
 
     #[test]
     fn templates_are_filled_everywhere() {
-        let text = fill(include_str!("../../templates/nodes.rs.tmpl"), "acme-nodes", "dep");
+        let text = fill(include_str!("templates/nodes.rs.tmpl"), "acme-nodes", "dep");
         assert!(text.contains("\"acme_nodes.shout\"") && !text.contains("{{"), "{text}");
-        let toml = fill(include_str!("../../templates/Cargo.toml.tmpl"), "acme-nodes", "dep = 1");
+        let toml = fill(include_str!("templates/Cargo.toml.tmpl"), "acme-nodes", "dep = 1");
         assert!(toml.contains("name = \"acme-nodes\"") && toml.contains("\ndep = 1\n"), "{toml}");
     }
 }

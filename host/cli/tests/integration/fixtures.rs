@@ -23,8 +23,15 @@ pub fn dylib(stem: &str) -> PathBuf {
 /// `cargo`, without the variables cargo sets for this test process: build
 /// scripts that track them (ring's) would read them as changed and rebuild
 /// half the tree.
-fn cargo_command() -> std::process::Command {
+pub fn cargo_command() -> std::process::Command {
     let mut command = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    without_test_cargo_env(&mut command);
+    command
+}
+
+/// Removes from `command`'s environment what cargo set for this test process,
+/// for commands that run cargo themselves.
+pub fn without_test_cargo_env(command: &mut std::process::Command) {
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
         let set_for_tests = ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"]
@@ -34,7 +41,6 @@ fn cargo_command() -> std::process::Command {
             command.env_remove(name.as_ref());
         }
     }
-    command
 }
 
 /// Builds the workspace's plugin dylibs (a no-op when they are fresh), so

@@ -10,7 +10,7 @@
 //! the test uses the binary and plugins of this build instead, which is what
 //! that block's `export` lines point at.
 
-use crate::fixtures::{bin_dir, ensure_plugins_built, workspace_root};
+use crate::fixtures::{bin_dir, ensure_plugins_built, without_test_cargo_env, workspace_root};
 use std::{fmt::Write as _, path::Path, process::Command};
 
 /// One fenced block: its language tag, its text and the paragraph before it.
@@ -186,12 +186,7 @@ fn the_plugin_guide_works_as_written() {
     }
     // Everything the plugins need is in the registry cache after the workspace build.
     command.env("CARGO_NET_OFFLINE", "true").env("CARGO_BUILD_JOBS", "2").env_remove("CARGO_TARGET_DIR");
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy().into_owned();
-        if name.starts_with("CARGO_PKG_") || name.starts_with("CARGO_BIN_EXE_") || name.starts_with("CARGO_MANIFEST") {
-            command.env_remove(name);
-        }
-    }
+    without_test_cargo_env(&mut command);
     let output = command.output().unwrap();
     let trace = String::from_utf8_lossy(&output.stderr);
     let tail: String =

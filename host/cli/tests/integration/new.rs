@@ -1,21 +1,14 @@
 //! `backplane new backend|nodes`: the generated crates build outside the
 //! workspace, load, and pass `verify` as generated; bad requests are refused.
 
-use crate::fixtures::{backplane, stderr_of, stdout_of, workspace_root};
+use crate::fixtures::{backplane, cargo_command, stderr_of, stdout_of, workspace_root};
 use serde_json::Value;
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 /// `cargo <args>` in `dir`, offline (everything is in the registry cache
 /// after the workspace build), with `target` as the target directory.
 fn cargo(dir: &Path, target: &Path, args: &[&str]) {
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy().into_owned();
-        if name.starts_with("CARGO_PKG_") || name.starts_with("CARGO_BIN_EXE_") || name.starts_with("CARGO_MANIFEST") {
-            command.env_remove(name);
-        }
-    }
-    let output = command
+    let output = cargo_command()
         .current_dir(dir)
         .args(args)
         .env("CARGO_TARGET_DIR", target)
