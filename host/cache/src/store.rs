@@ -1,0 +1,583 @@
+//! The local tier: a directory any number of processes share without locks.
+//!
+//! ```text
+//! FORMAT                 "backplane-cache 1": a newer format is refused, not misread
+//! entries/<id>.seg       append-only entry segments, one per writing process
+//! cas/<aa>/<blake3>      blobs, named by the BLAKE3 of their bytes
+//! ```
+//!
+//! - **Writers never meet.** Each process appends to a segment of its own,
+//!   created exclusively; blobs are written to a temporary, fsynced, renamed
+//!   into place and their directory fsynced (the atomic-file crate), always
+//!   before the records that name them are appended and fdatasynced. Writes
+//!   are grouped: one fdatasync commits every result that finished meanwhile.
+//! - **Readers never wait.** Opening the store reads the segments (newest
+//!   first, up to [`MAX_SCAN_BYTES`]) into an in-memory index; a record that
+//!   is cut short (a writer killed mid-append, or still appending) ends its
+//!   segment, and one whose checksum fails is never believed.
+//! - **Wrong hits are impossible by construction**: every record carries the
+//!   BLAKE3 of its body, every blob is checked against its name when read. A
+//!   corrupt or missing blob reads as a miss and the rerun writes it again.
+//! - A writer holds an `flock` on its segment while it runs, so `gc` merges
+//!   only segments whose writers are gone.
+
+use crate::{
+    entry::{self, Entry, INLINE_MAX, RecordError, StoredOutput},
+    key::{Digest, Key, hex},
+};
+use std::{
+    collections::{HashMap, HashSet},
+    fs::{self, File, OpenOptions},
+    io::{self, Read, Write},
+    os::fd::AsRawFd,
+    os::unix::fs::{MetadataExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+/// The format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+const FORMAT_PREFIX: &str = "backplane-cache ";
+const SEGMENT_MAGIC: &[u8; 8] = b"BPCSEG\0\x01";
+const SEGMENT_HEADER: usize = 12;
+/// Most segment bytes one open reads into its index; beyond it, older
+/// segments are left out (a warning says to run `backplane cache gc`).
+pub const MAX_SCAN_BYTES: u64 = 1 << 30;
+/// Problems kept for the report; later ones are only counted.
+const MAX_PROBLEMS: usize = 20;
+/// Results committed with one fdatasync, at most.
+const MAX_BATCH: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+    #[error(
+        "the cache at {} has format {found}, newer than this Backplane reads ({FORMAT_VERSION}); use a newer Backplane, or another `[cache] dir`",
+        path.display()
+    )]
+    NewerFormat { path: PathBuf, found: u32 },
+    #[error("{} is not a Backplane cache ({}); point `[cache] dir` elsewhere or remove it", path.display(), reason)]
+    NotACache { path: PathBuf, reason: String },
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io { action, path: path.to_owned(), source }
+}
+
+/// One output of a hit, its bytes read and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HitOutput {
+    pub port: String,
+    pub content_type: String,
+    pub data_hash: Digest,
+    pub data: Vec<u8>,
+    pub extensions: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub run_id: String,
+    pub created: u64,
+    pub outputs: Vec<HitOutput>,
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Hit(Hit),
+    Absent,
+    /// An entry was found but cannot be trusted; the result is recomputed.
+    Corrupt(String),
+}
+
+struct Segment {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+/// An open local tier.
+pub struct LocalStore {
+    root: PathBuf,
+    segments: Vec<Segment>,
+    /// Body range of each key's newest record.
+    index: HashMap<Key, (u32, u32, u32)>,
+    problems: Vec<String>,
+    more_problems: usize,
+    /// Blobs found corrupt or missing: the writer rewrites them.
+    suspect: Arc<Mutex<HashSet<Digest>>>,
+}
+
+/// Paths inside a store.
+pub fn entries_dir(root: &Path) -> PathBuf {
+    root.join("entries")
+}
+pub fn blob_path(root: &Path, hash: &Digest) -> PathBuf {
+    let name = hex(hash);
+    root.join("cas").join(&name[..2]).join(name)
+}
+
+/// Creates `dir` when missing; refuses one that is a link or not a directory.
+fn own_dir(dir: &Path) -> Result<(), StoreError> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) => Err(StoreError::NotACache {
+            path: dir.to_owned(),
+            reason: format!("it is a {}, not a directory", backplane_atomic_file::kind_of(m.file_type())),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => own_dir(dir),
+            Err(e) => Err(io_err("create directory", dir)(e)),
+        },
+        Err(e) => Err(io_err("read", dir)(e)),
+    }
+}
+
+/// Opens `path` for reading without following a link; `None` when it is not
+/// a regular file.
+fn open_regular(path: &Path) -> io::Result<Option<File>> {
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    Ok(file.metadata()?.is_file().then_some(file))
+}
+
+/// Checks or writes `FORMAT`.
+fn check_format(root: &Path) -> Result<(), StoreError> {
+    let path = root.join("FORMAT");
+    let text = match open_regular(&path) {
+        Ok(Some(file)) => {
+            let mut text = String::new();
+            file.take(256).read_to_string(&mut text).map_err(io_err("read", &path))?;
+            text
+        }
+        Ok(None) => {
+            return Err(StoreError::NotACache { path: path.clone(), reason: "FORMAT is not a regular file".into() });
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let text = format!("{FORMAT_PREFIX}{FORMAT_VERSION}\n");
+            backplane_atomic_file::write(&path, text.as_bytes())
+                .map_err(|e| io_err("write", &path)(io::Error::other(e.to_string())))?;
+            return Ok(());
+        }
+        Err(e) => return Err(io_err("read", &path)(e)),
+    };
+    let version = text.trim().strip_prefix(FORMAT_PREFIX).and_then(|v| v.parse::<u32>().ok()).ok_or_else(|| {
+        StoreError::NotACache { path: root.to_owned(), reason: format!("its FORMAT file says {:?}", text.trim()) }
+    })?;
+    match version {
+        FORMAT_VERSION => Ok(()),
+        v if v > FORMAT_VERSION => Err(StoreError::NewerFormat { path: root.to_owned(), found: v }),
+        v => Err(StoreError::NotACache { path: root.to_owned(), reason: format!("format {v} is no longer read") }),
+    }
+}
+
+/// The segment files, newest first (names start with the creation time).
+fn segment_files(root: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let dir = entries_dir(root);
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .map_err(io_err("list", &dir))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    files.sort();
+    files.reverse();
+    Ok(files)
+}
+
+/// What scanning one segment found.
+pub struct ScannedSegment {
+    pub bytes: Vec<u8>,
+    /// Each record's key and body range, in file order.
+    pub records: Vec<(Key, std::ops::Range<usize>)>,
+    /// Why the scan stopped before the end, when it did for a reason other
+    /// than a record cut short at the tail.
+    pub damage: Option<String>,
+    /// Bytes after the last whole record (a writer killed mid-append, or
+    /// one still writing).
+    pub torn_tail: usize,
+}
+
+/// Reads and checks one segment.
+pub fn scan_segment(path: &Path) -> Result<ScannedSegment, String> {
+    let mut file = match open_regular(path) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Err("not a regular file".into()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    if bytes.len() < SEGMENT_HEADER || &bytes[..8] != SEGMENT_MAGIC {
+        // A writer killed before its header was durable leaves an empty file.
+        if bytes.is_empty() {
+            return Ok(ScannedSegment { bytes, records: Vec::new(), damage: None, torn_tail: 0 });
+        }
+        return Err("not a cache segment (bad header)".into());
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != FORMAT_VERSION {
+        return Err(format!("segment format {version}, this Backplane reads {FORMAT_VERSION}"));
+    }
+    let mut at = SEGMENT_HEADER;
+    let mut records = Vec::new();
+    let mut damage = None;
+    let mut torn_tail = 0;
+    while at < bytes.len() {
+        match entry::split_record(&bytes[at..]) {
+            Ok((key, body, total)) => {
+                records.push((key, at + body.start..at + body.end));
+                at += total;
+            }
+            Err(RecordError::Truncated) => {
+                torn_tail = bytes.len() - at;
+                break;
+            }
+            Err(e) => {
+                damage = Some(format!("{e} at byte {at}; the {} bytes after it are ignored", bytes.len() - at));
+                break;
+            }
+        }
+    }
+    Ok(ScannedSegment { bytes, records, damage, torn_tail })
+}
+
+impl LocalStore {
+    /// Opens (creating when missing) the store at `root` and reads its index.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        fs::create_dir_all(root).map_err(io_err("create directory", root))?;
+        check_format(root)?;
+        for dir in ["entries", "cas"] {
+            own_dir(&root.join(dir))?;
+        }
+        let mut store = LocalStore {
+            root: root.to_owned(),
+            segments: Vec::new(),
+            index: HashMap::new(),
+            problems: Vec::new(),
+            more_problems: 0,
+            suspect: Arc::default(),
+        };
+        let mut scanned_bytes = 0u64;
+        for path in segment_files(root)? {
+            if scanned_bytes > MAX_SCAN_BYTES {
+                store.problem(format!(
+                    "the cache's entries exceed {} MiB; older segments were not read (run `backplane cache gc`)",
+                    MAX_SCAN_BYTES >> 20
+                ));
+                break;
+            }
+            let scanned = match scan_segment(&path) {
+                Ok(s) => s,
+                Err(e) => {
+                    store.problem(format!("cache segment {} is skipped: {e}", path.display()));
+                    continue;
+                }
+            };
+            if let Some(damage) = &scanned.damage {
+                store.problem(format!("cache segment {} is damaged: {damage}", path.display()));
+            }
+            scanned_bytes += scanned.bytes.len() as u64;
+            let segment = store.segments.len() as u32;
+            for (key, body) in scanned.records.iter().rev() {
+                // Newest first: a key seen already has a newer record.
+                store.index.entry(*key).or_insert((segment, body.start as u32, body.end as u32));
+            }
+            store.segments.push(Segment { path, bytes: scanned.bytes });
+        }
+        Ok(store)
+    }
+
+    fn problem(&mut self, message: String) {
+        tracing::warn!("{message}");
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(message);
+        } else {
+            self.more_problems += 1;
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Problems found while opening (damaged or unreadable segments).
+    pub fn problems(&self) -> (&[String], usize) {
+        (&self.problems, self.more_problems)
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The entry for `key`, its blobs read and checked.
+    pub fn get(&self, key: &Key) -> Lookup {
+        let Some(&(segment, start, end)) = self.index.get(key) else { return Lookup::Absent };
+        let segment = &self.segments[segment as usize];
+        let entry = match entry::decode_body(&segment.bytes[start as usize..end as usize]) {
+            Ok(e) => e,
+            Err(e) => return Lookup::Corrupt(format!("entry in {}: {e}", segment.path.display())),
+        };
+        let mut outputs = Vec::with_capacity(entry.outputs.len());
+        for o in entry.outputs {
+            let data = match o.inline {
+                Some(data) => data,
+                None => match self.read_blob(&o.data_hash, o.size) {
+                    Ok(data) => data,
+                    Err(problem) => {
+                        self.suspect.lock().unwrap_or_else(|e| e.into_inner()).insert(o.data_hash);
+                        return Lookup::Corrupt(problem);
+                    }
+                },
+            };
+            outputs.push(HitOutput {
+                port: o.port,
+                content_type: o.content_type,
+                data_hash: o.data_hash,
+                data,
+                extensions: o.extensions,
+            });
+        }
+        Lookup::Hit(Hit { run_id: entry.run_id, created: entry.created, outputs })
+    }
+
+    fn read_blob(&self, hash: &Digest, size: u64) -> Result<Vec<u8>, String> {
+        read_blob(&self.root, hash, size)
+    }
+
+    /// A writer for results of run `run_id`, on a thread of its own.
+    pub fn writer(&self, run_id: &str) -> Writer {
+        Writer::start(self.root.clone(), run_id.to_owned(), self.suspect.clone())
+    }
+}
+
+/// Reads blob `hash` and checks its size and hash.
+pub fn read_blob(root: &Path, hash: &Digest, size: u64) -> Result<Vec<u8>, String> {
+    let path = blob_path(root, hash);
+    let file = match open_regular(&path) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Err(format!("blob {} is not a regular file", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(format!("blob {} is missing", path.display())),
+        Err(e) => return Err(format!("cannot read blob {}: {e}", path.display())),
+    };
+    let mut data = Vec::with_capacity(size.min(1 << 30) as usize);
+    file.take(size + 1).read_to_end(&mut data).map_err(|e| format!("cannot read blob {}: {e}", path.display()))?;
+    if data.len() as u64 != size || blake3::hash(&data).as_bytes() != hash {
+        return Err(format!("blob {} does not match its name (corrupt)", path.display()));
+    }
+    Ok(data)
+}
+
+/// One output to store.
+pub struct OutputToStore {
+    pub port: String,
+    pub content_type: String,
+    pub data_hash: Digest,
+    pub data: Vec<u8>,
+    pub extensions: Vec<(String, String)>,
+}
+
+struct Job {
+    key: Key,
+    node_type: String,
+    outputs: Vec<OutputToStore>,
+}
+
+/// What a writer did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Results made durable.
+    pub committed: usize,
+    /// Results not stored because writing failed.
+    pub dropped: usize,
+    /// The first write error, which stopped storing.
+    pub error: Option<String>,
+}
+
+/// Stores results in the background: blobs first, then their records, one
+/// fdatasync per batch.
+pub struct Writer {
+    jobs: Option<crossbeam_channel::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<WriteReport>>,
+}
+
+impl Writer {
+    fn start(root: PathBuf, run_id: String, suspect: Arc<Mutex<HashSet<Digest>>>) -> Self {
+        let (jobs, receiver) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("backplane-cache-writer".into())
+            .spawn(move || write_loop(&root, &run_id, &suspect, &receiver))
+            .expect("spawn the cache writer thread");
+        Writer { jobs: Some(jobs), thread: Some(thread) }
+    }
+
+    /// Queues a result; never blocks.
+    pub fn put(&self, key: Key, node_type: &str, outputs: Vec<OutputToStore>) {
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(Job { key, node_type: node_type.to_owned(), outputs });
+        }
+    }
+
+    /// Commits what is queued and stops.
+    pub fn finish(mut self) -> WriteReport {
+        self.jobs = None;
+        self.thread
+            .take()
+            .map(|t| {
+                t.join().unwrap_or_else(|_| WriteReport {
+                    error: Some("the cache writer panicked".into()),
+                    ..WriteReport::default()
+                })
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A name no other writer has: creation time (so names sort by age), pid, random.
+fn segment_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(now.as_nanos());
+    format!("{:013}-{}-{:016x}.seg", now.as_millis(), std::process::id(), h.finish())
+}
+
+/// The open segment of one writer.
+struct SegmentWriter {
+    file: File,
+    path: PathBuf,
+}
+
+impl SegmentWriter {
+    fn create(root: &Path) -> io::Result<Self> {
+        let dir = entries_dir(root);
+        let path = dir.join(segment_name());
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)?;
+        // SAFETY: flock on a descriptor we own; released when it closes.
+        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        let mut header = SEGMENT_MAGIC.to_vec();
+        header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        file.write_all(&header)?;
+        file.sync_data()?;
+        File::open(&dir)?.sync_all()?;
+        Ok(SegmentWriter { file, path })
+    }
+}
+
+fn write_loop(
+    root: &Path,
+    run_id: &str,
+    suspect: &Mutex<HashSet<Digest>>,
+    jobs: &crossbeam_channel::Receiver<Job>,
+) -> WriteReport {
+    let mut report = WriteReport::default();
+    let mut segment: Option<SegmentWriter> = None;
+    let mut written_blobs: HashSet<Digest> = HashSet::new();
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if report.error.is_some() {
+            report.dropped += batch.len();
+            continue;
+        }
+        match commit(root, run_id, suspect, &mut segment, &mut written_blobs, batch) {
+            Ok(n) => report.committed += n,
+            Err((n, e)) => {
+                tracing::warn!("cannot store results in the cache at {}: {e}; this run stores no more", root.display());
+                report.dropped += n;
+                report.error = Some(e);
+            }
+        }
+    }
+    report
+}
+
+/// Makes one batch durable; on failure, how many were lost and why.
+fn commit(
+    root: &Path,
+    run_id: &str,
+    suspect: &Mutex<HashSet<Digest>>,
+    segment: &mut Option<SegmentWriter>,
+    written_blobs: &mut HashSet<Digest>,
+    batch: Vec<Job>,
+) -> Result<usize, (usize, String)> {
+    let count = batch.len();
+    let created = now_secs();
+    let mut records = Vec::new();
+    for job in batch {
+        let mut outputs = Vec::with_capacity(job.outputs.len());
+        for o in job.outputs {
+            let inline = o.data.len() <= INLINE_MAX;
+            if !inline {
+                write_blob(root, &o.data_hash, &o.data, suspect, written_blobs).map_err(|e| (count, e))?;
+            }
+            outputs.push(StoredOutput {
+                port: o.port,
+                content_type: o.content_type,
+                data_hash: o.data_hash,
+                size: o.data.len() as u64,
+                inline: inline.then_some(o.data),
+                extensions: o.extensions,
+            });
+        }
+        let entry = Entry { run_id: run_id.to_owned(), created, node_type: job.node_type, outputs };
+        records.extend_from_slice(&entry::encode_record(&job.key, &entry));
+    }
+    if segment.is_none() {
+        *segment = Some(SegmentWriter::create(root).map_err(|e| (count, format!("create a segment: {e}")))?);
+    }
+    let s = segment.as_mut().expect("created above");
+    s.file.write_all(&records).map_err(|e| (count, format!("append to {}: {e}", s.path.display())))?;
+    s.file.sync_data().map_err(|e| (count, format!("sync {}: {e}", s.path.display())))?;
+    Ok(count)
+}
+
+/// Writes a blob unless a sound one is there already.
+fn write_blob(
+    root: &Path,
+    hash: &Digest,
+    data: &[u8],
+    suspect: &Mutex<HashSet<Digest>>,
+    written: &mut HashSet<Digest>,
+) -> Result<(), String> {
+    if written.contains(hash) {
+        return Ok(());
+    }
+    let path = blob_path(root, hash);
+    let known_bad = suspect.lock().unwrap_or_else(|e| e.into_inner()).remove(hash);
+    let present = !known_bad && fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.size() == data.len() as u64);
+    if !present {
+        backplane_atomic_file::write(&path, data).map_err(|e| e.to_string())?;
+    }
+    written.insert(*hash);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
