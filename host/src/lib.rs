@@ -24,6 +24,7 @@
 //! 4. `layers` — policies around one instance
 //! 5. `engine`, `output` — running a plan and writing what it produced
 
+pub mod cache;
 pub mod config;
 pub mod diagnostic;
 pub mod engine;
@@ -33,6 +34,7 @@ pub mod output_targets;
 pub mod plan;
 pub mod policy;
 pub mod report;
+pub mod runs;
 mod spanned_toml;
 pub mod workflow;
 

@@ -51,6 +51,34 @@ pub struct Reroute {
     pub(crate) to_index: usize,
 }
 
+/// Where a node ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeStatus {
+    Succeeded,
+    Failed,
+    /// Stopped after another node failed, or by an interrupt.
+    Cancelled,
+    /// Not run because a node it depends on failed (policy `continue`).
+    Skipped,
+    NotStarted,
+    /// Still running when the cancellation grace period ended.
+    Abandoned,
+}
+
+impl NodeStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeStatus::Succeeded => "succeeded",
+            NodeStatus::Failed => "failed",
+            NodeStatus::Cancelled => "cancelled",
+            NodeStatus::Skipped => "skipped",
+            NodeStatus::NotStarted => "not-started",
+            NodeStatus::Abandoned => "abandoned",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeFailure {
     pub node: String,
@@ -72,6 +100,10 @@ pub struct RunReport {
     pub workflow: String,
     pub nodes: usize,
     pub succeeded: usize,
+    /// Succeeded from the cache, without running.
+    pub cached: usize,
+    /// Ran on a backend (at least one attempt).
+    pub executed: usize,
     pub failed: usize,
     /// Cancelled after another node failed.
     pub cancelled: usize,

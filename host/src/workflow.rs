@@ -17,6 +17,7 @@
 //! labels = { team = "nlp" }
 //! resources = { cpus = 1, memory = "512MiB", gpus = 0, custom = { licence = 1 } }
 //! timeout_secs = 30
+//! cache = false                        # optional: override the type's `deterministic`
 //!
 //! [[output]]
 //! from = "count.counts"
@@ -71,6 +72,8 @@ pub struct NodeDecl {
     pub timeout_ms: u64,
     /// `retry = { ... }`: overrides the config's `[policy.retry]`.
     pub retry: Option<crate::policy::RetryOverride>,
+    /// `cache = true|false`: overrides the node type's `deterministic`.
+    pub cache: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +134,7 @@ pub fn read_source(path: &Path, max_bytes: u64) -> Result<SourceFile, WorkflowEr
 const MAX_TIMEOUT_SECS: f64 = 31_536_000.0;
 
 const NODE_KEYS: &[&str] =
-    &["id", "type", "settings", "inputs", "backend", "labels", "resources", "timeout_secs", "retry"];
+    &["id", "type", "settings", "inputs", "backend", "labels", "resources", "timeout_secs", "retry", "cache"];
 
 /// Longest label key or value, and custom resource name.
 const MAX_LABEL_LEN: usize = 128;
@@ -356,6 +359,7 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDec
     };
     let retry =
         view.table(r, "retry", format!("the retry policy of {}", view.what)).map(|t| crate::policy::parse_retry(r, t));
+    let cache = view.boolean(r, "cache").map(Spanned::into_inner);
     let span = view.span.clone();
     view.finish(r, NODE_KEYS);
     Some(NodeDecl {
@@ -372,6 +376,7 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDec
         resources_span,
         timeout_ms,
         retry,
+        cache,
     })
 }
 

@@ -56,7 +56,7 @@ pub use node::{
     CheckContext, ComputeContext, ComputeContext_TO, ComputeFn, ComputeRequest, Inputs, NoSettings, NodeError,
     NodeSpec, NodeSpecRef, NodeType, PortSpec, SettingsCheckFn, SettingsProblem, TaskContext, node_spec,
 };
-pub use payload::Payload;
+pub use payload::{FILE_MANIFEST, FileOp, Payload};
 pub use resources::{
     Capabilities, CapabilityFlags, Health, HealthStatus, Isolation, Requirements, Resources, parse_size,
 };
@@ -65,6 +65,7 @@ pub use resources::{
 pub mod prelude {
     pub use crate::abi_stable::std_types::{RBox, RResult, RStr, RString, RVec, Tuple2};
     pub use crate::node::Context;
+    pub use crate::payload::{FILE_MANIFEST, FileOp};
     pub use crate::{
         BackendPlugin, Capabilities, CapabilityFlags, CheckContext, CompletionSinkBox, Health, Inputs, Isolation,
         NoSettings, NodeError, NodeTask, NodeType, Payload, PluginError, PluginError_NE, PortSpec, Requirements,

@@ -28,6 +28,19 @@ pub struct Payload {
 pub const TEXT: &str = "text/plain; charset=utf-8";
 pub const OCTETS: &str = "application/octet-stream";
 pub const JSON: &str = "application/json";
+/// A file manifest: one line per file a node read or wrote,
+/// `read|wrote<TAB>BLAKE3 hex<TAB>bytes<TAB>absolute path`. The host records
+/// the files of any output with this content type in the run's provenance
+/// (whatever backend ran the node), so `backplane provenance` can trace an
+/// output back to the files it was made from and say whether they changed.
+pub const FILE_MANIFEST: &str = "text/vnd.backplane.file-manifest; charset=utf-8";
+
+/// Whether a [`FILE_MANIFEST`] line says the file was read or written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileOp {
+    Read,
+    Wrote,
+}
 
 impl Payload {
     pub fn bytes(port: &str, content_type: &str, data: Vec<u8>) -> Self {
@@ -36,6 +49,23 @@ impl Payload {
 
     pub fn text(port: &str, text: String) -> Self {
         Self::bytes(port, TEXT, text.into_bytes())
+    }
+
+    /// A [`FILE_MANIFEST`] payload of `(op, path, BLAKE3 hex of the file's
+    /// bytes, their length)`.
+    pub fn file_manifest<'a>(
+        port: &str,
+        files: impl IntoIterator<Item = (FileOp, &'a std::path::Path, &'a str, u64)>,
+    ) -> Self {
+        let mut text = String::new();
+        for (op, path, hash, bytes) in files {
+            let op = match op {
+                FileOp::Read => "read",
+                FileOp::Wrote => "wrote",
+            };
+            text.push_str(&format!("{op}\t{hash}\t{bytes}\t{}\n", path.display()));
+        }
+        Self::bytes(port, FILE_MANIFEST, text.into_bytes())
     }
 
     /// The data as UTF-8 text.

@@ -46,8 +46,9 @@ pub struct KeyComponents<'a> {
     pub node_version: &'a str,
     /// Canonical JSON: sorted keys, defaults merged in, no spaces.
     pub settings: &'a str,
-    /// One per input slot, in the node's port order.
-    pub inputs: &'a [ContentHash],
+    /// Each input's port and content: ordered by port name, and within a
+    /// port that takes a list, in list order (the order the node sees).
+    pub inputs: &'a [(&'a str, ContentHash)],
     pub salt: &'a str,
 }
 
@@ -59,8 +60,9 @@ impl KeyComponents<'_> {
         field(&mut h, b's', self.settings.as_bytes());
         h.update(&[b'i']);
         h.update(&(self.inputs.len() as u64).to_le_bytes());
-        for input in self.inputs {
-            h.update(&input.0);
+        for (port, content) in self.inputs {
+            field(&mut h, b'p', port.as_bytes());
+            h.update(&content.0);
         }
         field(&mut h, b'x', self.salt.as_bytes());
         Key(*h.finalize().as_bytes())
@@ -131,7 +133,7 @@ impl fmt::Debug for ContentHash {
 mod tests {
     use super::*;
 
-    fn components<'a>(settings: &'a str, inputs: &'a [ContentHash]) -> KeyComponents<'a> {
+    fn components<'a>(settings: &'a str, inputs: &'a [(&'a str, ContentHash)]) -> KeyComponents<'a> {
         KeyComponents { node_type: "std.tokenize", node_version: "1.0.0", settings, inputs, salt: "" }
     }
 
@@ -148,14 +150,16 @@ mod tests {
     fn every_component_counts_and_input_order_matters() {
         let a = ContentHash::of_bytes("text/plain", b"a");
         let b = ContentHash::of_bytes("text/plain", b"b");
-        let key = components("{}", &[a, b]).key();
-        assert_eq!(key, components("{}", &[a, b]).key(), "the same components give the same key");
-        assert_ne!(key, components("{}", &[b, a]).key());
-        assert_ne!(key, components("{}", &[a]).key());
-        assert_ne!(key, components("{\"x\":1}", &[a, b]).key());
-        assert_ne!(key, KeyComponents { node_version: "1.0.1", ..components("{}", &[a, b]) }.key());
-        assert_ne!(key, KeyComponents { node_type: "std.tokenise", ..components("{}", &[a, b]) }.key());
-        assert_ne!(key, KeyComponents { salt: "2", ..components("{}", &[a, b]) }.key());
+        let ab = [("x", a), ("y", b)];
+        let key = components("{}", &ab).key();
+        assert_eq!(key, components("{}", &ab).key(), "the same components give the same key");
+        assert_ne!(key, components("{}", &[("x", b), ("y", a)]).key());
+        assert_ne!(key, components("{}", &[("x", a), ("x", b)]).key(), "the port an input reaches counts");
+        assert_ne!(key, components("{}", &[("x", a)]).key());
+        assert_ne!(key, components("{\"x\":1}", &ab).key());
+        assert_ne!(key, KeyComponents { node_version: "1.0.1", ..components("{}", &ab) }.key());
+        assert_ne!(key, KeyComponents { node_type: "std.tokenise", ..components("{}", &ab) }.key());
+        assert_ne!(key, KeyComponents { salt: "2", ..components("{}", &ab) }.key());
     }
 
     #[test]

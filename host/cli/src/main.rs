@@ -40,7 +40,7 @@ pub struct GlobalArgs {
     pub max_file_size: u64,
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, String> {
     backplane_host::workflow::parse_memory(text)
         .ok_or_else(|| format!("`{text}` is not a size (e.g. 1048576 or 64MiB)"))
 }
@@ -65,6 +65,12 @@ enum Command {
     Worker(Box<cli::worker::WorkerArgs>),
     /// Measure engine throughput and latency on this machine.
     Bench(cli::bench::BenchArgs),
+    /// List past runs (from `.backplane/runs`).
+    Runs(cli::history::RunsArgs),
+    /// Trace an output file back to the files it was made from.
+    Provenance(cli::history::ProvenanceArgs),
+    /// Inspect and tidy the result cache.
+    Cache(cli::cache::CacheArgs),
     /// Create a plugin crate (a backend, or node types) that builds and passes `verify` as generated.
     New(cli::new::NewArgs),
     /// Run one task read from stdin, write its result to stdout (used by
@@ -140,6 +146,9 @@ fn main() -> ExitCode {
         Command::Verify(args) => cli::verify::verify(&cli.global, args),
         Command::Bench(args) => cli::bench::bench(&cli.global, args),
         Command::New(args) => cli::new::new(args),
+        Command::Runs(args) => cli::history::list(&cli.global, args),
+        Command::Provenance(args) => cli::history::provenance(&cli.global, args),
+        Command::Cache(args) => cli::cache::cache(&cli.global, args),
         Command::Worker(args) => cli::worker::worker(&cli.global, *args),
         Command::RunTask => cli::task::run_task(&cli.global),
     };

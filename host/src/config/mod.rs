@@ -81,6 +81,8 @@ pub struct Config {
     /// Relative output and `std.write_file` paths may leave the workflow's
     /// directory with `..` (absolute paths always may).
     pub allow_outside_workflow_dir: bool,
+    /// `[cache]`: the result cache.
+    pub cache: crate::cache::CacheConfig,
     /// Problems found while reading, reported together with the ones
     /// [`Config::instantiate`] finds (so a user sees them all at once).
     deferred: Vec<Diagnostic>,
@@ -205,6 +207,9 @@ impl Config {
         if let Some(policy) = top.table(&mut r, "policy", "[policy]") {
             config.policy = crate::policy::parse_policy(&mut r, policy);
         }
+        if let Some(cache) = top.table(&mut r, "cache", "[cache]") {
+            config.cache = crate::cache::parse(&mut r, cache, &base);
+        }
         if let Some(rules) = top.array(&mut r, "route") {
             for (i, item) in rules.iter().enumerate() {
                 match item.get_ref() {
@@ -220,7 +225,7 @@ impl Config {
         }
         top.finish(
             &mut r,
-            &["plugin_dirs", "default_backend", "allow_outside_workflow_dir", "backends", "route", "policy"],
+            &["plugin_dirs", "default_backend", "allow_outside_workflow_dir", "backends", "route", "policy", "cache"],
         );
 
         // Without [backends.*] tables the only instance is the implicit `local`.

@@ -5,7 +5,8 @@
 //! engine asks for that only when every consumer of the node runs on the
 //! same instance: a reference means nothing elsewhere, and workflow outputs
 //! need bytes. The request travels in a task extension, so it needs no
-//! change to the ABI.
+//! change to the ABI. With a cache, a node whose result is stored, or whose
+//! consumer's key is made of it, always gets bytes back.
 
 use super::run::Run;
 use crate::plan::Target;
@@ -25,7 +26,7 @@ impl Run<'_> {
     /// The by-reference request for `node`'s next task on `backend`, when
     /// the backend keeps outputs and all the node's consumers run there too.
     pub(super) fn by_reference_request(&self, node: usize, backend: usize) -> Option<Tuple2<RString, RString>> {
-        if !self.by_reference[backend] {
+        if !self.by_reference[backend] || self.needs_bytes(node) {
             return None;
         }
         let planned = &self.plan.nodes[node];

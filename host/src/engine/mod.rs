@@ -26,11 +26,14 @@
 //!   instance (pinned nodes fail instead).
 
 mod by_reference;
+mod cache;
+pub mod ledger;
 mod outcome;
 mod run;
 
 pub use crate::policy::{BreakerPolicy, FailurePolicy, RetryPolicy, RunPolicy, TimeoutPolicy};
-pub use crate::report::{BackendSummary, BreakerEvent, NodeFailure, Reroute, RunReport};
+pub use crate::report::{BackendSummary, BreakerEvent, NodeFailure, NodeStatus, Reroute, RunReport};
+pub use ledger::{CacheStatus, NodeLedger};
 
 use crate::{config::Config, layers::Completion, plan::Plan};
 use backplane_plugin_api::Payload;
@@ -59,6 +62,10 @@ pub struct RunOptions {
     /// Becomes `true` when the run must stop (Ctrl-C, SIGTERM).
     pub interrupt: Option<watch::Receiver<bool>>,
     pub progress: Option<ProgressFn>,
+    /// Looked up before cacheable nodes run; their results are stored.
+    pub cache: Option<Arc<crate::cache::ResultCache>>,
+    /// Keep a [`NodeLedger`] (digests, timings) for the run record, even without a cache.
+    pub record_nodes: bool,
 }
 
 impl RunOptions {
@@ -69,14 +76,27 @@ impl RunOptions {
     }
 
     pub fn from_policy(policy: RunPolicy) -> Self {
-        Self { policy, interrupt: None, progress: None }
+        Self { policy, ..Self::default() }
     }
 }
 
-/// The run's result: the report and the workflow outputs (by output index).
+/// The run's result: the report, the workflow outputs (by output index) and
+/// what happened to each node.
 pub struct RunOutcome {
     pub report: RunReport,
     pub outputs: Vec<Option<Payload>>,
+    pub nodes: NodeOutcomes,
+}
+
+/// Each node's end state, by node index.
+pub struct NodeOutcomes {
+    pub status: Vec<NodeStatus>,
+    /// Attempts made (0: none, e.g. a cache hit).
+    pub attempts: Vec<u8>,
+    /// The instance the last attempt ran on (the planned one when none ran).
+    pub instance: Vec<u32>,
+    /// With a cache or [`RunOptions::record_nodes`].
+    pub ledger: Option<NodeLedger>,
 }
 
 /// Runs the plan to completion or first failure.

@@ -1,10 +1,11 @@
 //! The report of a finished run.
 
 use super::{
-    RunOutcome,
+    NodeOutcomes, RunOutcome,
+    ledger::CacheStatus,
     run::{Run, State, Stop},
 };
-use crate::report::{BackendSummary, RunReport};
+use crate::report::{BackendSummary, NodeStatus, RunReport};
 use std::time::Duration;
 
 impl Run<'_> {
@@ -39,10 +40,14 @@ impl Run<'_> {
                 },
             })
             .collect();
+        let cached =
+            self.ledger.as_ref().map_or(0, |l| l.cache.iter().filter(|c| matches!(c, CacheStatus::Hit { .. })).count());
         let report = RunReport {
             workflow: self.plan.name.clone(),
             nodes: self.plan.nodes.len(),
             succeeded: self.succeeded,
+            cached,
+            executed: self.attempt.iter().filter(|&&a| a > 0).count(),
             failed: count(State::Failed),
             cancelled: count(State::Cancelled),
             not_started: count(State::Waiting),
@@ -58,6 +63,19 @@ impl Run<'_> {
             failure: self.failures.first().cloned(),
             failures: self.failures,
         };
-        RunOutcome { report, outputs: self.outputs }
+        let status = self
+            .state
+            .iter()
+            .map(|s| match s {
+                State::Waiting => NodeStatus::NotStarted,
+                State::Running => NodeStatus::Abandoned,
+                State::Succeeded => NodeStatus::Succeeded,
+                State::Failed => NodeStatus::Failed,
+                State::Cancelled => NodeStatus::Cancelled,
+                State::Skipped => NodeStatus::Skipped,
+            })
+            .collect();
+        let nodes = NodeOutcomes { status, attempts: self.attempt, instance: self.assigned, ledger: self.ledger };
+        RunOutcome { report, outputs: self.outputs, nodes }
     }
 }

@@ -61,7 +61,11 @@ macro_rules! layer_cx {
 
 pub(super) struct Run<'p> {
     pub(super) plan: &'p Plan,
-    options: &'p RunOptions,
+    pub(super) options: &'p RunOptions,
+    /// Per-node details beyond the state, when kept.
+    pub(super) ledger: Option<super::NodeLedger>,
+    /// Cacheable nodes that are ready, waiting to be looked up.
+    pub(super) lookups: VecDeque<u32>,
     /// Task id of node 0's attempt 0; see [`Run::task_id`].
     first_task_id: u64,
     /// Current attempt of each node (0 before the first).
@@ -112,9 +116,12 @@ impl<'p> Run<'p> {
         started: Instant,
     ) -> Self {
         let backends = plan.instances.len();
+        let keep_ledger = options.record_nodes || options.cache.is_some();
         let mut run = Run {
             plan,
             options,
+            ledger: keep_ledger.then(|| super::NodeLedger::new(plan.nodes.len())),
+            lookups: VecDeque::new(),
             first_task_id: NEXT_TASK_ID.fetch_add((plan.nodes.len() as u64 + 1) * IDS_PER_NODE, Ordering::Relaxed),
             attempt: vec![0; plan.nodes.len()],
             retained: HashMap::new(),
@@ -147,6 +154,12 @@ impl<'p> Run<'p> {
             succeeded: 0,
             channel,
         };
+        if run.ledger.is_some() {
+            for node in 0..plan.nodes.len() {
+                let status = run.initial_cache_status(node);
+                run.ledger.as_mut().expect("kept above").cache[node] = status;
+            }
+        }
         for (i, node) in plan.nodes.iter().enumerate() {
             if node.inputs.is_empty() {
                 run.make_ready(i as u32);
@@ -208,8 +221,12 @@ impl<'p> Run<'p> {
     }
 
     /// Queues a node on its instance, or on another one when that is down.
-    fn make_ready(&mut self, node: u32) {
+    pub(super) fn make_ready(&mut self, node: u32) {
         if self.state[node as usize] == State::Skipped {
+            return;
+        }
+        if self.awaits_lookup(node as usize) {
+            self.lookups.push_back(node);
             return;
         }
         let backend = self.assigned[node as usize] as usize;
@@ -296,6 +313,7 @@ impl<'p> Run<'p> {
         if self.stop.is_some() {
             return;
         }
+        self.look_up_ready();
         for backend in 0..self.ready.len() {
             while let Some(&node) = self.ready[backend].front() {
                 let request = self.request(node);
@@ -391,6 +409,9 @@ impl<'p> Run<'p> {
                 .collect(),
         };
         self.state[node as usize] = State::Running;
+        if let Some(ledger) = &mut self.ledger {
+            ledger.submitted[node as usize] = now.saturating_duration_since(self.started).as_secs_f64();
+        }
         self.in_flight_total += 1;
         self.first_submit[backend].get_or_insert(now);
         self.per_backend_attempts[backend] += 1;
@@ -414,6 +435,9 @@ impl<'p> Run<'p> {
         if let Ok(outputs) = &completion.result {
             self.received_bytes[backend] += outputs.iter().map(|p| p.data.len() as u64).sum::<u64>();
         }
+        if let Some(ledger) = &mut self.ledger {
+            ledger.finished[node] = now.saturating_duration_since(self.started).as_secs_f64();
+        }
         let mut cx = layer_cx!(self, backend, now);
         self.stacks[backend].completed(&mut completion, &mut cx);
         if cx.health_changed {
@@ -422,14 +446,21 @@ impl<'p> Run<'p> {
         match completion.result {
             // While the run is being cancelled, a node that still finishes feeds
             // no other node, but its workflow outputs are kept.
-            Ok(outputs) => match self.deliver(node, outputs, self.stop.is_none()) {
-                Ok(()) => {
-                    self.state[node] = State::Succeeded;
-                    self.succeeded += 1;
-                    self.retained.remove(&(node as u32));
+            Ok(outputs) => {
+                self.record_outputs(node, &outputs);
+                let to_store = self.result_to_store(node, &outputs);
+                match self.deliver(node, outputs, self.stop.is_none()) {
+                    Ok(()) => {
+                        self.state[node] = State::Succeeded;
+                        self.succeeded += 1;
+                        self.retained.remove(&(node as u32));
+                        if let (Some(cache), Some((key, node_type, outputs))) = (&self.options.cache, to_store) {
+                            cache.store(key, node_type, outputs);
+                        }
+                    }
+                    Err(message) => self.fail(node, FailureKind::NodeFailed, message),
                 }
-                Err(message) => self.fail(node, FailureKind::NodeFailed, message),
-            },
+            }
             Err(error) => {
                 let kind = FailureKind::of(&error);
                 match self.stop {
@@ -489,7 +520,7 @@ impl<'p> Run<'p> {
     /// Moves a node's outputs into its consumers' input slots (or, with
     /// `to_nodes` false, only into workflow outputs). Checks every needed port
     /// first, so a node's outputs are delivered all or not at all.
-    fn deliver(&mut self, node: usize, outputs: RVec<Payload>, to_nodes: bool) -> Result<(), String> {
+    pub(super) fn deliver(&mut self, node: usize, outputs: RVec<Payload>, to_nodes: bool) -> Result<(), String> {
         let mut outputs = outputs.into_vec();
         let consumers = &self.plan.nodes[node].consumers;
         let wanted = |c: &&crate::plan::Consumer| to_nodes || matches!(c.target, Target::Output(_));

@@ -84,6 +84,8 @@ pub fn build(
                         outputs: entry.outputs(),
                         compute: entry.spec.compute(),
                         requirements: entry.spec.requirements(),
+                        deterministic: entry.spec.deterministic(),
+                        plugin: entry.origin.plugin.clone(),
                     });
                     types.len() as u32 - 1
                 });
@@ -103,6 +105,7 @@ pub fn build(
                         // The node's own retry policy, else its route rule's.
                         retry: node.retry.or_else(|| decision.rule.and_then(|r| rules[r].retry)),
                         placement: placement(entry.spec.requirements(), decision.rule.map(|r| &rules[r].require), node),
+                        cache: node.cache,
                     }
                     .boxed(),
                 });

@@ -57,6 +57,10 @@ pub struct PlannedType {
     pub outputs: &'static [backplane_plugin_api::PortSpec],
     pub compute: ROption<ComputeFn>,
     pub requirements: &'static Requirements,
+    /// Same settings and inputs, same outputs: results may be cached.
+    pub deterministic: bool,
+    /// The plugin it came from.
+    pub plugin: String,
 }
 
 /// `PlannedNode::rule` of a node no route rule matched.
@@ -115,12 +119,15 @@ pub struct NodeExtras {
     /// The [`Placement`](backplane_plugin_api::extensions::Placement) task
     /// extension, for a node that requires tags or has labels.
     pub placement: Option<Tuple2<RString, RString>>,
+    /// The workflow's `cache = true|false`, overriding the type's `deterministic`.
+    pub cache: Option<bool>,
 }
 
 impl NodeExtras {
     /// `None` when there is nothing to keep.
     pub fn boxed(self) -> Option<Box<Self>> {
-        let empty = self.resources.is_empty() && self.retry.is_none() && self.placement.is_none();
+        let empty =
+            self.resources.is_empty() && self.retry.is_none() && self.placement.is_none() && self.cache.is_none();
         (!empty).then(|| Box::new(self))
     }
 }
@@ -134,6 +141,9 @@ impl PlannedNode {
     }
     pub fn placement(&self) -> Option<&Tuple2<RString, RString>> {
         self.extras.as_ref().and_then(|e| e.placement.as_ref())
+    }
+    pub fn cache_override(&self) -> Option<bool> {
+        self.extras.as_ref().and_then(|e| e.cache)
     }
 }
 
@@ -180,6 +190,12 @@ pub struct RouteRow {
 }
 
 impl Plan {
+    /// Whether `node`'s results may be cached: its `cache = ...`, else its type's `deterministic`.
+    pub fn cacheable(&self, node: usize) -> bool {
+        let planned = &self.nodes[node];
+        planned.cache_override().unwrap_or(self.types[planned.type_index as usize].deterministic)
+    }
+
     /// A node's requirements: its type's plus its route rule's.
     pub fn requirements(&self, node: usize) -> Requirements {
         let planned = &self.nodes[node];

@@ -25,7 +25,10 @@ impl NodeType for ReadFiles {
     type Settings = ReadFilesSettings;
 
     fn outputs() -> Vec<PortSpec> {
-        vec![text_port("text", "the files' contents, concatenated")]
+        vec![
+            text_port("text", "the files' contents, concatenated"),
+            PortSpec::new("files", FILE_MANIFEST).describe("the files read, with their BLAKE3 (for provenance)"),
+        ]
     }
     fn settings_schema() -> serde_json::Value {
         schema::<Self::Settings>()
@@ -79,6 +82,7 @@ impl NodeType for ReadFiles {
         }
         paths.sort();
         let mut text = String::new();
+        let mut read = Vec::with_capacity(paths.len());
         for path in paths {
             let content = fs::read_to_string(&path)
                 .map_err(|e| NodeError::new(format!("cannot read {}: {e}", path.display())))?;
@@ -86,8 +90,12 @@ impl NodeType for ReadFiles {
             if !content.is_empty() && !content.ends_with('\n') {
                 text.push('\n');
             }
+            let absolute = std::path::absolute(&path).unwrap_or(path);
+            read.push((absolute, blake3::hash(content.as_bytes()).to_hex().to_string(), content.len() as u64));
         }
-        Ok(vec![Payload::text("text", text)])
+        let manifest =
+            Payload::file_manifest("files", read.iter().map(|(p, h, n)| (FileOp::Read, p.as_path(), h.as_str(), *n)));
+        Ok(vec![Payload::text("text", text), manifest])
     }
 }
 
@@ -113,7 +121,10 @@ impl NodeType for WriteFile {
         vec![PortSpec::new("data", ANY).describe("the bytes to write, of any content type")]
     }
     fn outputs() -> Vec<PortSpec> {
-        vec![text_port("path", "the absolute path written, as one line")]
+        vec![
+            text_port("path", "the absolute path written, as one line"),
+            PortSpec::new("files", FILE_MANIFEST).describe("the file written, with its BLAKE3 (for provenance)"),
+        ]
     }
     fn settings_schema() -> serde_json::Value {
         schema::<Self::Settings>()
@@ -155,7 +166,10 @@ impl NodeType for WriteFile {
         let path = std::path::absolute(ctx.resolve(&settings.path))?;
         // Atomic: a reader, or a run killed mid-write, sees the old file or the new one.
         backplane_atomic_file::write(&path, &data).map_err(|e| NodeError::new(e.to_string()))?;
-        Ok(vec![Payload::text("path", format!("{}\n", path.display()))])
+        let hash = blake3::hash(&data).to_hex();
+        let manifest =
+            Payload::file_manifest("files", [(FileOp::Wrote, path.as_path(), hash.as_str(), data.len() as u64)]);
+        Ok(vec![Payload::text("path", format!("{}\n", path.display())), manifest])
     }
 }
 
@@ -177,10 +191,22 @@ mod tests {
         fs::write(dir.path().join("data/a.txt"), "ay\n").unwrap();
         fs::write(dir.path().join("data/c.md"), "not matched\n").unwrap();
         let out = call_node::<ReadFiles>(json!({ "glob": "data/*.txt" }), vec![], dir_str(&dir)).unwrap();
-        assert_eq!(out.len(), 1);
+        assert_eq!(out.len(), 2);
         assert_eq!(out[0].port.as_str(), "text");
         assert_eq!(out[0].content_type.as_str(), "text/plain; charset=utf-8");
         assert_eq!(out[0].as_text().unwrap(), "ay\nbee\n");
+        // The manifest names each file read, absolute, with the BLAKE3 of what was read.
+        assert_eq!((out[1].port.as_str(), out[1].content_type.as_str()), ("files", FILE_MANIFEST));
+        let a = dir.path().join("data/a.txt");
+        let b = dir.path().join("data/b.txt");
+        let expected = format!(
+            "read\t{}\t3\t{}\nread\t{}\t3\t{}\n",
+            blake3::hash(b"ay\n").to_hex(),
+            a.display(),
+            blake3::hash(b"bee").to_hex(),
+            b.display()
+        );
+        assert_eq!(out[1].as_text().unwrap(), expected);
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Subcommands. Each loads what it needs through [`setup`].
 
 pub mod bench;
+pub mod cache;
+pub mod history;
 pub mod inspect;
 pub mod new;
 pub mod progress;
+pub mod recording;
 pub mod run;
 pub mod task;
 pub mod verify;

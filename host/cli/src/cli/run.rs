@@ -1,7 +1,7 @@
 //! `backplane run` and `backplane validate`.
 
 use super::say;
-use super::{print_json, progress, setup_with_diagnostics};
+use super::{print_json, progress, recording::Recording, setup_with_diagnostics};
 use crate::{Failure, GlobalArgs};
 use backplane_host::{
     Host,
@@ -36,6 +36,8 @@ pub struct RunArgs {
     /// that does not depend on a failed one); default from `[policy]`.
     #[arg(long, value_name = "POLICY", value_parser = ["fail-fast", "continue"])]
     on_failure: Option<String>,
+    #[command(flatten)]
+    cache: super::recording::CacheArgs,
 }
 
 #[derive(Args)]
@@ -54,12 +56,13 @@ pub struct ValidateArgs {
     json: bool,
 }
 
-/// Config, plugins, instances and the plan, or every problem found on the way.
+/// Config, plugins, instances, the plan and the workflow's text, or every
+/// problem found on the way.
 fn prepare(
     global: &GlobalArgs,
     path: &Path,
     output_rules: OutputRules,
-) -> Result<(Host, Config, Plan), (Failure, Vec<Diagnostic>)> {
+) -> Result<(Host, Config, Plan, String), (Failure, Vec<Diagnostic>)> {
     let (host, config) = setup_with_diagnostics(global)?;
     let source = workflow::read_source(path, global.max_file_size).map_err(|e| {
         let diagnostics = e.diagnostics();
@@ -70,9 +73,10 @@ fn prepare(
         (failure, diagnostics)
     })?;
     let output_rules = OutputRules { allow_outside_workflow_dir: config.allow_outside_workflow_dir, ..output_rules };
+    let text = source.text.clone();
     let plan = plan::plan_source(source, &host.nodes, &host.backends, &config.routes, output_rules)
         .map_err(|d| (Failure::Invalid(d.to_string()), d.0))?;
-    Ok((host, config, plan))
+    Ok((host, config, plan, text))
 }
 
 /// Under `--json`, a command that cannot get as far as its work still prints
@@ -92,7 +96,7 @@ pub fn validate(global: &GlobalArgs, args: ValidateArgs) -> Result<(), Failure> 
     if args.json {
         super::reserve_stdout_for_json();
     }
-    let (_host, _config, plan) =
+    let (_host, _config, plan, _) =
         prepare(global, &args.workflow, OutputRules::default()).map_err(|e| failed(args.json, e))?;
     if args.json {
         print_json(&serde_json::json!({ "valid": true, "errors": [], "nodes": plan.nodes.len() }))
@@ -106,7 +110,7 @@ pub fn plan(global: &GlobalArgs, args: PlanArgs) -> Result<(), Failure> {
     if args.json {
         super::reserve_stdout_for_json();
     }
-    let (_host, _config, plan) =
+    let (_host, _config, plan, _) =
         prepare(global, &args.workflow, OutputRules::default()).map_err(|e| failed(args.json, e))?;
     print_plan(&plan, args.json)
 }
@@ -148,10 +152,11 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
         super::reserve_stdout_for_json();
     }
     let rules = OutputRules { stdout_reserved: args.json && !args.dry_run, ..OutputRules::default() };
-    let (_host, config, plan) = prepare(global, &args.workflow, rules).map_err(|e| failed(args.json, e))?;
+    let (host, config, plan, text) = prepare(global, &args.workflow, rules).map_err(|e| failed(args.json, e))?;
     if args.dry_run {
         return print_plan(&plan, args.json);
     }
+    let recording = Recording::start(&config, &plan, &args.workflow, text, &args.cache)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -162,6 +167,10 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
         options.policy.failure = policy;
     }
     options.interrupt = Some(interrupted);
+    options.cache = recording.cache.clone();
+    options.record_nodes = true;
+    let has_cache = options.cache.is_some();
+    let run_id = recording.run_id.clone();
     let bar = (!args.no_progress && !global.quiet && std::io::stderr().is_terminal()).then(progress::ProgressBar::new);
     options.progress = bar.clone().map(|bar| bar.callback());
     let grace = options.policy.cancel_grace;
@@ -173,13 +182,21 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
         bar.finish();
     }
     let written = output::write_outputs(&plan, &outcome.outputs);
+    let recorded = recording.finish(&host, &plan, &outcome, &written.files)?;
+    if let Some(e) = &recorded.cache_error {
+        eprintln!("warning: results of this run could not all be stored in the cache: {e}");
+    }
     if args.json {
         let mut report = serde_json::to_value(&outcome.report).map_err(|e| Failure::Environment(e.to_string()))?;
         report["written"] = serde_json::json!(written.files);
         report["output_errors"] = serde_json::json!(written.errors);
+        report["run_id"] = serde_json::json!(run_id);
+        report["record"] = serde_json::json!(recorded.record);
+        report["stored"] = serde_json::json!(recorded.stored);
+        report["node_results"] = serde_json::Value::Array(recorded.nodes.iter().map(node_result).collect());
         print_json(&report)?;
     } else if !global.quiet {
-        print_summary(&outcome.report, &written.files);
+        print_summary(&outcome.report, &written.files, has_cache);
     }
     for error in &written.errors {
         eprintln!("error: {error}");
@@ -221,10 +238,27 @@ async fn watch_signals(interrupt: tokio::sync::watch::Sender<bool>, grace: std::
     std::process::exit(crate::EXIT_INTERRUPTED);
 }
 
-fn print_summary(report: &RunReport, written: &[PathBuf]) {
+/// One entry of `--json`'s `node_results`.
+fn node_result(n: &backplane_host::runs::NodeRecord) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "id": n.node, "type": n.node_type, "status": n.status, "backend": n.backend,
+        "attempts": n.attempts, "cache": n.cache, "cache_reason": n.cache_reason,
+    });
+    if let Some(from) = &n.hit_from {
+        v["hit_from"] = serde_json::json!(from);
+    }
+    if let (Some(a), Some(b)) = (n.submitted, n.finished) {
+        v["seconds"] = serde_json::json!(b - a);
+    }
+    v
+}
+
+fn print_summary(report: &RunReport, written: &[PathBuf], has_cache: bool) {
     let secs = report.elapsed.as_secs_f64();
+    let cached =
+        if has_cache { format!(" ({} cached, {} ran)", report.cached, report.executed) } else { String::new() };
     if report.success() {
-        eprintln!("✔ {}: {}/{} nodes succeeded in {secs:.3}s", report.workflow, report.succeeded, report.nodes);
+        eprintln!("✔ {}: {}/{} nodes succeeded in {secs:.3}s{cached}", report.workflow, report.succeeded, report.nodes);
     } else {
         if report.interrupted {
             eprintln!("✘ {} interrupted after {secs:.3}s", report.workflow);

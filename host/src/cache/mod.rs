@@ -1,0 +1,88 @@
+//! The result cache as a run sees it: `[cache]` in the config, and the
+//! [`ResultCache`] the engine asks before running a node and tells after.
+//!
+//! # Core concepts
+//!
+//! - A node is cached when its type is `deterministic` or the workflow says
+//!   `cache = true`; `cache = false` turns it off. Source nodes (which read
+//!   the world) run every time, and their consumers hit when what they read
+//!   is unchanged, because keys are made of input *content*.
+//! - Lookups read the store's in-memory index (the engine never waits on
+//!   another process); stores go to a writer thread that commits in groups.
+//! - A cache that cannot be opened (unreadable, a newer format, not a
+//!   cache) gives a warning and a run without a cache, or an error with
+//!   `[cache] required = true`. Never a panic, never a wrong result.
+
+mod config;
+pub mod reason;
+
+pub use config::{CacheConfig, parse};
+
+use backplane_cache::{Key, LocalStore, Lookup, OutputToStore, StoreError, WriteReport, Writer};
+use globset::GlobSet;
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+/// The name of the directory beside a workflow that holds its cache and its run records.
+pub const STATE_DIR: &str = ".backplane";
+
+/// Where a workflow in `workflow_dir` keeps its cache: `[cache] dir`, else
+/// `BACKPLANE_CACHE_DIR` (the caller reads it), else `.backplane/cache` beside it.
+pub fn default_dir(workflow_dir: &Path) -> PathBuf {
+    workflow_dir.join(STATE_DIR).join("cache")
+}
+
+/// A run's view of the cache.
+pub struct ResultCache {
+    store: LocalStore,
+    /// `None` once finished.
+    writer: Mutex<Option<Writer>>,
+    salt: String,
+    rerun: Option<GlobSet>,
+}
+
+impl ResultCache {
+    /// Opens the store at `dir` for run `run_id`.
+    pub fn open(dir: &Path, run_id: &str, salt: &str, rerun: Option<GlobSet>) -> Result<Self, StoreError> {
+        let store = LocalStore::open(dir)?;
+        let writer = store.writer(run_id);
+        Ok(Self { store, writer: Mutex::new(Some(writer)), salt: salt.to_owned(), rerun })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.store.root()
+    }
+
+    pub fn salt(&self) -> &str {
+        &self.salt
+    }
+
+    /// Problems found while opening, already logged as warnings.
+    pub fn problems(&self) -> (&[String], usize) {
+        self.store.problems()
+    }
+
+    /// Whether `--rerun` asks node `id` to run again.
+    pub fn rerun(&self, id: &str) -> bool {
+        self.rerun.as_ref().is_some_and(|g| g.is_match(id))
+    }
+
+    pub fn lookup(&self, key: &Key) -> Lookup {
+        self.store.get(key)
+    }
+
+    /// Queues a successful result for storing; never blocks.
+    pub fn store(&self, key: Key, node_type: &str, outputs: Vec<OutputToStore>) {
+        if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            writer.put(key, node_type, outputs);
+        }
+    }
+
+    /// Commits what is queued (waits for the writer); later stores are dropped.
+    pub fn finish(&self) -> WriteReport {
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        writer.map(Writer::finish).unwrap_or_default()
+    }
+}

@@ -1,0 +1,190 @@
+//! The cache as a layer of the engine: a cacheable node that becomes ready
+//! is looked up before it is queued; a hit delivers stored outputs without
+//! touching a backend, a miss runs and its successful result is stored.
+
+use super::{
+    ledger::{CacheStatus, FILE_MANIFEST, MissCause, OffReason, OutputDigest},
+    run::{Run, State},
+};
+use backplane_cache::{ContentHash, KeyComponents, Lookup, OutputToStore};
+use backplane_plugin_api::{Payload, abi_stable::std_types::RVec};
+
+impl Run<'_> {
+    /// The cache status each node starts with.
+    pub(super) fn initial_cache_status(&self, node: usize) -> CacheStatus {
+        if self.options.cache.is_none() {
+            return CacheStatus::Off(OffReason::NoCache);
+        }
+        match self.plan.nodes[node].cache_override() {
+            Some(false) => CacheStatus::Off(OffReason::Disabled),
+            Some(true) => CacheStatus::Pending,
+            None if self.plan.types[self.plan.nodes[node].type_index as usize].deterministic => CacheStatus::Pending,
+            None => CacheStatus::Off(OffReason::NotDeterministic),
+        }
+    }
+
+    /// Whether `node` must be looked up before it can be queued.
+    pub(super) fn awaits_lookup(&self, node: usize) -> bool {
+        self.ledger.as_ref().is_some_and(|l| l.cache[node] == CacheStatus::Pending)
+    }
+
+    /// Whether `node`'s outputs must come back as bytes (to be stored, or
+    /// to make a consumer's key).
+    pub(super) fn needs_bytes(&self, node: usize) -> bool {
+        let Some(ledger) = &self.ledger else { return false };
+        let cached = |n: usize| !matches!(ledger.cache[n], CacheStatus::Off(_));
+        cached(node)
+            || self.plan.nodes[node].consumers.iter().any(|c| match c.target {
+                crate::plan::Target::Node { node: target, .. } => cached(target as usize),
+                crate::plan::Target::Output(_) => false,
+            })
+    }
+
+    /// Looks up every node waiting for it; hits deliver at once (which may
+    /// make more nodes wait), misses are queued on their instance.
+    pub(super) fn look_up_ready(&mut self) {
+        let Some(cache) = self.options.cache.clone() else { return };
+        while let Some(node) = self.lookups.pop_front() {
+            let n = node as usize;
+            if self.state[n] != State::Waiting {
+                continue;
+            }
+            let Some(key) = self.key_of(n, cache.salt()) else {
+                self.set_cache(n, CacheStatus::Off(OffReason::ByReference));
+                self.make_ready(node);
+                continue;
+            };
+            self.ledger.as_mut().expect("a cache run keeps a ledger").keys[n] = Some(key);
+            if cache.rerun(&self.plan.nodes[n].id) {
+                self.set_cache(n, CacheStatus::Miss(MissCause::Rerun));
+                self.make_ready(node);
+                continue;
+            }
+            match cache.lookup(&key) {
+                Lookup::Hit(hit) => {
+                    let run = self.ledger.as_mut().expect("ledger").hit_run(hit.run_id);
+                    let outputs: RVec<Payload> = hit
+                        .outputs
+                        .into_iter()
+                        .map(|o| Payload {
+                            port: o.port.into(),
+                            content_type: o.content_type.into(),
+                            data: o.data.into(),
+                            object_ref: Default::default(),
+                            extensions: o.extensions.into_iter().map(|(k, v)| (k.into(), v.into()).into()).collect(),
+                        })
+                        .collect();
+                    self.record_outputs(n, &outputs);
+                    match self.deliver(n, outputs, true) {
+                        Ok(()) => {
+                            self.state[n] = State::Succeeded;
+                            self.succeeded += 1;
+                            self.set_cache(n, CacheStatus::Hit { run });
+                        }
+                        Err(problem) => self.damaged(node, format!("the stored result is unusable: {problem}")),
+                    }
+                }
+                Lookup::Absent => {
+                    self.set_cache(n, CacheStatus::Miss(MissCause::Absent));
+                    self.make_ready(node);
+                }
+                Lookup::Corrupt(problem) => self.damaged(node, problem),
+            }
+        }
+    }
+
+    fn damaged(&mut self, node: u32, problem: String) {
+        tracing::warn!(node = %self.plan.nodes[node as usize].id, "cache entry not used: {problem}; running the node again");
+        let ledger = self.ledger.as_mut().expect("ledger");
+        ledger.problems.push(problem);
+        let index = ledger.problems.len() as u32 - 1;
+        self.set_cache(node as usize, CacheStatus::Miss(MissCause::Damaged(index)));
+        self.make_ready(node);
+    }
+
+    fn set_cache(&mut self, node: usize, status: CacheStatus) {
+        if let Some(ledger) = &mut self.ledger {
+            ledger.cache[node] = status;
+        }
+    }
+
+    /// The key of `node` from its inputs' content, or `None` when an input's
+    /// content is unknown (it stayed on a backend as a reference).
+    fn key_of(&self, node: usize, salt: &str) -> Option<backplane_cache::Key> {
+        let ledger = self.ledger.as_ref()?;
+        let planned = &self.plan.nodes[node];
+        let mut inputs = Vec::with_capacity(planned.inputs.len());
+        for input in &planned.inputs {
+            inputs.push((input.port, ledger.output(input.from as usize, input.from_port)?.content));
+        }
+        // Port order is by name; within a port, list order (a stable sort keeps it).
+        inputs.sort_by(|a, b| a.0.cmp(b.0));
+        let node_type = &self.plan.types[planned.type_index as usize];
+        Some(
+            KeyComponents {
+                node_type: node_type.name,
+                node_version: node_type.version,
+                settings: &planned.settings,
+                inputs: &inputs,
+                salt,
+            }
+            .key(),
+        )
+    }
+
+    /// Notes the digests (and any file manifest) of `node`'s outputs.
+    pub(super) fn record_outputs(&mut self, node: usize, outputs: &RVec<Payload>) {
+        let Some(ledger) = &mut self.ledger else { return };
+        let declared = self.plan.types[self.plan.nodes[node].type_index as usize].outputs;
+        let mut digests = Vec::with_capacity(outputs.len());
+        for payload in outputs.iter().filter(|p| p.object_ref.is_empty()) {
+            let Some(port) = declared.iter().find(|d| d.name.as_str() == payload.port.as_str()) else { continue };
+            let data = *blake3::hash(&payload.data).as_bytes();
+            digests.push(OutputDigest {
+                port: port.name.as_str(),
+                content: ContentHash::of(&payload.content_type, &data),
+                data,
+                size: payload.data.len() as u64,
+            });
+            if payload.content_type.as_str() == FILE_MANIFEST
+                && let Ok(text) = std::str::from_utf8(&payload.data)
+            {
+                ledger.files.insert(node as u32, text.to_owned());
+            }
+        }
+        ledger.outputs[node] = digests.into_boxed_slice();
+    }
+
+    /// What to store of `node`'s result, when it missed (stored only once
+    /// the result is delivered: a result its consumers cannot use is a failure).
+    pub(super) fn result_to_store(
+        &self,
+        node: usize,
+        outputs: &RVec<Payload>,
+    ) -> Option<(backplane_cache::Key, &'static str, Vec<OutputToStore>)> {
+        let ledger = self.ledger.as_ref()?;
+        self.options.cache.as_ref()?;
+        if !matches!(ledger.cache[node], CacheStatus::Miss(_)) {
+            return None;
+        }
+        let key = ledger.keys[node]?;
+        if outputs.iter().any(|p| !p.object_ref.is_empty()) {
+            return None;
+        }
+        let digests = &ledger.outputs[node];
+        let to_store = outputs
+            .iter()
+            .filter_map(|p| {
+                let digest = digests.iter().find(|d| d.port == p.port.as_str())?;
+                Some(OutputToStore {
+                    port: p.port.to_string(),
+                    content_type: p.content_type.to_string(),
+                    data_hash: digest.data,
+                    data: p.data.to_vec(),
+                    extensions: p.extensions.iter().map(|t| (t.0.to_string(), t.1.to_string())).collect(),
+                })
+            })
+            .collect();
+        Some((key, self.plan.types[self.plan.nodes[node].type_index as usize].name, to_store))
+    }
+}
