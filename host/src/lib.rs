@@ -15,14 +15,18 @@
 //!   each instance through its [`layers`] (admission, circuit breaker,
 //!   timeout), and returns a [`report`] plus the workflow outputs, which
 //!   [`output`] writes.
+//! - With a [`cache::ResultCache`], the engine looks cacheable nodes up
+//!   before queueing them and stores their results; [`runs`] writes a record
+//!   of every run, which explains misses and traces outputs to their sources.
 //!
 //! Layers, lowest first; a module imports only from its own layer or lower
 //! ones, which `tests/layering.rs` checks:
 //! 1. `diagnostic`, `spanned_toml`, `policy`, `report` — values and parsing
 //! 2. `config`, `workflow`, `output_targets` — what the user wrote
 //! 3. `plan` — nodes routed to instances
-//! 4. `layers` — policies around one instance
+//! 4. `layers`, `cache` — policies around one instance, and the result cache
 //! 5. `engine`, `output` — running a plan and writing what it produced
+//! 6. `runs` — records of runs: miss reasons, provenance
 
 pub mod cache;
 pub mod config;

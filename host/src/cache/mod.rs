@@ -13,10 +13,7 @@
 //!   cache) gives a warning and a run without a cache, or an error with
 //!   `[cache] required = true`. Never a panic, never a wrong result.
 
-mod config;
 pub mod reason;
-
-pub use config::{CacheConfig, parse};
 
 use backplane_cache::{Key, LocalStore, Lookup, OutputToStore, StoreError, WriteReport, Writer};
 use globset::GlobSet;

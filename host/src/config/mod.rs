@@ -24,6 +24,7 @@
 //! backend = "local"
 //! ```
 
+pub mod cache;
 pub mod env;
 pub mod routes;
 
@@ -38,6 +39,7 @@ use crate::{
     spanned_toml::{Reader, TableView, pointer_index, span_for_pointer, suggest, to_json},
 };
 use backplane_plugin_api::Resources;
+pub use cache::CacheConfig;
 use std::{
     ops::Range,
     path::{Path, PathBuf},
@@ -82,7 +84,7 @@ pub struct Config {
     /// directory with `..` (absolute paths always may).
     pub allow_outside_workflow_dir: bool,
     /// `[cache]`: the result cache.
-    pub cache: crate::cache::CacheConfig,
+    pub cache: CacheConfig,
     /// Problems found while reading, reported together with the ones
     /// [`Config::instantiate`] finds (so a user sees them all at once).
     deferred: Vec<Diagnostic>,
@@ -208,7 +210,7 @@ impl Config {
             config.policy = crate::policy::parse_policy(&mut r, policy);
         }
         if let Some(cache) = top.table(&mut r, "cache", "[cache]") {
-            config.cache = crate::cache::parse(&mut r, cache, &base);
+            config.cache = cache::parse(&mut r, cache, &base);
         }
         if let Some(rules) = top.array(&mut r, "route") {
             for (i, item) in rules.iter().enumerate() {

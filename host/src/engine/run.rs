@@ -309,11 +309,14 @@ impl<'p> Run<'p> {
 
     pub(super) fn dispatch_all(&mut self) {
         let now = Instant::now();
+        // Lookups first: misses join their instance's queue before its health is read.
+        if self.stop.is_none() {
+            self.look_up_ready();
+        }
         self.check_health(now);
         if self.stop.is_some() {
             return;
         }
-        self.look_up_ready();
         for backend in 0..self.ready.len() {
             while let Some(&node) = self.ready[backend].front() {
                 let request = self.request(node);

@@ -12,6 +12,7 @@ use backplane_host::{
 use serde::Serialize;
 use std::{fmt::Write, sync::Arc, time::Instant};
 
+pub mod cache;
 pub mod ray;
 pub mod validation;
 pub mod workers;

@@ -51,6 +51,9 @@ pub struct BenchArgs {
     /// errors, to show the cost grows linearly.
     #[arg(long, conflicts_with_all = ["workers", "ray"])]
     validation: bool,
+    /// Measure the result cache instead: --wide nodes with no cache, all misses, all hits, and a resume.
+    #[arg(long, conflicts_with_all = ["workers", "ray", "validation"])]
+    cache: bool,
     /// With --validation: settings errors in the larger workflow.
     #[arg(long, default_value_t = 100_000)]
     errors: usize,
@@ -80,6 +83,16 @@ pub fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<(), Failure> {
     if args.validation {
         let results =
             crate::bench::validation::run(&host, args.errors.max(10), args.repeat).map_err(Failure::Invalid)?;
+        return if args.json {
+            super::print_json(&results)
+        } else {
+            say!("{}", results.to_markdown());
+            Ok(())
+        };
+    }
+    if args.cache {
+        let results =
+            crate::bench::cache::run(&host, args.wide.max(2), args.repeat.max(1)).map_err(Failure::Invalid)?;
         return if args.json {
             super::print_json(&results)
         } else {

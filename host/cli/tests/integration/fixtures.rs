@@ -82,6 +82,15 @@ pub fn backplane() -> Command {
     cmd
 }
 
+/// The real binary as a std `Command`, for a process to spawn and kill,
+/// with the same clean environment as [`backplane`].
+pub fn backplane_process() -> std::process::Command {
+    ensure_plugins_built();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_backplane"));
+    cmd.env_remove("BACKPLANE_CONFIG").env_remove("BACKPLANE_PLUGIN_PATH").env_remove("BACKPLANE_LOG");
+    cmd
+}
+
 /// A temp dir with `workflow.toml` and `backplane.toml`.
 pub fn workflow_with_config(workflow: &str, config: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -127,6 +136,15 @@ pub fn json_errors(report: &serde_json::Value) -> String {
 /// Runs a copy of the quickstart with `config`; returns its two output files
 /// (`.tsv`, `.b3`) and the run report.
 pub fn quickstart_outputs(config: &str) -> (Vec<u8>, Vec<u8>, serde_json::Value) {
+    let dir = quickstart_copy(config);
+    let (code, report, stderr) = run_json(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
+    let read = |name: &str| std::fs::read(dir.path().join("out").join(name)).unwrap();
+    (read("word-frequencies.tsv"), read("word-frequencies.b3"), report)
+}
+
+/// A temp dir with the quickstart's workflow and documents, and `config` as `backplane.toml`.
+pub fn quickstart_copy(config: &str) -> tempfile::TempDir {
     let quickstart = workspace_root().join("examples/quickstart");
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(quickstart.join("workflow.toml"), dir.path().join("workflow.toml")).unwrap();
@@ -136,10 +154,7 @@ pub fn quickstart_outputs(config: &str) -> (Vec<u8>, Vec<u8>, serde_json::Value)
         std::fs::copy(entry.path(), dir.path().join("docs").join(entry.file_name())).unwrap();
     }
     std::fs::write(dir.path().join("backplane.toml"), config).unwrap();
-    let (code, report, stderr) = run_json(dir.path(), &[]);
-    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
-    let read = |name: &str| std::fs::read(dir.path().join("out").join(name)).unwrap();
-    (read("word-frequencies.tsv"), read("word-frequencies.b3"), report)
+    dir
 }
 
 /// A `backplane run --json` started in `dir`, its stderr (the log) collected
@@ -451,11 +466,12 @@ pub fn next_minor_host() -> PathBuf {
 }
 
 /// The crates the `backplane` binary builds from, besides `plugin-api`.
-const HOST_CRATES: [&str; 7] = [
+const HOST_CRATES: [&str; 8] = [
     "host",
     "host/loader",
     "host/cli",
     "host/atomic-file",
+    "host/cache",
     "conformance",
     "plugins/worker/protocol",
     "plugins/worker/service",

@@ -2,6 +2,7 @@
 //! `backplane` binary.
 //!
 //! Modules:
+//! - `cache`: the result cache and run records: resume, explained misses, provenance, damage, sharing, kill -9
 //! - `fixtures`: paths, the binary, plugin builds (including ABI-skewed ones)
 //! - `loading`: discovery, ABI and version rejection, duplicates, bad files
 //! - `fuzz_regressions`: every input in `fuzz/regressions/` replayed through the real parsers
@@ -21,6 +22,7 @@
 //! - `workers`: the worker backend end to end: sharing, kill -9, NATS restarts, credentials, large payloads, parity
 
 mod admission;
+mod cache;
 mod diagnostics;
 mod evolution;
 mod fixtures;

@@ -56,7 +56,8 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         let entry = entry.unwrap();
         let target = to.join(entry.file_name());
         if entry.file_type().unwrap().is_dir() {
-            if entry.file_name() == "out" {
+            // Outputs and caches of runs made in the example itself stay there.
+            if entry.file_name() == "out" || entry.file_name() == ".backplane" {
                 continue;
             }
             std::fs::create_dir_all(&target).unwrap();

@@ -1,4 +1,4 @@
-//! `[cache]` in the config.
+//! `[cache]`: the result cache's settings.
 
 use crate::spanned_toml::{Reader, TableView};
 use std::path::PathBuf;
