@@ -30,13 +30,19 @@ fn config(extra: &str) -> String {
 
 #[test]
 fn the_quickstart_gives_byte_identical_outputs_on_local_and_ray() {
+    let shared = tempfile::tempdir().unwrap();
+    let cache = format!("\n[cache]\ndir = \"{}\"\n", shared.path().display());
     let (local_tsv, local_b3, _) = quickstart_outputs("[backends.local]\ntype = \"local\"\n");
-    let (ray_tsv, ray_b3, report) = quickstart_outputs(&config(""));
+    let (ray_tsv, ray_b3, report) = quickstart_outputs(&format!("{}{cache}", config("")));
     assert_eq!(report["backends"][0]["instance"], "ray", "{report:#}");
     assert_eq!(report["backends"][0]["nodes"], 11, "{report:#}");
     assert!(!local_tsv.is_empty());
     assert_eq!(local_tsv, ray_tsv);
     assert_eq!(local_b3, ray_b3);
+    // Computed on Ray (outputs came back as bytes to be stored), a hit on `local`.
+    let (tsv, b3, report) = quickstart_outputs(&format!("[backends.local]\ntype = \"local\"\n{cache}"));
+    assert_eq!((report["cached"].as_u64(), report["executed"].as_u64()), (Some(10), Some(1)), "{report:#}");
+    assert_eq!((tsv, b3), (ray_tsv, ray_b3));
 }
 
 #[test]
@@ -340,6 +346,8 @@ settings = { command = "yes 0123456789abcdef | head -c 67108864" }
 id = "digest"
 type = "std.hash"
 inputs = { data = "make.stdout" }
+# A cached node's key is made of its inputs' bytes, which would bring them to the host.
+cache = false
 
 [[output]]
 from = "digest.digest"

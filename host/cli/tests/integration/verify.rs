@@ -248,7 +248,8 @@ fn the_example_backend_runs_a_workflow_and_contains_a_crashing_node() {
             .current_dir(&dir)
             .arg("--plugin-dir")
             .arg(&plugins)
-            .args(["run", workflow, "--config", "backplane.toml"])
+            // Run in place, so uncached: the example must run on its backend every time.
+            .args(["run", "--no-cache", workflow, "--config", "backplane.toml"])
             .output()
             .unwrap()
     };

@@ -267,13 +267,19 @@ fn the_quickstart_gives_byte_identical_outputs_on_local_and_worker() {
     let nats = NatsServer::start();
     let _a = WorkerProcess::start(&nats, "wa", "default", &[]);
     let _b = WorkerProcess::start(&nats, "wb", "default", &["--isolation", "process"]);
+    let shared = tempfile::tempdir().unwrap();
+    let cache = format!("\n[cache]\ndir = \"{}\"\n", shared.path().display());
     let (local_tsv, local_b3, _) = quickstart_outputs("[backends.local]\ntype = \"local\"\n");
-    let (worker_tsv, worker_b3, report) = quickstart_outputs(&config(&nats, ""));
+    let (worker_tsv, worker_b3, report) = quickstart_outputs(&format!("{}{cache}", config(&nats, "")));
     assert_eq!(report["backends"][0]["instance"], "workers", "{report:#}");
     assert_eq!(report["backends"][0]["nodes"], 11, "{report:#}");
     assert!(!local_tsv.is_empty());
     assert_eq!(local_tsv, worker_tsv);
     assert_eq!(local_b3, worker_b3);
+    // Computed on the workers, a hit on `local`: keys never name the backend.
+    let (tsv, b3, report) = quickstart_outputs(&format!("[backends.local]\ntype = \"local\"\n{cache}"));
+    assert_eq!((report["cached"].as_u64(), report["executed"].as_u64()), (Some(10), Some(1)), "{report:#}");
+    assert_eq!((tsv, b3), (worker_tsv, worker_b3));
 }
 
 #[test]
