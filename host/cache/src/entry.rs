@@ -41,39 +41,90 @@ impl Entry {
     }
 }
 
-/// The record for `key` and `entry`: length, body, checksum.
-pub fn encode_record(key: &Key, entry: &Entry) -> Vec<u8> {
-    let mut body = Vec::with_capacity(
-        96 + entry.outputs.iter().map(|o| 64 + o.inline.as_ref().map_or(0, Vec::len)).sum::<usize>(),
-    );
-    body.extend_from_slice(&key.0);
-    put_str(&mut body, &entry.run_id);
-    body.extend_from_slice(&entry.created.to_le_bytes());
-    put_str(&mut body, &entry.node_type);
-    body.extend_from_slice(&(entry.outputs.len() as u32).to_le_bytes());
-    for o in &entry.outputs {
-        put_str(&mut body, &o.port);
-        put_str(&mut body, &o.content_type);
-        body.extend_from_slice(&o.data_hash);
-        body.extend_from_slice(&o.size.to_le_bytes());
-        match &o.inline {
-            Some(data) => {
-                body.push(1);
-                put_bytes(&mut body, data);
-            }
-            None => body.push(0),
+/// One output as a writer has it at hand: nothing copied.
+pub struct OutputRef<'a> {
+    pub port: &'a str,
+    pub content_type: &'a str,
+    /// Plain BLAKE3 of `data`.
+    pub data_hash: Digest,
+    pub data: &'a [u8],
+    pub extensions: Vec<(&'a str, &'a str)>,
+}
+
+/// Appends the record for `key` to `out`: length, body, checksum. Outputs
+/// over [`INLINE_MAX`] are named by hash (their blob is written apart).
+pub fn encode_record_into(
+    out: &mut Vec<u8>,
+    key: &Key,
+    run_id: &str,
+    created: u64,
+    node_type: &str,
+    outputs: &[OutputRef<'_>],
+) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&key.0);
+    put_str(out, run_id);
+    out.extend_from_slice(&created.to_le_bytes());
+    put_str(out, node_type);
+    out.extend_from_slice(&(outputs.len() as u32).to_le_bytes());
+    for o in outputs {
+        put_str(out, o.port);
+        put_str(out, o.content_type);
+        out.extend_from_slice(&o.data_hash);
+        out.extend_from_slice(&(o.data.len() as u64).to_le_bytes());
+        if o.data.len() <= INLINE_MAX {
+            out.push(1);
+            put_bytes(out, o.data);
+        } else {
+            out.push(0);
         }
-        body.extend_from_slice(&(o.extensions.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(o.extensions.len() as u32).to_le_bytes());
         for (k, v) in &o.extensions {
-            put_str(&mut body, k);
-            put_str(&mut body, v);
+            put_str(out, k);
+            put_str(out, v);
         }
     }
-    let mut record = Vec::with_capacity(body.len() + 36);
-    record.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    record.extend_from_slice(&body);
-    record.extend_from_slice(blake3::hash(&body).as_bytes());
-    record
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    let checksum = blake3::hash(&out[start + 4..]);
+    out.extend_from_slice(checksum.as_bytes());
+}
+
+/// The record for `key` and `entry` (whose blobs are named, not inlined,
+/// exactly as when it was stored).
+pub fn encode_record(key: &Key, entry: &Entry) -> Vec<u8> {
+    let start_len = 96 + entry.outputs.iter().map(|o| 64 + o.inline.as_ref().map_or(0, Vec::len)).sum::<usize>();
+    let mut out = Vec::with_capacity(start_len);
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&key.0);
+    put_str(&mut out, &entry.run_id);
+    out.extend_from_slice(&entry.created.to_le_bytes());
+    put_str(&mut out, &entry.node_type);
+    out.extend_from_slice(&(entry.outputs.len() as u32).to_le_bytes());
+    for o in &entry.outputs {
+        put_str(&mut out, &o.port);
+        put_str(&mut out, &o.content_type);
+        out.extend_from_slice(&o.data_hash);
+        out.extend_from_slice(&o.size.to_le_bytes());
+        match &o.inline {
+            Some(data) => {
+                out.push(1);
+                put_bytes(&mut out, data);
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&(o.extensions.len() as u32).to_le_bytes());
+        for (k, v) in &o.extensions {
+            put_str(&mut out, k);
+            put_str(&mut out, v);
+        }
+    }
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    let checksum = blake3::hash(&out[4..]);
+    out.extend_from_slice(checksum.as_bytes());
+    out
 }
 
 /// Why a record cannot be read.
@@ -214,6 +265,33 @@ mod tests {
         assert_eq!((found, total), (key, record.len()));
         assert_eq!(decode_body(&record[body]).unwrap(), entry());
         assert_eq!(entry().blob_bytes(), 1 << 20);
+    }
+
+    #[test]
+    fn the_borrowed_encoder_writes_what_the_owned_one_does() {
+        let data = vec![7u8; INLINE_MAX + 1];
+        let outputs = [
+            OutputRef {
+                port: "text",
+                content_type: "text/plain",
+                data_hash: *blake3::hash(b"hi").as_bytes(),
+                data: b"hi",
+                extensions: vec![("k", "v")],
+            },
+            OutputRef {
+                port: "big",
+                content_type: "application/octet-stream",
+                data_hash: [9; 32],
+                data: &data,
+                extensions: vec![],
+            },
+        ];
+        let mut out = b"prefix".to_vec();
+        encode_record_into(&mut out, &Key([3; 32]), "r1", 7, "std.tokenize", &outputs);
+        let mut expected = entry();
+        expected.outputs[1].size = data.len() as u64;
+        assert_eq!(&out[..6], b"prefix");
+        assert_eq!(out[6..], encode_record(&Key([3; 32]), &expected));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! input in port order, and the config's salt. Never a path's mtime, a run id,
 //! the backend or the time: a result computed anywhere is a hit everywhere.
 
-use std::fmt;
+use std::{fmt, sync::LazyLock};
 
 /// BLAKE3's output.
 pub type Digest = [u8; 32];
@@ -19,6 +19,10 @@ const PAYLOAD_CONTEXT: &str = "backplane 2026-12-01 payload content v1";
 /// What cache keys are derived under.
 const KEY_CONTEXT: &str = "backplane 2026-12-01 cache key v1";
 
+/// Hashers with their context keys derived once (deriving costs a compression per hash).
+static PAYLOAD_HASHER: LazyLock<blake3::Hasher> = LazyLock::new(|| blake3::Hasher::new_derive_key(PAYLOAD_CONTEXT));
+static KEY_HASHER: LazyLock<blake3::Hasher> = LazyLock::new(|| blake3::Hasher::new_derive_key(KEY_CONTEXT));
+
 /// The identity of one payload: its content type and its bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ContentHash(pub Digest);
@@ -27,7 +31,7 @@ impl ContentHash {
     /// The hash of `data` typed `content_type`. `data_hash` is the plain
     /// BLAKE3 of the bytes (the name of their blob), so the bytes are read once.
     pub fn of(content_type: &str, data_hash: &Digest) -> Self {
-        let mut h = blake3::Hasher::new_derive_key(PAYLOAD_CONTEXT);
+        let mut h = PAYLOAD_HASHER.clone();
         field(&mut h, b'c', content_type.as_bytes());
         field(&mut h, b'd', data_hash);
         ContentHash(*h.finalize().as_bytes())
@@ -54,11 +58,11 @@ pub struct KeyComponents<'a> {
 
 impl KeyComponents<'_> {
     pub fn key(&self) -> Key {
-        let mut h = blake3::Hasher::new_derive_key(KEY_CONTEXT);
+        let mut h = KEY_HASHER.clone();
         field(&mut h, b't', self.node_type.as_bytes());
         field(&mut h, b'v', self.node_version.as_bytes());
         field(&mut h, b's', self.settings.as_bytes());
-        h.update(&[b'i']);
+        h.update(b"i");
         h.update(&(self.inputs.len() as u64).to_le_bytes());
         for (port, content) in self.inputs {
             field(&mut h, b'p', port.as_bytes());
@@ -79,6 +83,28 @@ fn field(h: &mut blake3::Hasher, tag: u8, bytes: &[u8]) {
 /// A cache key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key(pub Digest);
+
+/// Keys are BLAKE3 output, already uniform: a map of them needs no hashing
+/// of its own, so [`KeyHasher`] takes their first eight bytes.
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // `Key`'s derived `Hash` writes the array's length, then its 32 bytes.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+}
+
+/// A map keyed by cache keys.
+pub type KeyMap<V> = std::collections::HashMap<Key, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
 /// Lower-case hex of a digest.
 pub fn hex(digest: &Digest) -> String {

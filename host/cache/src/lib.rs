@@ -17,5 +17,6 @@ pub mod key;
 pub mod maintenance;
 pub mod store;
 
+pub use entry::OutputRef;
 pub use key::{ContentHash, Digest, Key, KeyComponents};
-pub use store::{Hit, HitOutput, LocalStore, Lookup, OutputToStore, StoreError, WriteReport, Writer};
+pub use store::{Hit, HitOutput, LocalStore, Lookup, StoreError, WriteReport, Writer};

@@ -22,11 +22,11 @@
 //!   only segments whose writers are gone.
 
 use crate::{
-    entry::{self, Entry, INLINE_MAX, RecordError, StoredOutput},
+    entry::{self, INLINE_MAX, RecordError},
     key::{Digest, Key, hex},
 };
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     fs::{self, File, OpenOptions},
     io::{self, Read, Write},
     os::fd::AsRawFd,
@@ -46,8 +46,6 @@ const SEGMENT_HEADER: usize = 12;
 pub const MAX_SCAN_BYTES: u64 = 1 << 30;
 /// Problems kept for the report; later ones are only counted.
 const MAX_PROBLEMS: usize = 20;
-/// Results committed with one fdatasync, at most.
-const MAX_BATCH: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -102,7 +100,7 @@ pub struct LocalStore {
     root: PathBuf,
     segments: Vec<Segment>,
     /// Body range of each key's newest record.
-    index: HashMap<Key, (u32, u32, u32)>,
+    index: crate::key::KeyMap<(u32, u32, u32)>,
     problems: Vec<String>,
     more_problems: usize,
     /// Blobs found corrupt or missing: the writer rewrites them.
@@ -253,7 +251,7 @@ impl LocalStore {
         let mut store = LocalStore {
             root: root.to_owned(),
             segments: Vec::new(),
-            index: HashMap::new(),
+            index: Default::default(),
             problems: Vec::new(),
             more_problems: 0,
             suspect: Arc::default(),
@@ -351,7 +349,7 @@ impl LocalStore {
 
     /// A writer for results of run `run_id`, on a thread of its own.
     pub fn writer(&self, run_id: &str) -> Writer {
-        Writer::start(self.root.clone(), run_id.to_owned(), self.suspect.clone())
+        Writer::start(self.root.clone(), self.suspect.clone(), run_id.to_owned())
     }
 }
 
@@ -372,20 +370,19 @@ pub fn read_blob(root: &Path, hash: &Digest, size: u64) -> Result<Vec<u8>, Strin
     Ok(data)
 }
 
-/// One output to store.
-pub struct OutputToStore {
-    pub port: String,
-    pub content_type: String,
-    pub data_hash: Digest,
-    pub data: Vec<u8>,
-    pub extensions: Vec<(String, String)>,
+/// Results encoded on the caller's thread, waiting to be committed.
+#[derive(Default)]
+struct Batch {
+    records: Vec<u8>,
+    results: usize,
+    /// Outputs over [`INLINE_MAX`]: written (and synced) before the records.
+    blobs: Vec<(Digest, Vec<u8>)>,
+    blob_bytes: usize,
 }
 
-struct Job {
-    key: Key,
-    node_type: String,
-    outputs: Vec<OutputToStore>,
-}
+/// A batch is handed to the writer thread at this size (or when flushed).
+const BATCH_BYTES: usize = 256 << 10;
+const BATCH_BLOB_BYTES: usize = 64 << 20;
 
 /// What a writer did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -398,33 +395,69 @@ pub struct WriteReport {
     pub error: Option<String>,
 }
 
-/// Stores results in the background: blobs first, then their records, one
-/// fdatasync per batch.
+/// Stores results: [`Writer::put`] encodes a result into the current batch
+/// on the caller's thread (no allocation per result, so the writer never
+/// fights the engine over the allocator); a thread of its own writes each
+/// batch's blobs, then its records, with one fdatasync.
 pub struct Writer {
-    jobs: Option<crossbeam_channel::Sender<Job>>,
+    run_id: String,
+    pending: Mutex<Batch>,
+    batches: Option<crossbeam_channel::Sender<Batch>>,
+    /// Record buffers the writer thread has finished with, for reuse: a
+    /// fresh 256 KiB buffer per batch is an mmap and page faults each time.
+    recycled: crossbeam_channel::Receiver<Vec<u8>>,
     thread: Option<std::thread::JoinHandle<WriteReport>>,
 }
 
 impl Writer {
-    fn start(root: PathBuf, run_id: String, suspect: Arc<Mutex<HashSet<Digest>>>) -> Self {
-        let (jobs, receiver) = crossbeam_channel::unbounded();
+    fn start(root: PathBuf, suspect: Arc<Mutex<HashSet<Digest>>>, run_id: String) -> Self {
+        let (batches, receiver) = crossbeam_channel::unbounded();
+        let (recycle, recycled) = crossbeam_channel::bounded(4);
         let thread = std::thread::Builder::new()
             .name("backplane-cache-writer".into())
-            .spawn(move || write_loop(&root, &run_id, &suspect, &receiver))
+            .spawn(move || write_loop(&root, &suspect, &receiver, &recycle))
             .expect("spawn the cache writer thread");
-        Writer { jobs: Some(jobs), thread: Some(thread) }
+        Writer { run_id, pending: Mutex::default(), batches: Some(batches), recycled, thread: Some(thread) }
     }
 
-    /// Queues a result; never blocks.
-    pub fn put(&self, key: Key, node_type: &str, outputs: Vec<OutputToStore>) {
-        if let Some(jobs) = &self.jobs {
-            let _ = jobs.send(Job { key, node_type: node_type.to_owned(), outputs });
+    /// Adds a result to the current batch; never blocks on I/O.
+    pub fn put(&self, key: Key, node_type: &str, outputs: &[entry::OutputRef<'_>]) {
+        let mut batch = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if batch.records.capacity() == 0 {
+            batch.records = self.recycled.try_recv().unwrap_or_else(|_| Vec::with_capacity(BATCH_BYTES + (16 << 10)));
+        }
+        entry::encode_record_into(&mut batch.records, &key, &self.run_id, now_secs(), node_type, outputs);
+        batch.results += 1;
+        for o in outputs.iter().filter(|o| o.data.len() > INLINE_MAX) {
+            batch.blob_bytes += o.data.len();
+            batch.blobs.push((o.data_hash, o.data.to_vec()));
+        }
+        if batch.records.len() >= BATCH_BYTES || batch.blob_bytes >= BATCH_BLOB_BYTES {
+            let full = std::mem::take(&mut *batch);
+            drop(batch);
+            self.send(full);
+        }
+    }
+
+    /// Hands what is batched to the writer thread (call before waiting, so
+    /// results finished meanwhile are committed rather than held).
+    pub fn flush(&self) {
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if batch.results > 0 {
+            self.send(batch);
+        }
+    }
+
+    fn send(&self, batch: Batch) {
+        if let Some(batches) = &self.batches {
+            let _ = batches.send(batch);
         }
     }
 
     /// Commits what is queued and stops.
     pub fn finish(mut self) -> WriteReport {
-        self.jobs = None;
+        self.flush();
+        self.batches = None;
         self.thread
             .take()
             .map(|t| {
@@ -439,7 +472,8 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        self.jobs = None;
+        self.flush();
+        self.batches = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -487,30 +521,33 @@ impl SegmentWriter {
 
 fn write_loop(
     root: &Path,
-    run_id: &str,
     suspect: &Mutex<HashSet<Digest>>,
-    jobs: &crossbeam_channel::Receiver<Job>,
+    batches: &crossbeam_channel::Receiver<Batch>,
+    recycle: &crossbeam_channel::Sender<Vec<u8>>,
 ) -> WriteReport {
     let mut report = WriteReport::default();
     let mut segment: Option<SegmentWriter> = None;
     let mut written_blobs: HashSet<Digest> = HashSet::new();
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+    while let Ok(first) = batches.recv() {
+        // Everything queued meanwhile is committed with the same fdatasync.
+        let mut group = vec![first];
+        group.extend(batches.try_iter());
+        let results: usize = group.iter().map(|b| b.results).sum();
         if report.error.is_some() {
-            report.dropped += batch.len();
+            report.dropped += results;
             continue;
         }
-        match commit(root, run_id, suspect, &mut segment, &mut written_blobs, batch) {
-            Ok(n) => report.committed += n,
-            Err((n, e)) => {
+        let outcome = commit(root, suspect, &mut segment, &mut written_blobs, &group);
+        for batch in group {
+            let mut buffer = batch.records;
+            buffer.clear();
+            let _ = recycle.try_send(buffer);
+        }
+        match outcome {
+            Ok(()) => report.committed += results,
+            Err(e) => {
                 tracing::warn!("cannot store results in the cache at {}: {e}; this run stores no more", root.display());
-                report.dropped += n;
+                report.dropped += results;
                 report.error = Some(e);
             }
         }
@@ -518,44 +555,27 @@ fn write_loop(
     report
 }
 
-/// Makes one batch durable; on failure, how many were lost and why.
+/// Makes a group of batches durable: blobs, then records, then one fdatasync.
 fn commit(
     root: &Path,
-    run_id: &str,
     suspect: &Mutex<HashSet<Digest>>,
     segment: &mut Option<SegmentWriter>,
     written_blobs: &mut HashSet<Digest>,
-    batch: Vec<Job>,
-) -> Result<usize, (usize, String)> {
-    let count = batch.len();
-    let created = now_secs();
-    let mut records = Vec::new();
-    for job in batch {
-        let mut outputs = Vec::with_capacity(job.outputs.len());
-        for o in job.outputs {
-            let inline = o.data.len() <= INLINE_MAX;
-            if !inline {
-                write_blob(root, &o.data_hash, &o.data, suspect, written_blobs).map_err(|e| (count, e))?;
-            }
-            outputs.push(StoredOutput {
-                port: o.port,
-                content_type: o.content_type,
-                data_hash: o.data_hash,
-                size: o.data.len() as u64,
-                inline: inline.then_some(o.data),
-                extensions: o.extensions,
-            });
+    group: &[Batch],
+) -> Result<(), String> {
+    for batch in group {
+        for (hash, data) in &batch.blobs {
+            write_blob(root, hash, data, suspect, written_blobs)?;
         }
-        let entry = Entry { run_id: run_id.to_owned(), created, node_type: job.node_type, outputs };
-        records.extend_from_slice(&entry::encode_record(&job.key, &entry));
     }
     if segment.is_none() {
-        *segment = Some(SegmentWriter::create(root).map_err(|e| (count, format!("create a segment: {e}")))?);
+        *segment = Some(SegmentWriter::create(root).map_err(|e| format!("create a segment: {e}"))?);
     }
     let s = segment.as_mut().expect("created above");
-    s.file.write_all(&records).map_err(|e| (count, format!("append to {}: {e}", s.path.display())))?;
-    s.file.sync_data().map_err(|e| (count, format!("sync {}: {e}", s.path.display())))?;
-    Ok(count)
+    for batch in group {
+        s.file.write_all(&batch.records).map_err(|e| format!("append to {}: {e}", s.path.display()))?;
+    }
+    s.file.sync_data().map_err(|e| format!("sync {}: {e}", s.path.display()))
 }
 
 /// Writes a blob unless a sound one is there already.

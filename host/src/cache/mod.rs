@@ -15,7 +15,7 @@
 
 pub mod reason;
 
-use backplane_cache::{Key, LocalStore, Lookup, OutputToStore, StoreError, WriteReport, Writer};
+use backplane_cache::{Key, LocalStore, Lookup, OutputRef, StoreError, WriteReport, Writer};
 use globset::GlobSet;
 use std::{
     path::{Path, PathBuf},
@@ -70,10 +70,18 @@ impl ResultCache {
         self.store.get(key)
     }
 
-    /// Queues a successful result for storing; never blocks.
-    pub fn store(&self, key: Key, node_type: &str, outputs: Vec<OutputToStore>) {
+    /// Queues a successful result for storing; never blocks on I/O.
+    pub fn store(&self, key: Key, node_type: &str, outputs: &[OutputRef<'_>]) {
         if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             writer.put(key, node_type, outputs);
+        }
+    }
+
+    /// Hands queued results to the writer thread to commit; the engine
+    /// calls it before it waits.
+    pub fn flush(&self) {
+        if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            writer.flush();
         }
     }
 

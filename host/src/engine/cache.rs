@@ -6,7 +6,7 @@ use super::{
     ledger::{CacheStatus, FILE_MANIFEST, MissCause, OffReason, OutputDigest},
     run::{Run, State},
 };
-use backplane_cache::{ContentHash, KeyComponents, Lookup, OutputToStore};
+use backplane_cache::{ContentHash, KeyComponents, Lookup, OutputRef};
 use backplane_plugin_api::{Payload, abi_stable::std_types::RVec};
 
 impl Run<'_> {
@@ -155,36 +155,28 @@ impl Run<'_> {
         ledger.outputs[node] = digests.into_boxed_slice();
     }
 
-    /// What to store of `node`'s result, when it missed (stored only once
-    /// the result is delivered: a result its consumers cannot use is a failure).
-    pub(super) fn result_to_store(
-        &self,
-        node: usize,
-        outputs: &RVec<Payload>,
-    ) -> Option<(backplane_cache::Key, &'static str, Vec<OutputToStore>)> {
-        let ledger = self.ledger.as_ref()?;
-        self.options.cache.as_ref()?;
-        if !matches!(ledger.cache[node], CacheStatus::Miss(_)) {
-            return None;
-        }
-        let key = ledger.keys[node]?;
-        if outputs.iter().any(|p| !p.object_ref.is_empty()) {
-            return None;
+    /// Stores the successful result of a node that missed, unless its
+    /// consumers could not use it (then the node fails instead).
+    pub(super) fn store_result(&self, node: usize, outputs: &RVec<Payload>) {
+        let (Some(cache), Some(ledger)) = (&self.options.cache, &self.ledger) else { return };
+        let (CacheStatus::Miss(_), Some(key)) = (ledger.cache[node], ledger.keys[node]) else { return };
+        if outputs.iter().any(|p| !p.object_ref.is_empty()) || self.missing_output(node, outputs, true).is_some() {
+            return;
         }
         let digests = &ledger.outputs[node];
-        let to_store = outputs
+        let to_store: Vec<OutputRef<'_>> = outputs
             .iter()
             .filter_map(|p| {
                 let digest = digests.iter().find(|d| d.port == p.port.as_str())?;
-                Some(OutputToStore {
-                    port: p.port.to_string(),
-                    content_type: p.content_type.to_string(),
+                Some(OutputRef {
+                    port: digest.port,
+                    content_type: p.content_type.as_str(),
                     data_hash: digest.data,
-                    data: p.data.to_vec(),
-                    extensions: p.extensions.iter().map(|t| (t.0.to_string(), t.1.to_string())).collect(),
+                    data: &p.data,
+                    extensions: p.extensions.iter().map(|t| (t.0.as_str(), t.1.as_str())).collect(),
                 })
             })
             .collect();
-        Some((key, self.plan.types[self.plan.nodes[node].type_index as usize].name, to_store))
+        cache.store(key, self.plan.types[self.plan.nodes[node].type_index as usize].name, &to_store);
     }
 }

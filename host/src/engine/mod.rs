@@ -137,14 +137,20 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
         // microseconds, and waking a parked thread costs tens of them here.
         let completion = match spin_for_completion(&mut completions) {
             Some(completion) => Some(completion),
-            None => tokio::select! {
+            None => {
+                // Results finished so far are committed while the engine waits.
+                if let Some(cache) = &options.cache {
+                    cache.flush();
+                }
+                tokio::select! {
                 completion = completions.recv() => completion,
                 () = tokio::time::sleep_until(run.next_wake(housekeeping).into()) => None,
                 () = interrupted(&mut interrupt), if !run.stopping() => {
                     run.interrupt();
                     None
                 }
-            },
+                }
+            }
         };
         if let Some(completion) = completion {
             run.complete(completion);

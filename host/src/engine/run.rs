@@ -155,9 +155,9 @@ impl<'p> Run<'p> {
             channel,
         };
         if run.ledger.is_some() {
-            for node in 0..plan.nodes.len() {
-                let status = run.initial_cache_status(node);
-                run.ledger.as_mut().expect("kept above").cache[node] = status;
+            let statuses = (0..plan.nodes.len()).map(|node| run.initial_cache_status(node)).collect();
+            if let Some(ledger) = &mut run.ledger {
+                ledger.cache = statuses;
             }
         }
         for (i, node) in plan.nodes.iter().enumerate() {
@@ -451,15 +451,12 @@ impl<'p> Run<'p> {
             // no other node, but its workflow outputs are kept.
             Ok(outputs) => {
                 self.record_outputs(node, &outputs);
-                let to_store = self.result_to_store(node, &outputs);
+                self.store_result(node, &outputs);
                 match self.deliver(node, outputs, self.stop.is_none()) {
                     Ok(()) => {
                         self.state[node] = State::Succeeded;
                         self.succeeded += 1;
                         self.retained.remove(&(node as u32));
-                        if let (Some(cache), Some((key, node_type, outputs))) = (&self.options.cache, to_store) {
-                            cache.store(key, node_type, outputs);
-                        }
                     }
                     Err(message) => self.fail(node, FailureKind::NodeFailed, message),
                 }
@@ -520,16 +517,24 @@ impl<'p> Run<'p> {
         }
     }
 
+    /// A port `node`'s consumers (with `to_nodes` false, only workflow
+    /// outputs) need that `outputs` lacks.
+    pub(super) fn missing_output(&self, node: usize, outputs: &[Payload], to_nodes: bool) -> Option<&'static str> {
+        let wanted = |c: &&crate::plan::Consumer| to_nodes || matches!(c.target, Target::Output(_));
+        let consumers = &self.plan.nodes[node].consumers;
+        consumers.iter().filter(wanted).find(|c| !outputs.iter().any(|p| p.port == c.port)).map(|c| c.port)
+    }
+
     /// Moves a node's outputs into its consumers' input slots (or, with
     /// `to_nodes` false, only into workflow outputs). Checks every needed port
     /// first, so a node's outputs are delivered all or not at all.
     pub(super) fn deliver(&mut self, node: usize, outputs: RVec<Payload>, to_nodes: bool) -> Result<(), String> {
+        if let Some(missing) = self.missing_output(node, &outputs, to_nodes) {
+            return Err(format!("the node produced no `{missing}` output, which its consumers need"));
+        }
         let mut outputs = outputs.into_vec();
         let consumers = &self.plan.nodes[node].consumers;
         let wanted = |c: &&crate::plan::Consumer| to_nodes || matches!(c.target, Target::Output(_));
-        if let Some(missing) = consumers.iter().filter(wanted).find(|c| !outputs.iter().any(|p| p.port == c.port)) {
-            return Err(format!("the node produced no `{}` output, which its consumers need", missing.port));
-        }
         for (c, consumer) in consumers.iter().enumerate() {
             if !wanted(&consumer) {
                 continue;

@@ -144,8 +144,8 @@ fn from_record(record: &RunRecord, wanted: &str, absolute: &Path, path: &Path) -
     })
 }
 
-fn walk<'r>(
-    by_id: &HashMap<&str, &'r NodeRecord>,
+fn walk(
+    by_id: &HashMap<&str, &NodeRecord>,
     id: &str,
     port: Option<String>,
     depth: usize,

@@ -6,14 +6,19 @@ fn key(n: u32) -> Key {
     KeyComponents { node_type: "t", node_version: "1", settings: &settings, inputs: &[], salt: "" }.key()
 }
 
-fn output(port: &str, data: Vec<u8>) -> OutputToStore {
-    OutputToStore {
-        port: port.into(),
-        content_type: "application/octet-stream".into(),
-        data_hash: *blake3::hash(&data).as_bytes(),
+fn output<'a>(port: &'a str, data: &'a [u8]) -> entry::OutputRef<'a> {
+    entry::OutputRef {
+        port,
+        content_type: "application/octet-stream",
+        data_hash: *blake3::hash(data).as_bytes(),
         data,
-        extensions: vec![("x".into(), "y".into())],
+        extensions: vec![("x", "y")],
     }
+}
+
+fn put(writer: &Writer, n: u32) {
+    let (s, l) = (small(n), large(n));
+    writer.put(key(n), "t", &[output("small", &s), output("large", &l)]);
 }
 
 fn small(n: u32) -> Vec<u8> {
@@ -29,7 +34,7 @@ fn store_range(root: &Path, range: std::ops::Range<u32>) -> WriteReport {
     let store = LocalStore::open(root).unwrap();
     let writer = store.writer("run-a");
     for n in range {
-        writer.put(key(n), "t", vec![output("small", small(n)), output("large", large(n))]);
+        put(&writer, n);
     }
     writer.finish()
 }
@@ -143,7 +148,7 @@ fn a_corrupt_or_missing_blob_is_a_miss_and_storing_again_repairs_it() {
     // The rerun stores the result again through the same store: the blob is rewritten.
     let writer = store.writer("run-a");
     for n in 0..2 {
-        writer.put(key(n), "t", vec![output("small", small(n)), output("large", large(n))]);
+        put(&writer, n);
     }
     assert_eq!(writer.finish().committed, 2);
     let store = LocalStore::open(dir.path()).unwrap();

@@ -56,13 +56,22 @@ pub struct ValidateArgs {
     json: bool,
 }
 
+/// What a command needs to act on a workflow.
+struct Prepared {
+    host: Host,
+    config: Config,
+    plan: Plan,
+    /// The workflow file's text, for the run record's hash.
+    text: String,
+}
+
 /// Config, plugins, instances, the plan and the workflow's text, or every
 /// problem found on the way.
 fn prepare(
     global: &GlobalArgs,
     path: &Path,
     output_rules: OutputRules,
-) -> Result<(Host, Config, Plan, String), (Failure, Vec<Diagnostic>)> {
+) -> Result<Prepared, (Failure, Vec<Diagnostic>)> {
     let (host, config) = setup_with_diagnostics(global)?;
     let source = workflow::read_source(path, global.max_file_size).map_err(|e| {
         let diagnostics = e.diagnostics();
@@ -76,7 +85,7 @@ fn prepare(
     let text = source.text.clone();
     let plan = plan::plan_source(source, &host.nodes, &host.backends, &config.routes, output_rules)
         .map_err(|d| (Failure::Invalid(d.to_string()), d.0))?;
-    Ok((host, config, plan, text))
+    Ok(Prepared { host, config, plan, text })
 }
 
 /// Under `--json`, a command that cannot get as far as its work still prints
@@ -96,7 +105,7 @@ pub fn validate(global: &GlobalArgs, args: ValidateArgs) -> Result<(), Failure> 
     if args.json {
         super::reserve_stdout_for_json();
     }
-    let (_host, _config, plan, _) =
+    let Prepared { plan, .. } =
         prepare(global, &args.workflow, OutputRules::default()).map_err(|e| failed(args.json, e))?;
     if args.json {
         print_json(&serde_json::json!({ "valid": true, "errors": [], "nodes": plan.nodes.len() }))
@@ -110,7 +119,7 @@ pub fn plan(global: &GlobalArgs, args: PlanArgs) -> Result<(), Failure> {
     if args.json {
         super::reserve_stdout_for_json();
     }
-    let (_host, _config, plan, _) =
+    let Prepared { plan, .. } =
         prepare(global, &args.workflow, OutputRules::default()).map_err(|e| failed(args.json, e))?;
     print_plan(&plan, args.json)
 }
@@ -152,7 +161,8 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
         super::reserve_stdout_for_json();
     }
     let rules = OutputRules { stdout_reserved: args.json && !args.dry_run, ..OutputRules::default() };
-    let (host, config, plan, text) = prepare(global, &args.workflow, rules).map_err(|e| failed(args.json, e))?;
+    let Prepared { host, config, plan, text } =
+        prepare(global, &args.workflow, rules).map_err(|e| failed(args.json, e))?;
     if args.dry_run {
         return print_plan(&plan, args.json);
     }
