@@ -51,16 +51,62 @@ pub struct OutputRef<'a> {
     pub extensions: Vec<(&'a str, &'a str)>,
 }
 
-/// Appends the record for `key` to `out`: length, body, checksum. Outputs
-/// over [`INLINE_MAX`] are named by hash (their blob is written apart).
-pub fn encode_record_into(
-    out: &mut Vec<u8>,
-    key: &Key,
-    run_id: &str,
-    created: u64,
-    node_type: &str,
-    outputs: &[OutputRef<'_>],
-) {
+/// What the encoder reads of an output, whether it is at hand
+/// ([`OutputRef`]) or was read back from a segment ([`StoredOutput`]).
+trait Encodable {
+    fn port(&self) -> &str;
+    fn content_type(&self) -> &str;
+    fn data_hash(&self) -> &Digest;
+    fn size(&self) -> u64;
+    /// The bytes when they go inside the record; `None` for a blob.
+    fn inline(&self) -> Option<&[u8]>;
+    fn extensions(&self) -> impl Iterator<Item = (&str, &str)>;
+}
+
+impl Encodable for OutputRef<'_> {
+    fn port(&self) -> &str {
+        self.port
+    }
+    fn content_type(&self) -> &str {
+        self.content_type
+    }
+    fn data_hash(&self) -> &Digest {
+        &self.data_hash
+    }
+    fn size(&self) -> u64 {
+        self.data.len() as u64
+    }
+    fn inline(&self) -> Option<&[u8]> {
+        (self.data.len() <= INLINE_MAX).then_some(self.data)
+    }
+    fn extensions(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.extensions.iter().copied()
+    }
+}
+
+impl Encodable for StoredOutput {
+    fn port(&self) -> &str {
+        &self.port
+    }
+    fn content_type(&self) -> &str {
+        &self.content_type
+    }
+    fn data_hash(&self) -> &Digest {
+        &self.data_hash
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn inline(&self) -> Option<&[u8]> {
+        self.inline.as_deref()
+    }
+    fn extensions(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.extensions.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+/// Appends a record to `out`: length, body, checksum.
+fn encode<O: Encodable>(out: &mut Vec<u8>, key: &Key, run_id: &str, created: u64, node_type: &str, outputs: &[O]) {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&key.0);
@@ -69,21 +115,26 @@ pub fn encode_record_into(
     put_str(out, node_type);
     out.extend_from_slice(&(outputs.len() as u32).to_le_bytes());
     for o in outputs {
-        put_str(out, o.port);
-        put_str(out, o.content_type);
-        out.extend_from_slice(&o.data_hash);
-        out.extend_from_slice(&(o.data.len() as u64).to_le_bytes());
-        if o.data.len() <= INLINE_MAX {
-            out.push(1);
-            put_bytes(out, o.data);
-        } else {
-            out.push(0);
+        put_str(out, o.port());
+        put_str(out, o.content_type());
+        out.extend_from_slice(o.data_hash());
+        out.extend_from_slice(&o.size().to_le_bytes());
+        match o.inline() {
+            Some(data) => {
+                out.push(1);
+                put_bytes(out, data);
+            }
+            None => out.push(0),
         }
-        out.extend_from_slice(&(o.extensions.len() as u32).to_le_bytes());
-        for (k, v) in &o.extensions {
+        let count_at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        let mut count = 0u32;
+        for (k, v) in o.extensions() {
             put_str(out, k);
             put_str(out, v);
+            count += 1;
         }
+        out[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
     }
     let len = (out.len() - start - 4) as u32;
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
@@ -91,39 +142,25 @@ pub fn encode_record_into(
     out.extend_from_slice(checksum.as_bytes());
 }
 
-/// The record for `key` and `entry` (whose blobs are named, not inlined,
-/// exactly as when it was stored).
+/// Appends the record for `key` to `out`. Outputs over [`INLINE_MAX`] are
+/// named by hash (their blob is written apart).
+pub fn encode_record_into(
+    out: &mut Vec<u8>,
+    key: &Key,
+    run_id: &str,
+    created: u64,
+    node_type: &str,
+    outputs: &[OutputRef<'_>],
+) {
+    encode(out, key, run_id, created, node_type, outputs);
+}
+
+/// The record for `key` and `entry`, blobs named as when it was stored.
 pub fn encode_record(key: &Key, entry: &Entry) -> Vec<u8> {
-    let start_len = 96 + entry.outputs.iter().map(|o| 64 + o.inline.as_ref().map_or(0, Vec::len)).sum::<usize>();
-    let mut out = Vec::with_capacity(start_len);
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&key.0);
-    put_str(&mut out, &entry.run_id);
-    out.extend_from_slice(&entry.created.to_le_bytes());
-    put_str(&mut out, &entry.node_type);
-    out.extend_from_slice(&(entry.outputs.len() as u32).to_le_bytes());
-    for o in &entry.outputs {
-        put_str(&mut out, &o.port);
-        put_str(&mut out, &o.content_type);
-        out.extend_from_slice(&o.data_hash);
-        out.extend_from_slice(&o.size.to_le_bytes());
-        match &o.inline {
-            Some(data) => {
-                out.push(1);
-                put_bytes(&mut out, data);
-            }
-            None => out.push(0),
-        }
-        out.extend_from_slice(&(o.extensions.len() as u32).to_le_bytes());
-        for (k, v) in &o.extensions {
-            put_str(&mut out, k);
-            put_str(&mut out, v);
-        }
-    }
-    let len = (out.len() - 4) as u32;
-    out[..4].copy_from_slice(&len.to_le_bytes());
-    let checksum = blake3::hash(&out[4..]);
-    out.extend_from_slice(checksum.as_bytes());
+    let mut out = Vec::with_capacity(
+        96 + entry.outputs.iter().map(|o| 64 + o.inline.as_ref().map_or(0, Vec::len)).sum::<usize>(),
+    );
+    encode(&mut out, key, &entry.run_id, entry.created, &entry.node_type, &entry.outputs);
     out
 }
 

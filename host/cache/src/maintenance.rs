@@ -37,19 +37,6 @@ pub struct Stats {
     pub damaged: usize,
 }
 
-fn segment_paths(root: &Path) -> Result<Vec<PathBuf>, StoreError> {
-    let dir = store::entries_dir(root);
-    let mut files: Vec<PathBuf> = match fs::read_dir(&dir) {
-        Ok(entries) => {
-            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "seg")).collect()
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(source) => return Err(StoreError::Io { action: "list", path: dir, source }),
-    };
-    files.sort();
-    Ok(files)
-}
-
 /// Every blob file: path, hash (from its name), size, modified.
 fn blob_files(root: &Path) -> Vec<(PathBuf, Option<Digest>, u64, SystemTime)> {
     let mut out = Vec::new();
@@ -71,7 +58,7 @@ fn blob_files(root: &Path) -> Vec<(PathBuf, Option<Digest>, u64, SystemTime)> {
 /// Every readable record, oldest segment first.
 fn all_records(root: &Path, damaged: &mut Vec<String>) -> Result<Vec<(PathBuf, Key, Entry, usize)>, StoreError> {
     let mut out = Vec::new();
-    for path in segment_paths(root)? {
+    for path in store::segment_files(root)? {
         match store::scan_segment(&path) {
             Ok(scanned) => {
                 if let Some(d) = scanned.damage {
@@ -94,7 +81,7 @@ fn all_records(root: &Path, damaged: &mut Vec<String>) -> Result<Vec<(PathBuf, K
 pub fn stats(root: &Path) -> Result<Stats, StoreError> {
     let mut damaged = Vec::new();
     let records = all_records(root, &mut damaged)?;
-    let segments = segment_paths(root)?;
+    let segments = store::segment_files(root)?;
     let keys: HashSet<Key> = records.iter().map(|r| r.1).collect();
     let blobs = blob_files(root);
     Ok(Stats {
@@ -183,16 +170,12 @@ fn in_use(path: &Path) -> bool {
     young || locked
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 /// Merges finished segments into one, keeping each key's newest entry,
 /// dropping entries older than `older_than` and then the oldest until the
 /// store is within `max_size`, and removes blobs no entry names.
 pub fn gc(root: &Path, max_size: Option<u64>, older_than: Option<Duration>) -> Result<Collection, StoreError> {
     let mut c = Collection::default();
-    let paths = segment_paths(root)?;
+    let paths = store::segment_files(root)?;
     let (busy, idle): (Vec<PathBuf>, Vec<PathBuf>) = paths.into_iter().partition(|p| in_use(p));
     c.segments_in_use = busy.len();
     // Newest record per key among the idle segments.
@@ -212,7 +195,7 @@ pub fn gc(root: &Path, max_size: Option<u64>, older_than: Option<Duration>) -> R
             }
         }
     }
-    let cutoff = older_than.map(|d| now_secs().saturating_sub(d.as_secs()));
+    let cutoff = older_than.map(|d| store::now_secs().saturating_sub(d.as_secs()));
     let mut kept: Vec<(Key, Entry, usize)> = newest
         .into_iter()
         .filter(|(_, (e, _))| cutoff.is_none_or(|c| e.created >= c))
@@ -301,7 +284,7 @@ pub fn gc(root: &Path, max_size: Option<u64>, older_than: Option<Duration>) -> R
 pub fn clear(root: &Path) -> Result<(usize, u64), StoreError> {
     let mut removed = 0;
     let mut bytes = 0;
-    for path in segment_paths(root)? {
+    for path in store::segment_files(root)? {
         bytes += fs::metadata(&path).map_or(0, |m| m.len());
         if fs::remove_file(&path).is_ok() {
             removed += 1;

@@ -170,17 +170,18 @@ fn check_format(root: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// The segment files, newest first (names start with the creation time).
-fn segment_files(root: &Path) -> Result<Vec<PathBuf>, StoreError> {
+/// The segment files, oldest first (names start with the creation time);
+/// none when there is no `entries/` yet.
+pub(crate) fn segment_files(root: &Path) -> Result<Vec<PathBuf>, StoreError> {
     let dir = entries_dir(root);
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .map_err(io_err("list", &dir))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("list", &dir)(e)),
+    };
+    let mut files: Vec<PathBuf> =
+        entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "seg")).collect();
     files.sort();
-    files.reverse();
     Ok(files)
 }
 
@@ -257,7 +258,7 @@ impl LocalStore {
             suspect: Arc::default(),
         };
         let mut scanned_bytes = 0u64;
-        for path in segment_files(root)? {
+        for path in segment_files(root)?.into_iter().rev() {
             if scanned_bytes > MAX_SCAN_BYTES {
                 store.problem(format!(
                     "the cache's entries exceed {} MiB; older segments were not read (run `backplane cache gc`)",
@@ -480,7 +481,7 @@ impl Drop for Writer {
     }
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

@@ -56,8 +56,8 @@ pub fn write(dir: &Path, record: &RunRecord) -> Result<PathBuf, String> {
 /// Most bytes read of one record (a 1M-node run is about 400 MB; more is not ours).
 const MAX_RECORD_BYTES: u64 = 1 << 30;
 
-/// Reads one record.
-pub fn read(path: &Path, header_only: bool) -> Result<RunRecord, String> {
+/// The text of one record file.
+fn read_text(path: &Path) -> Result<String, String> {
     let meta = fs::symlink_metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if !meta.is_file() {
         return Err(format!("{} is not a regular file", path.display()));
@@ -65,8 +65,12 @@ pub fn read(path: &Path, header_only: bool) -> Result<RunRecord, String> {
     if meta.len() > MAX_RECORD_BYTES {
         return Err(format!("{} is larger than {} MiB", path.display(), MAX_RECORD_BYTES >> 20));
     }
-    let text = fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    RunRecord::parse(&text, header_only).map_err(|e| format!("{}: {e}", path.display()))
+    fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Reads one record.
+pub fn read(path: &Path, header_only: bool) -> Result<RunRecord, String> {
+    RunRecord::parse(&read_text(path)?, header_only).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The record files in `dir`, newest first.
@@ -83,11 +87,12 @@ pub fn list(dir: &Path) -> Vec<PathBuf> {
 /// workflow at `workflow_path`, for explaining misses.
 pub fn previous_components(dir: &Path, workflow_path: &str) -> HashMap<String, Components> {
     for path in list(dir) {
-        let Ok(head) = read(&path, true) else { continue };
+        let Ok(text) = read_text(&path) else { continue };
+        let Ok(head) = RunRecord::parse(&text, true) else { continue };
         if head.header.workflow.path != workflow_path || head.end.is_none() {
             continue;
         }
-        let Ok(record) = read(&path, false) else { continue };
+        let Ok(record) = RunRecord::parse(&text, false) else { continue };
         return record.nodes.into_iter().filter_map(|n| Some((n.node, n.components?))).collect();
     }
     HashMap::new()
