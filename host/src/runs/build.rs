@@ -242,3 +242,29 @@ pub fn end(plan: &Plan, outcome: &RunOutcome, written: &[PathBuf], finished: Sys
 pub fn started(cx: &RecordContext<'_>) -> RunRecord {
     RunRecord { header: header(cx), nodes: Vec::new(), end: None }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_looking_settings_are_redacted_before_hashing() {
+        let config = "[backends.w]\ntype = \"worker\"\npassword = \"hunter2\"\nauth_token = \"t\"\nthreads = 2\n";
+        let (clean, keys) = redact(config);
+        assert!(!clean.contains("hunter2") && !clean.contains("\"t\""), "{clean}");
+        assert!(clean.contains("threads = 2"));
+        assert_eq!(keys, ["password", "auth_token"]);
+        let other = config.replace("hunter2", "swordfish");
+        assert_eq!(redact(&other).0, clean, "the hash does not depend on the secret");
+    }
+
+    #[test]
+    fn manifests_give_files_and_skip_what_is_not_a_manifest_line() {
+        let hash = "a".repeat(64);
+        let text = format!("read\t{hash}\t3\t/d/a.txt\nwrote\t{hash}\t4\t/d/b c.txt\nnoise\nread\tshort\t1\t/x\n");
+        let files = parse_manifest(&text);
+        assert_eq!(files.len(), 2);
+        assert_eq!((files[0].op.as_str(), files[0].path.as_str(), files[0].bytes), ("read", "/d/a.txt", 3));
+        assert_eq!((files[1].op.as_str(), files[1].path.as_str()), ("wrote", "/d/b c.txt"));
+    }
+}

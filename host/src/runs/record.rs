@@ -165,3 +165,59 @@ impl RunRecord {
         Ok(record)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Header {
+        Header {
+            record: "run".into(),
+            format: RECORD_FORMAT,
+            run_id: "r1".into(),
+            started: "2026-12-02T00:00:00.000Z".into(),
+            workflow: FileIdentity { path: "/w/workflow.toml".into(), name: "workflow.toml".into(), hash: "aa".into() },
+            config: None,
+            redacted: Vec::new(),
+            cache_dir: None,
+            backplane_version: "0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn a_record_round_trips_and_a_killed_one_has_no_end() {
+        let end = End {
+            record: "end".into(),
+            finished: "2026-12-02T00:00:01.000Z".into(),
+            elapsed_secs: 1.0,
+            status: "succeeded".into(),
+            nodes: 0,
+            cached: 0,
+            executed: 0,
+            failed: 0,
+            written: Vec::new(),
+        };
+        let record = RunRecord { header: header(), nodes: Vec::new(), end: Some(end) };
+        let text = record.to_lines();
+        assert_eq!(text.lines().count(), 2);
+        for header_only in [true, false] {
+            let back = RunRecord::parse(&text, header_only).unwrap();
+            assert_eq!(back.header.run_id, "r1");
+            assert_eq!(back.end.map(|e| e.status), Some("succeeded".into()));
+        }
+        let killed = RunRecord { header: header(), nodes: Vec::new(), end: None }.to_lines();
+        assert!(RunRecord::parse(&killed, true).unwrap().end.is_none());
+    }
+
+    #[test]
+    fn a_newer_or_broken_record_is_refused_with_its_line() {
+        let mut newer = header();
+        newer.format = RECORD_FORMAT + 1;
+        let text = RunRecord { header: newer, nodes: Vec::new(), end: None }.to_lines();
+        assert!(RunRecord::parse(&text, true).unwrap_err().contains("newer than this Backplane reads"));
+        let broken =
+            format!("{}{{\"node\": 3}}\n", RunRecord { header: header(), nodes: Vec::new(), end: None }.to_lines());
+        assert!(RunRecord::parse(&broken, false).unwrap_err().starts_with("line 2:"));
+        assert!(RunRecord::parse("", true).is_err());
+    }
+}

@@ -384,3 +384,56 @@ fn kill_9_at_random_points_never_leaves_a_wrong_or_lost_result() {
     // The kills must have landed mid-run, or the test proved nothing.
     assert!(mid_run * 4 >= kills, "only {mid_run} of {kills} kills landed mid-run (committed {total_committed})");
 }
+
+#[test]
+fn a_killed_run_is_listed_as_unfinished_and_gc_and_clear_tidy_the_cache() {
+    let dir = quickstart_copy(LOCAL);
+    let first = run_ok(dir.path(), &[]);
+    // A run that is killed while it sleeps leaves its record's header.
+    let slow = "[[node]]\nid = \"nap\"\ntype = \"std.sleep\"\nsettings = { ms = 20000 }\n";
+    std::fs::write(dir.path().join("slow.toml"), slow).unwrap();
+    let mut child = backplane_process()
+        .current_dir(dir.path())
+        .args(["run", "-q", "slow.toml", "--config", "backplane.toml"])
+        .spawn()
+        .unwrap();
+    let runs_dir = dir.path().join(".backplane/runs");
+    let start = std::time::Instant::now();
+    while std::fs::read_dir(&runs_dir).unwrap().count() < 2 {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "the slow run wrote no record");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let runs = backplane().current_dir(dir.path()).args(["runs", "--json"]).output().unwrap();
+    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    let statuses: Vec<(&str, &str)> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["workflow"].as_str().unwrap().rsplit('/').next().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(statuses, [("slow.toml", "did-not-finish"), ("workflow.toml", "succeeded")], "{runs:#}");
+    let text = backplane().current_dir(dir.path()).arg("runs").output().unwrap();
+    assert!(stdout_of(&text).contains("did not finish"), "{}", stdout_of(&text));
+    assert_eq!(runs["runs"][1]["run_id"], first["run_id"]);
+
+    let cache = dir.path().join(".backplane/cache");
+    let json = |args: &[&str]| -> Value {
+        let output = backplane().arg("cache").args(args).arg("--json").arg("--dir").arg(&cache).output().unwrap();
+        assert!(output.status.success(), "{}", stderr_of(&output));
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    // Segments this young may belong to a writer that has not locked them yet: gc leaves them.
+    let gc = json(&["gc", "--older-than", "1h"]);
+    assert_eq!(gc["gc"]["segments_in_use"].as_u64(), Some(1), "{gc:#}");
+    assert_eq!(json(&["stats"])["stats"]["entries"].as_u64(), Some(10));
+    let cleared = json(&["clear"]);
+    assert_eq!(cleared["segments_removed"].as_u64(), Some(1), "{cleared:#}");
+    assert_eq!(json(&["stats"])["stats"]["entries"].as_u64(), Some(0));
+    let report = run_ok(dir.path(), &[]);
+    assert_eq!(report["cached"].as_u64(), Some(0));
+    let missing = backplane().args(["cache", "stats", "--dir"]).arg(dir.path().join("nowhere")).output().unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr_of(&missing).contains("there is no cache at"), "{}", stderr_of(&missing));
+}
