@@ -15,8 +15,10 @@
 pub mod entry;
 pub mod key;
 pub mod maintenance;
+pub mod shared;
 pub mod store;
 
 pub use entry::OutputRef;
 pub use key::{ContentHash, Digest, Key, KeyComponents};
+pub use shared::{SharedLookup, SharedTier};
 pub use store::{Hit, HitOutput, LocalStore, Lookup, StoreError, WriteReport, Writer};

@@ -348,9 +348,10 @@ impl LocalStore {
         read_blob(&self.root, hash, size)
     }
 
-    /// A writer for results of run `run_id`, on a thread of its own.
-    pub fn writer(&self, run_id: &str) -> Writer {
-        Writer::start(self.root.clone(), self.suspect.clone(), run_id.to_owned())
+    /// A writer for results of run `run_id`, on a thread of its own; what
+    /// it commits is also published to `shared`.
+    pub fn writer(&self, run_id: &str, shared: Option<Arc<dyn crate::SharedTier>>) -> Writer {
+        Writer::start(self.root.clone(), self.suspect.clone(), run_id.to_owned(), shared)
     }
 }
 
@@ -379,6 +380,8 @@ struct Batch {
     /// Outputs over [`INLINE_MAX`]: written (and synced) before the records.
     blobs: Vec<(Digest, Vec<u8>)>,
     blob_bytes: usize,
+    /// Holds records that came from the shared tier: not published back.
+    local_only: bool,
 }
 
 /// A batch is handed to the writer thread at this size (or when flushed).
@@ -411,12 +414,17 @@ pub struct Writer {
 }
 
 impl Writer {
-    fn start(root: PathBuf, suspect: Arc<Mutex<HashSet<Digest>>>, run_id: String) -> Self {
+    fn start(
+        root: PathBuf,
+        suspect: Arc<Mutex<HashSet<Digest>>>,
+        run_id: String,
+        shared: Option<Arc<dyn crate::SharedTier>>,
+    ) -> Self {
         let (batches, receiver) = crossbeam_channel::unbounded();
         let (recycle, recycled) = crossbeam_channel::bounded(4);
         let thread = std::thread::Builder::new()
             .name("backplane-cache-writer".into())
-            .spawn(move || write_loop(&root, &suspect, &receiver, &recycle))
+            .spawn(move || write_loop(&root, &suspect, &receiver, &recycle, shared.as_deref()))
             .expect("spawn the cache writer thread");
         Writer { run_id, pending: Mutex::default(), batches: Some(batches), recycled, thread: Some(thread) }
     }
@@ -438,6 +446,13 @@ impl Writer {
             drop(batch);
             self.send(full);
         }
+    }
+
+    /// Adds a record read from the shared tier (already checked), with its
+    /// blobs, so the local tier has it next time.
+    pub fn put_record(&self, record: Vec<u8>, blobs: Vec<(Digest, Vec<u8>)>) {
+        let blob_bytes = blobs.iter().map(|b| b.1.len()).sum();
+        self.send(Batch { records: record, results: 1, blobs, blob_bytes, local_only: true });
     }
 
     /// Hands what is batched to the writer thread (call before waiting, so
@@ -525,7 +540,9 @@ fn write_loop(
     suspect: &Mutex<HashSet<Digest>>,
     batches: &crossbeam_channel::Receiver<Batch>,
     recycle: &crossbeam_channel::Sender<Vec<u8>>,
+    shared: Option<&dyn crate::SharedTier>,
 ) -> WriteReport {
+    let mut shared_failed = false;
     let mut report = WriteReport::default();
     let mut segment: Option<SegmentWriter> = None;
     let mut written_blobs: HashSet<Digest> = HashSet::new();
@@ -539,6 +556,18 @@ fn write_loop(
             continue;
         }
         let outcome = commit(root, suspect, &mut segment, &mut written_blobs, &group);
+        if let Some(tier) = shared.filter(|_| outcome.is_ok() && !shared_failed) {
+            for batch in group.iter().filter(|b| !b.local_only) {
+                if let Err(e) = crate::shared::publish(tier, &batch.records, &batch.blobs) {
+                    tracing::warn!(
+                        "cannot store results in the shared cache ({}): {e}; this run shares no more",
+                        tier.describe()
+                    );
+                    shared_failed = true;
+                    break;
+                }
+            }
+        }
         for batch in group {
             let mut buffer = batch.records;
             buffer.clear();

@@ -7,6 +7,7 @@
 
 mod bench;
 mod cli;
+mod shared_cache;
 
 use clap::{Args, Parser, Subcommand};
 use std::{path::PathBuf, process::ExitCode};

@@ -15,11 +15,11 @@
 
 pub mod reason;
 
-use backplane_cache::{Key, LocalStore, Lookup, OutputRef, StoreError, WriteReport, Writer};
+use backplane_cache::{Key, LocalStore, Lookup, OutputRef, SharedLookup, SharedTier, StoreError, WriteReport, Writer};
 use globset::GlobSet;
 use std::{
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
 /// The name of the directory beside a workflow that holds its cache and its run records.
@@ -38,14 +38,31 @@ pub struct ResultCache {
     writer: Mutex<Option<Writer>>,
     salt: String,
     rerun: Option<GlobSet>,
+    /// Asked after a local miss; what this run stores goes there too.
+    shared: Option<Arc<dyn SharedTier>>,
+    /// Set after the shared tier's first failure: the run stops asking it.
+    shared_failed: std::sync::atomic::AtomicBool,
 }
 
 impl ResultCache {
-    /// Opens the store at `dir` for run `run_id`.
-    pub fn open(dir: &Path, run_id: &str, salt: &str, rerun: Option<GlobSet>) -> Result<Self, StoreError> {
+    /// Opens the store at `dir` for run `run_id`, with an optional shared tier.
+    pub fn open(
+        dir: &Path,
+        run_id: &str,
+        salt: &str,
+        rerun: Option<GlobSet>,
+        shared: Option<Arc<dyn SharedTier>>,
+    ) -> Result<Self, StoreError> {
         let store = LocalStore::open(dir)?;
-        let writer = store.writer(run_id);
-        Ok(Self { store, writer: Mutex::new(Some(writer)), salt: salt.to_owned(), rerun })
+        let writer = store.writer(run_id, shared.clone());
+        Ok(Self {
+            store,
+            writer: Mutex::new(Some(writer)),
+            salt: salt.to_owned(),
+            rerun,
+            shared,
+            shared_failed: Default::default(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -66,8 +83,34 @@ impl ResultCache {
         self.rerun.as_ref().is_some_and(|g| g.is_match(id))
     }
 
+    /// The local tier first, then the shared one (whose hits are kept locally).
     pub fn lookup(&self, key: &Key) -> Lookup {
-        self.store.get(key)
+        use std::sync::atomic::Ordering;
+        let local = self.store.get(key);
+        let Some(shared) = self.shared.as_deref().filter(|_| !self.shared_failed.load(Ordering::Relaxed)) else {
+            return local;
+        };
+        if matches!(local, Lookup::Hit(_)) {
+            return local;
+        }
+        match backplane_cache::shared::lookup(shared, key) {
+            SharedLookup::Hit(hit, record, blobs) => {
+                if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                    writer.put_record(record, blobs);
+                }
+                Lookup::Hit(hit)
+            }
+            SharedLookup::Absent => local,
+            SharedLookup::Unusable(problem) => {
+                if problem.starts_with("the shared cache") {
+                    tracing::warn!("{problem}; this run no longer asks it");
+                    self.shared_failed.store(true, Ordering::Relaxed);
+                } else {
+                    tracing::warn!("{problem}");
+                }
+                local
+            }
+        }
     }
 
     /// Queues a successful result for storing; never blocks on I/O.

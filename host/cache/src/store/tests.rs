@@ -32,7 +32,7 @@ fn large(n: u32) -> Vec<u8> {
 /// Stores keys `range`, each with a small and a large output.
 fn store_range(root: &Path, range: std::ops::Range<u32>) -> WriteReport {
     let store = LocalStore::open(root).unwrap();
-    let writer = store.writer("run-a");
+    let writer = store.writer("run-a", None);
     for n in range {
         put(&writer, n);
     }
@@ -146,7 +146,7 @@ fn a_corrupt_or_missing_blob_is_a_miss_and_storing_again_repairs_it() {
         assert!(why.contains(if n == 0 { "does not match its name" } else { "is missing" }), "{why}");
     }
     // The rerun stores the result again through the same store: the blob is rewritten.
-    let writer = store.writer("run-a");
+    let writer = store.writer("run-a", None);
     for n in 0..2 {
         put(&writer, n);
     }

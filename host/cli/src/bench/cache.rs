@@ -47,7 +47,7 @@ fn distinct_plan(host: &Host, nodes: usize, first: usize) -> Result<Plan, String
 fn cached_run(plan: &Plan, dir: &Path) -> Result<(f64, f64, usize, Option<f64>), String> {
     let rt = runtime()?;
     let start = Instant::now();
-    let cache = Arc::new(ResultCache::open(dir, "bench", "", None).map_err(|e| e.to_string())?);
+    let cache = Arc::new(ResultCache::open(dir, "bench", "", None, None).map_err(|e| e.to_string())?);
     let opened = start.elapsed().as_secs_f64();
     let options = RunOptions { cache: Some(cache.clone()), record_nodes: true, ..RunOptions::default() };
     let outcome = rt.block_on(engine::execute(plan, &options));

@@ -91,7 +91,24 @@ impl Recording {
         } else if !settings.enabled {
             (None, "the run has no cache ([cache] enabled = false)".to_owned())
         } else {
-            match ResultCache::open(&dir, &run_id, &settings.salt, rerun) {
+            let shared = match &settings.shared {
+                Some(shared) => match crate::shared_cache::NatsTier::connect(shared) {
+                    Ok(tier) => Some(Arc::new(tier) as Arc<dyn backplane_cache::SharedTier>),
+                    Err(e) if settings.required => {
+                        return Err(Failure::Environment(format!(
+                            "error: the shared result cache cannot be used: {e}\n  help: fix it, or set `[cache] required = false` to run without it"
+                        )));
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            "the shared result cache cannot be used, so this run uses the local one only: {e}"
+                        );
+                        None
+                    }
+                },
+                None => None,
+            };
+            match ResultCache::open(&dir, &run_id, &settings.salt, rerun, shared) {
                 Ok(cache) => (Some(Arc::new(cache)), String::new()),
                 Err(e) if settings.required => {
                     return Err(Failure::Environment(format!(

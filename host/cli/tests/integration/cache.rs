@@ -437,3 +437,58 @@ fn a_killed_run_is_listed_as_unfinished_and_gc_and_clear_tidy_the_cache() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(stderr_of(&missing).contains("there is no cache at"), "{}", stderr_of(&missing));
 }
+
+/// Two hosts with their own local tiers and one NATS server: what one
+/// computed is a hit for the other, checked like a local read.
+#[test]
+fn hosts_with_separate_local_caches_share_hits_through_nats() {
+    use crate::nats::{NatsServer, PASSWORD, USER};
+    let nats = NatsServer::start();
+    let config =
+        format!("{LOCAL}\n[cache.shared]\nnats = \"{}\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\n", nats.url());
+    let (a, b) = (quickstart_copy(&config), quickstart_copy(&config));
+    let first = run_ok(a.path(), &[]);
+    assert_eq!((first["cached"].as_u64(), first["executed"].as_u64()), (Some(0), Some(11)));
+    let second = run_ok(b.path(), &[]);
+    assert_eq!((second["cached"].as_u64(), second["executed"].as_u64()), (Some(10), Some(1)), "{second:#}");
+    let from = cache_of(&second);
+    assert_eq!(from["merge"].1, format!("stored by run {}", first["run_id"].as_str().unwrap()));
+    assert_eq!(outputs(a.path()), outputs(b.path()));
+    // The shared hits were kept locally: with NATS gone, `b` still hits.
+    drop(nats);
+    let (code, report, stderr) = run_json(b.path(), &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("the shared result cache cannot be used"), "{stderr}");
+    assert_eq!(report["cached"].as_u64(), Some(10), "{report:#}");
+    // Wrong credentials: a warning naming the cause, and a run on the local tier.
+    let nats = NatsServer::start();
+    let wrong =
+        quickstart_copy(&config.replace(&nats_url_placeholder(&config), &nats.url()).replace(PASSWORD, "wrong"));
+    let (code, report, stderr) = run_json(wrong.path(), &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("rejected the credentials"), "{stderr}");
+    assert_eq!(report["executed"].as_u64(), Some(11));
+}
+
+/// The `nats = "..."` address in a config.
+fn nats_url_placeholder(config: &str) -> String {
+    config.lines().find_map(|l| l.strip_prefix("nats = \"")).unwrap().trim_end_matches('"').to_owned()
+}
+
+#[test]
+fn cache_settings_are_checked_with_locations() {
+    let config = format!("{LOCAL}\n[cache]\nsalt = 3\nrequierd = true\n\n[cache.shared]\nbucket = \"a b\"\n");
+    let dir = quickstart_copy(&config);
+    let output = crate::fixtures::command_in(dir.path(), &["validate"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    for expected in [
+        "backplane.toml:6:8: error: `salt` in [cache] must be a string, found an integer",
+        "backplane.toml:7:1: error: unknown key `requierd` in [cache]",
+        "did you mean `required`?",
+        "backplane.toml:9:1: error: [cache.shared] has no `nats`",
+        "backplane.toml:10:10: error: bucket `a b` must be letters, digits, `-` and `_`",
+    ] {
+        assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
+    }
+}
