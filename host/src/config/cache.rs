@@ -2,7 +2,6 @@
 
 use crate::spanned_toml::{Reader, TableView};
 use std::path::PathBuf;
-use toml::Spanned;
 
 /// `[cache]`: where results are kept and what makes keys differ.
 #[derive(Debug, Clone, PartialEq, Eq)]
