@@ -20,6 +20,11 @@ pub trait SharedTier: Send + Sync {
     /// The record stored under `key`, as [`entry::encode_record_into`] wrote it.
     fn get_record(&self, key: &Key) -> Result<Option<Vec<u8>>, String>;
     fn get_blob(&self, hash: &Digest) -> Result<Option<Vec<u8>>, String>;
+    /// [`SharedTier::get_record`] for many keys, answers in their order;
+    /// implementations ask concurrently (a wide DAG looks up thousands at once).
+    fn get_records(&self, keys: &[Key]) -> Vec<Result<Option<Vec<u8>>, String>> {
+        keys.iter().map(|k| self.get_record(k)).collect()
+    }
     fn put_record(&self, key: &Key, record: &[u8]) -> Result<(), String>;
     fn put_blob(&self, hash: &Digest, data: &[u8]) -> Result<(), String>;
 }
@@ -32,9 +37,9 @@ pub enum SharedLookup {
     Unusable(String),
 }
 
-/// Looks `key` up in `tier` and checks everything it returns.
-pub fn lookup(tier: &dyn SharedTier, key: &Key) -> SharedLookup {
-    let record = match tier.get_record(key) {
+/// Checks what `tier` answered for `key` (fetching the blobs it names).
+pub fn check(tier: &dyn SharedTier, key: &Key, answer: Result<Option<Vec<u8>>, String>) -> SharedLookup {
+    let record = match answer {
         Ok(Some(r)) => r,
         Ok(None) => return SharedLookup::Absent,
         Err(e) => return SharedLookup::Unusable(format!("the shared cache ({}) failed: {e}", tier.describe())),

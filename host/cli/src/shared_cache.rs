@@ -17,8 +17,11 @@ use backplane_worker_protocol::NatsAuth;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
-/// Longest a lookup or a store may take before the tier counts as failed.
+/// Longest a lookup (of one round of keys) or a store may take before the
+/// tier counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lookups in flight at once.
+const CONCURRENT_GETS: usize = 64;
 
 pub struct NatsTier {
     runtime: Option<tokio::runtime::Runtime>,
@@ -97,6 +100,24 @@ impl SharedTier for NatsTier {
             object.read_to_end(&mut data).await.map_err(|e| e.to_string())?;
             Ok(Some(data))
         })
+    }
+
+    fn get_records(&self, keys: &[Key]) -> Vec<Result<Option<Vec<u8>>, String>> {
+        use futures_util::StreamExt;
+        let records = self.records.clone();
+        let names: Vec<String> = keys.iter().map(Key::to_string).collect();
+        let count = names.len();
+        let answers = self.call(async move {
+            let gets = futures_util::stream::iter(names).map(|name| {
+                let records = records.clone();
+                async move { records.get(name).await.map(|v| v.map(|b| b.to_vec())).map_err(|e| e.to_string()) }
+            });
+            Ok(gets.buffered(CONCURRENT_GETS).collect::<Vec<_>>().await)
+        });
+        match answers {
+            Ok(answers) => answers,
+            Err(e) => vec![Err(e); count],
+        }
     }
 
     fn put_record(&self, key: &Key, record: &[u8]) -> Result<(), String> {

@@ -83,34 +83,39 @@ impl ResultCache {
         self.rerun.as_ref().is_some_and(|g| g.is_match(id))
     }
 
-    /// The local tier first, then the shared one (whose hits are kept locally).
-    pub fn lookup(&self, key: &Key) -> Lookup {
+    /// The local tier first, then the shared one (whose hits are kept
+    /// locally), for many keys at once: the shared tier is asked for all
+    /// local misses together. Answers come in the keys' order.
+    pub fn lookup_many(&self, keys: &[Key]) -> Vec<Lookup> {
         use std::sync::atomic::Ordering;
-        let local = self.store.get(key);
+        let mut found: Vec<Lookup> = keys.iter().map(|k| self.store.get(k)).collect();
         let Some(shared) = self.shared.as_deref().filter(|_| !self.shared_failed.load(Ordering::Relaxed)) else {
-            return local;
+            return found;
         };
-        if matches!(local, Lookup::Hit(_)) {
-            return local;
+        let missed: Vec<usize> = (0..keys.len()).filter(|&i| !matches!(found[i], Lookup::Hit(_))).collect();
+        if missed.is_empty() {
+            return found;
         }
-        match backplane_cache::shared::lookup(shared, key) {
-            SharedLookup::Hit(hit, record, blobs) => {
-                if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                    writer.put_record(record, blobs);
+        let asked: Vec<Key> = missed.iter().map(|&i| keys[i]).collect();
+        let answers = shared.get_records(&asked);
+        for (i, answer) in missed.into_iter().zip(answers) {
+            match backplane_cache::shared::check(shared, &keys[i], answer) {
+                SharedLookup::Hit(hit, record, blobs) => {
+                    if let Some(writer) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                        writer.put_record(record, blobs);
+                    }
+                    found[i] = Lookup::Hit(hit);
                 }
-                Lookup::Hit(hit)
-            }
-            SharedLookup::Absent => local,
-            SharedLookup::Unusable(problem) => {
-                if problem.starts_with("the shared cache") {
+                SharedLookup::Absent => {}
+                SharedLookup::Unusable(problem) if problem.starts_with("the shared cache") => {
                     tracing::warn!("{problem}; this run no longer asks it");
                     self.shared_failed.store(true, Ordering::Relaxed);
-                } else {
-                    tracing::warn!("{problem}");
+                    break;
                 }
-                local
+                SharedLookup::Unusable(problem) => tracing::warn!("{problem}"),
             }
         }
+        found
     }
 
     /// Queues a successful result for storing; never blocks on I/O.

@@ -40,56 +40,71 @@ impl Run<'_> {
             })
     }
 
-    /// Looks up every node waiting for it; hits deliver at once (which may
-    /// make more nodes wait), misses are queued on their instance.
+    /// Looks up every node waiting for it, in rounds (a round's keys are
+    /// asked together, so a shared tier answers a wide DAG concurrently);
+    /// hits deliver at once (which may make more nodes wait), misses are
+    /// queued on their instance.
     pub(super) fn look_up_ready(&mut self) {
         let Some(cache) = self.options.cache.clone() else { return };
-        while let Some(node) = self.lookups.pop_front() {
-            let n = node as usize;
-            if self.state[n] != State::Waiting {
-                continue;
-            }
-            let Some(key) = self.key_of(n, cache.salt()) else {
-                self.set_cache(n, CacheStatus::Off(OffReason::ByReference));
-                self.make_ready(node);
-                continue;
-            };
-            self.ledger.as_mut().expect("a cache run keeps a ledger").keys[n] = Some(key);
-            if cache.rerun(&self.plan.nodes[n].id) {
-                self.set_cache(n, CacheStatus::Miss(MissCause::Rerun));
-                self.make_ready(node);
-                continue;
-            }
-            match cache.lookup(&key) {
-                Lookup::Hit(hit) => {
-                    let run = self.ledger.as_mut().expect("ledger").hit_run(hit.run_id);
-                    let outputs: RVec<Payload> = hit
-                        .outputs
-                        .into_iter()
-                        .map(|o| Payload {
-                            port: o.port.into(),
-                            content_type: o.content_type.into(),
-                            data: o.data.into(),
-                            object_ref: Default::default(),
-                            extensions: o.extensions.into_iter().map(|(k, v)| (k.into(), v.into()).into()).collect(),
-                        })
-                        .collect();
-                    self.record_outputs(n, &outputs);
-                    match self.deliver(n, outputs, true) {
-                        Ok(()) => {
-                            self.state[n] = State::Succeeded;
-                            self.succeeded += 1;
-                            self.set_cache(n, CacheStatus::Hit { run });
-                        }
-                        Err(problem) => self.damaged(node, format!("the stored result is unusable: {problem}")),
-                    }
+        while !self.lookups.is_empty() {
+            let mut round: Vec<(u32, backplane_cache::Key)> = Vec::with_capacity(self.lookups.len());
+            while let Some(node) = self.lookups.pop_front() {
+                let n = node as usize;
+                if self.state[n] != State::Waiting {
+                    continue;
                 }
-                Lookup::Absent => {
-                    self.set_cache(n, CacheStatus::Miss(MissCause::Absent));
+                let Some(key) = self.key_of(n, cache.salt()) else {
+                    self.set_cache(n, CacheStatus::Off(OffReason::ByReference));
                     self.make_ready(node);
+                    continue;
+                };
+                self.ledger.as_mut().expect("a cache run keeps a ledger").keys[n] = Some(key);
+                if cache.rerun(&self.plan.nodes[n].id) {
+                    self.set_cache(n, CacheStatus::Miss(MissCause::Rerun));
+                    self.make_ready(node);
+                    continue;
                 }
-                Lookup::Corrupt(problem) => self.damaged(node, problem),
+                round.push((node, key));
             }
+            let keys: Vec<backplane_cache::Key> = round.iter().map(|r| r.1).collect();
+            for ((node, _), found) in round.into_iter().zip(cache.lookup_many(&keys)) {
+                self.found(node, found);
+            }
+        }
+    }
+
+    /// Acts on what a lookup of `node` found.
+    fn found(&mut self, node: u32, found: Lookup) {
+        let n = node as usize;
+        match found {
+            Lookup::Hit(hit) => {
+                let run = self.ledger.as_mut().expect("ledger").hit_run(hit.run_id);
+                let outputs: RVec<Payload> = hit
+                    .outputs
+                    .into_iter()
+                    .map(|o| Payload {
+                        port: o.port.into(),
+                        content_type: o.content_type.into(),
+                        data: o.data.into(),
+                        object_ref: Default::default(),
+                        extensions: o.extensions.into_iter().map(|(k, v)| (k.into(), v.into()).into()).collect(),
+                    })
+                    .collect();
+                self.record_outputs(n, &outputs);
+                match self.deliver(n, outputs, true) {
+                    Ok(()) => {
+                        self.state[n] = State::Succeeded;
+                        self.succeeded += 1;
+                        self.set_cache(n, CacheStatus::Hit { run });
+                    }
+                    Err(problem) => self.damaged(node, format!("the stored result is unusable: {problem}")),
+                }
+            }
+            Lookup::Absent => {
+                self.set_cache(n, CacheStatus::Miss(MissCause::Absent));
+                self.make_ready(node);
+            }
+            Lookup::Corrupt(problem) => self.damaged(node, problem),
         }
     }
 
