@@ -168,13 +168,6 @@ impl Recording {
         written: &[PathBuf],
     ) -> Result<Recorded, Failure> {
         let report = self.cache.as_ref().map(|c| c.finish()).unwrap_or_default();
-        if let Some(e) = &report.error
-            && self.required
-        {
-            return Err(Failure::Environment(format!(
-                "error: results could not be stored in the cache: {e}\n  help: `[cache] required = true` makes this an error"
-            )));
-        }
         let cx = self.context(&host.plugins);
         let nodes = runs::node_records(plan, outcome, &self.previous, &cx);
         let mut record = runs::started(&cx);
@@ -187,6 +180,14 @@ impl Recording {
                 None
             }
         };
+        // The record is written either way: the run happened.
+        if let Some(e) = &report.error
+            && self.required
+        {
+            return Err(Failure::Environment(format!(
+                "error: results could not be stored in the cache: {e}\n  help: `[cache] required = true` makes this an error"
+            )));
+        }
         Ok(Recorded { nodes: record.nodes, record: path, stored: report.committed, cache_error: report.error })
     }
 }

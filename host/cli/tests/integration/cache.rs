@@ -492,3 +492,46 @@ fn cache_settings_are_checked_with_locations() {
         assert!(stderr.contains(expected), "missing `{expected}` in:\n{stderr}");
     }
 }
+
+/// `backplane run` with the cache directory on a 64 KiB tmpfs of its own
+/// (a private mount namespace), so storing a 300 KB result runs out of space.
+fn run_on_a_full_cache(dir: &Path, cache: &Path) -> (Option<i32>, Value, String) {
+    crate::fixtures::ensure_plugins_built();
+    let output = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs \"$0\" && exec \"$@\""])
+        .arg(cache)
+        .arg(env!("CARGO_BIN_EXE_backplane"))
+        .args(["run", "--json", "workflow.toml", "--config", "backplane.toml"])
+        .current_dir(dir)
+        .env_remove("BACKPLANE_CONFIG")
+        .env_remove("BACKPLANE_PLUGIN_PATH")
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    (output.status.code(), report, stderr_of(&output))
+}
+
+#[test]
+fn a_full_cache_disk_gives_a_warning_and_a_correct_run_or_an_error_when_required() {
+    let cache = tempfile::tempdir().unwrap();
+    let workflow = "[[node]]\nid = \"big\"\ntype = \"std.shell\"\ncache = true\n\
+                    settings = { command = \"head -c 300000 /dev/zero | tr '\\\\0' x\" }\n\n\
+                    [[output]]\nfrom = \"big.stdout\"\nto = \"out/big.txt\"\n";
+    let config = format!("{LOCAL}\n[cache]\ndir = \"{}\"\n", cache.path().display());
+    let dir = crate::fixtures::workflow_with_config(workflow, &config);
+    let (code, report, stderr) = run_on_a_full_cache(dir.path(), cache.path());
+    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
+    assert!(stderr.contains("cannot store results in the cache") && stderr.contains("No space left"), "{stderr}");
+    assert_eq!(report["stored"].as_u64(), Some(0), "{report:#}");
+    assert_eq!(std::fs::read(dir.path().join("out/big.txt")).unwrap(), vec![b'x'; 300_000]);
+
+    std::fs::write(dir.path().join("backplane.toml"), format!("{config}required = true\n")).unwrap();
+    let (code, _, stderr) = run_on_a_full_cache(dir.path(), cache.path());
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("results could not be stored in the cache") && stderr.contains("required = true"),
+        "{stderr}"
+    );
+    // The run's outputs are written all the same: never lost.
+    assert_eq!(std::fs::read(dir.path().join("out/big.txt")).unwrap().len(), 300_000);
+}
