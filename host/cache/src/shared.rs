@@ -57,8 +57,8 @@ pub fn check(tier: &dyn SharedTier, key: &Key, answer: Result<Option<Vec<u8>>, S
     };
     let mut outputs = Vec::with_capacity(entry.outputs.len());
     let mut blobs = Vec::new();
-    for o in entry.outputs {
-        let data = match o.inline {
+    for mut o in entry.outputs {
+        let data = match o.inline.take() {
             Some(data) => data,
             None => match tier.get_blob(&o.data_hash) {
                 Ok(Some(data)) if data.len() as u64 == o.size && blake3::hash(&data).as_bytes() == &o.data_hash => {
@@ -72,13 +72,7 @@ pub fn check(tier: &dyn SharedTier, key: &Key, answer: Result<Option<Vec<u8>>, S
                 Err(e) => return SharedLookup::Unusable(format!("the shared cache ({}) failed: {e}", tier.describe())),
             },
         };
-        outputs.push(HitOutput {
-            port: o.port,
-            content_type: o.content_type,
-            data_hash: o.data_hash,
-            data,
-            extensions: o.extensions,
-        });
+        outputs.push(HitOutput::new(o, data));
     }
     SharedLookup::Hit(Hit { run_id: entry.run_id, created: entry.created, outputs }, record, blobs)
 }

@@ -74,6 +74,14 @@ pub struct HitOutput {
     pub extensions: Vec<(String, String)>,
 }
 
+impl HitOutput {
+    /// A stored output with its bytes, read and checked.
+    pub(crate) fn new(stored: entry::StoredOutput, data: Vec<u8>) -> Self {
+        let entry::StoredOutput { port, content_type, data_hash, extensions, .. } = stored;
+        Self { port, content_type, data_hash, data, extensions }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit {
     pub run_id: String,
@@ -322,8 +330,8 @@ impl LocalStore {
             Err(e) => return Lookup::Corrupt(format!("entry in {}: {e}", segment.path.display())),
         };
         let mut outputs = Vec::with_capacity(entry.outputs.len());
-        for o in entry.outputs {
-            let data = match o.inline {
+        for mut o in entry.outputs {
+            let data = match o.inline.take() {
                 Some(data) => data,
                 None => match self.read_blob(&o.data_hash, o.size) {
                     Ok(data) => data,
@@ -333,13 +341,7 @@ impl LocalStore {
                     }
                 },
             };
-            outputs.push(HitOutput {
-                port: o.port,
-                content_type: o.content_type,
-                data_hash: o.data_hash,
-                data,
-                extensions: o.extensions,
-            });
+            outputs.push(HitOutput::new(o, data));
         }
         Lookup::Hit(Hit { run_id: entry.run_id, created: entry.created, outputs })
     }

@@ -66,6 +66,17 @@ fn a_second_run_executes_only_the_source_and_reports_the_rest_cached() {
             assert_eq!(reason, &format!("stored by run {first_id}"));
         }
     }
+    // Settings written in another key order are the same settings: still hits.
+    let workflow = dir.path().join("workflow.toml");
+    let text = std::fs::read_to_string(&workflow).unwrap();
+    assert!(text.contains("settings = { index = 0, count = 2 }"), "the quickstart's chunk settings changed");
+    std::fs::write(
+        &workflow,
+        text.replace("settings = { index = 0, count = 2 }", "settings = { count = 2, index = 0 }"),
+    )
+    .unwrap();
+    let reordered = run_ok(dir.path(), &[]);
+    assert_eq!(reordered["cached"].as_u64(), Some(10), "{reordered:#}");
     let results = second["node_results"].as_array().unwrap();
     assert!(results.iter().all(|n| n["status"] == "succeeded" && n["backend"] == "local"), "{second:#}");
     assert_eq!(results.iter().find(|n| n["id"] == "merge").unwrap()["hit_from"], first_id);
