@@ -418,7 +418,9 @@ fn kill_9_at_random_points_never_leaves_a_wrong_or_lost_result() {
     }
     // The kills after a first commit must mostly land mid-run, or the test proved nothing.
     let after_commit = kills / 2;
-    eprintln!("{mid_run} of {after_commit} kills after a commit landed mid-run; {total_committed} results committed in all");
+    eprintln!(
+        "{mid_run} of {after_commit} kills after a commit landed mid-run; {total_committed} results committed in all"
+    );
     assert!(
         mid_run * 2 >= after_commit,
         "only {mid_run} of {after_commit} kills after a commit landed mid-run (committed {total_committed})"
