@@ -18,13 +18,17 @@
 //! - With a [`cache::ResultCache`], the engine looks cacheable nodes up
 //!   before queueing them and stores their results; [`runs`] writes a record
 //!   of every run, which explains misses and traces outputs to their sources.
+//! - The engine tells [`observe`]rs what happens (queued, dispatched,
+//!   started, finished, retried, cache hits…) without waiting for them: the
+//!   progress bar, traces, metrics and run records are observers.
 //!
 //! Layers, lowest first; a module imports only from its own layer or lower
 //! ones, which `tests/layering.rs` checks:
 //! 1. `diagnostic`, `spanned_toml`, `policy`, `report` — values and parsing
 //! 2. `config`, `workflow`, `output_targets` — what the user wrote
 //! 3. `plan` — nodes routed to instances
-//! 4. `layers`, `cache` — policies around one instance, and the result cache
+//! 4. `layers`, `cache`, `observe` — policies around one instance, the
+//!    result cache, and observers of a run's events
 //! 5. `engine`, `output` — running a plan and writing what it produced
 //! 6. `runs` — records of runs: miss reasons, provenance
 
@@ -33,6 +37,7 @@ pub mod config;
 pub mod diagnostic;
 pub mod engine;
 pub mod layers;
+pub mod observe;
 pub mod output;
 pub mod output_targets;
 pub mod plan;

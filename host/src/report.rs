@@ -12,6 +12,15 @@ pub struct BackendSummary {
     pub nodes: usize,
     /// Attempts submitted here (retries count again, abandoned ones too).
     pub attempts: usize,
+    /// Attempts that succeeded here.
+    pub succeeded_attempts: usize,
+    /// Of the attempts that finished here (with any result), the share that
+    /// succeeded; `None` when none finished.
+    pub success_rate: Option<f64>,
+    /// Mean and 95th percentile (nearest rank) of the time from dispatch to
+    /// result of the attempts that finished here.
+    pub mean_secs: Option<f64>,
+    pub p95_secs: Option<f64>,
     /// Output bytes that came back to the host; outputs a backend kept as
     /// references do not count.
     pub received_bytes: u64,
@@ -20,8 +29,8 @@ pub struct BackendSummary {
     pub active: Duration,
 }
 
-/// A circuit breaker opening or half-opening during the run.
-#[derive(Debug, Clone, Serialize)]
+/// A circuit breaker opening, half-opening or closing during the run.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct BreakerEvent {
     pub instance: String,
     /// Seconds into the run.
@@ -29,13 +38,15 @@ pub struct BreakerEvent {
     pub event: BreakerTransition,
 }
 
-/// What a circuit breaker did (`opened`, `half-open` in JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// What a circuit breaker did (`opened`, `half-open`, `closed` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum BreakerTransition {
     Opened,
     HalfOpen,
+    /// A trial attempt succeeded while half-open.
+    Closed,
 }
 
 /// Nodes moved off an instance that went down during the run.
@@ -137,4 +148,31 @@ impl RunReport {
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+/// Mean and nearest-rank 95th percentile (the smallest value at or above
+/// 95% of them) of `values`, which it reorders: a selection, not a sort, so
+/// linear in their number.
+pub fn mean_and_p95(values: &mut [f64]) -> (Option<f64>, Option<f64>) {
+    if values.is_empty() {
+        return (None, None);
+    }
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let rank = (values.len() * 95).div_ceil(100).max(1) - 1;
+    let (_, p95, _) = values.select_nth_unstable_by(rank, f64::total_cmp);
+    (Some(mean), Some(*p95))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mean_and_p95;
+
+    #[test]
+    fn p95_is_the_nearest_rank_and_the_mean_is_exact() {
+        let mut values: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        assert_eq!(mean_and_p95(&mut values), (Some(50.5), Some(95.0)));
+        assert_eq!(mean_and_p95(&mut [2.0]), (Some(2.0), Some(2.0)));
+        assert_eq!(mean_and_p95(&mut [1.0, 2.0, 3.0, 10.0]).1, Some(10.0));
+        assert_eq!(mean_and_p95(&mut []), (None, None));
+    }
 }

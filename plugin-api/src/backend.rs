@@ -6,6 +6,7 @@
 use crate::{
     error::{PluginError, PluginError_NE, PluginResult},
     guard::guard,
+    log::LogLevel,
     node::{ComputeFn, ComputeRequest, TaskContext},
     payload::Payload,
     resources::{Capabilities, Health, Resources},
@@ -54,6 +55,19 @@ pub struct NodeTask {
 pub trait CompletionSink: Send {
     #[sabi(last_prefix_field)]
     fn complete(self, result: PluginResult<RVec<Payload>>);
+    /// Added in 1.2: the task left the backend's own queue and began to run,
+    /// at `at_unix_us` microseconds since the Unix epoch (0: now). Call it at
+    /// most once, before `complete`; the host tells time queued in the
+    /// backend from time running by it. Hosts before 1.2 ignore it.
+    fn started(&self, at_unix_us: u64) {
+        let _ = at_unix_us;
+    }
+    /// Added in 1.2: one line the task's node logged (see [`crate::task_log`]),
+    /// forwarded before `complete`; the host keeps it with the node's
+    /// attempt. Hosts before 1.2 ignore it.
+    fn log(&self, level: LogLevel, message: RStr<'_>) {
+        let _ = (level, message);
+    }
 }
 
 pub type CompletionSinkBox = CompletionSink_TO<'static, RBox<()>>;
@@ -215,8 +229,19 @@ pub fn backend_factory<B: BackendPlugin>() -> BackendFactoryRef {
 }
 
 /// Runs a task's in-process compute function on the current thread: the
-/// whole job of an in-process backend's worker.
-pub fn run_compute(mut task: NodeTask, cancelled: &(dyn Fn() -> bool + Sync)) -> PluginResult<RVec<Payload>> {
+/// whole job of an in-process backend's worker. What the node logs is
+/// dropped; [`run_compute_logged`] keeps it.
+pub fn run_compute(task: NodeTask, cancelled: &(dyn Fn() -> bool + Sync)) -> PluginResult<RVec<Payload>> {
+    run_compute_logged(task, cancelled, None)
+}
+
+/// [`run_compute`], keeping what the node logs in `log` (bounded; forward
+/// it with [`TaskLog::forward`](crate::task_log::TaskLog::forward)).
+pub fn run_compute_logged(
+    mut task: NodeTask,
+    cancelled: &(dyn Fn() -> bool + Sync),
+    log: Option<&crate::task_log::TaskLog>,
+) -> PluginResult<RVec<Payload>> {
     let Some(ComputeFn(compute)) = task.compute.into_option() else {
         return RResult::RErr(PluginError::unsupported(format!(
             "node type `{}` has no in-process compute function",
@@ -234,5 +259,12 @@ pub fn run_compute(mut task: NodeTask, cancelled: &(dyn Fn() -> bool + Sync)) ->
         deadline,
         cancelled,
     };
-    compute(ComputeRequest { settings: task.settings.as_rstr(), inputs, context: ctx.as_abi() })
+    let settings = task.settings.as_rstr();
+    match log {
+        Some(log) => {
+            let logged = crate::task_log::LoggedContext { task: &ctx, log };
+            compute(ComputeRequest { settings, inputs, context: logged.as_abi() })
+        }
+        None => compute(ComputeRequest { settings, inputs, context: ctx.as_abi() }),
+    }
 }

@@ -39,6 +39,7 @@ pub mod node;
 pub mod payload;
 pub mod pool;
 pub mod resources;
+pub mod task_log;
 pub mod testing;
 pub mod wire;
 
@@ -47,7 +48,7 @@ pub use serde_json;
 
 pub use backend::{
     Backend, Backend_TO, BackendBox, BackendFactory, BackendFactoryRef, BackendPlugin, CompletionSink,
-    CompletionSink_TO, CompletionSinkBox, GuardedBackend, NodeTask, backend_factory, run_compute,
+    CompletionSink_TO, CompletionSinkBox, GuardedBackend, NodeTask, backend_factory, run_compute, run_compute_logged,
 };
 pub use error::{PluginError, PluginError_NE, PluginResult, describe};
 pub use guard::{guard, panic_message};
@@ -60,6 +61,7 @@ pub use payload::{FILE_MANIFEST, FileOp, Payload};
 pub use resources::{
     Capabilities, CapabilityFlags, Health, HealthStatus, Isolation, Requirements, Resources, parse_size,
 };
+pub use task_log::TaskLog;
 
 /// Re-exported ABI-stable std types plugin code uses most.
 pub mod prelude {

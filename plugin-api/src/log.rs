@@ -3,15 +3,20 @@
 //! A dylib has its own copy of every static, so the host's `tracing`
 //! subscriber is invisible inside a plugin. The host installs a [`LogSink`]
 //! when it loads the plugin; the `log_*!` macros format a message only when
-//! the host wants that level.
+//! the host wants that level, or when a node is computing on this thread:
+//! then lines up to [`CAPTURE_LEVEL`] also go to its task's log (the
+//! compute context's `log`), which the host keeps per node and attempt.
 
 use abi_stable::{
     StableAbi, sabi_trait,
     std_types::{RBox, RStr},
 };
-use std::sync::{
-    OnceLock,
-    atomic::{AtomicU8, Ordering},
+use std::{
+    cell::Cell,
+    sync::{
+        OnceLock,
+        atomic::{AtomicU8, Ordering},
+    },
 };
 
 /// Severity, most severe first; `OFF` disables logging.
@@ -66,12 +71,55 @@ pub(crate) extern "C" fn install_extern(sink: LogSinkBox, max_level: LogLevel) {
     route_panics_to_host_log();
 }
 
+/// The most verbose level a task's own log keeps from the `log_*!` macros.
+pub const CAPTURE_LEVEL: LogLevel = LogLevel::INFO;
+
+/// Where this thread's log lines also go while a node computes on it.
+type Capture<'a> = dyn Fn(LogLevel, &str) + 'a;
+
+thread_local! {
+    static CAPTURE: Cell<Option<*const Capture<'static>>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with the lines this thread logs (up to [`CAPTURE_LEVEL`]) also
+/// handed to `capture`.
+pub(crate) fn capturing<R>(capture: &Capture<'_>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<*const Capture<'static>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CAPTURE.with(|c| c.set(self.0));
+        }
+    }
+    // SAFETY: only the lifetime is erased. The pointer is read only by
+    // `emit` on this thread while `f` runs, and `Restore` takes it out again
+    // before `capture`'s borrow ends, on return and on unwind alike.
+    let erased = unsafe { std::mem::transmute::<*const Capture<'_>, *const Capture<'static>>(capture) };
+    let _restore = Restore(CAPTURE.with(|c| c.replace(Some(erased))));
+    f()
+}
+
+fn capturing_now() -> bool {
+    CAPTURE.with(|c| c.get().is_some())
+}
+
 pub fn enabled(level: LogLevel) -> bool {
     level.0 <= MAX_LEVEL.load(Ordering::Relaxed) && level != LogLevel::OFF
 }
 
+/// Whether a line at `level` goes anywhere: to the host's log, or to the
+/// log of the task computing on this thread.
+pub fn wanted(level: LogLevel) -> bool {
+    enabled(level) || (level <= CAPTURE_LEVEL && level != LogLevel::OFF && capturing_now())
+}
+
 pub fn emit(level: LogLevel, target: &str, message: &str) {
-    if let Some(sink) = SINK.get() {
+    if level <= CAPTURE_LEVEL && level != LogLevel::OFF {
+        // SAFETY: see `capturing`; the pointer is live while it is set.
+        CAPTURE.with(|c| c.get().map(|capture| unsafe { (*capture)(level, message) }));
+    }
+    if enabled(level)
+        && let Some(sink) = SINK.get()
+    {
         sink.log(level, target.into(), message.into());
     }
 }
@@ -79,7 +127,7 @@ pub fn emit(level: LogLevel, target: &str, message: &str) {
 #[macro_export]
 macro_rules! plugin_log {
     ($level:expr, $($arg:tt)+) => {
-        if $crate::log::enabled($level) {
+        if $crate::log::wanted($level) {
             $crate::log::emit($level, module_path!(), &format!($($arg)+));
         }
     };

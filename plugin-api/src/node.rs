@@ -3,6 +3,7 @@
 use crate::{
     error::{PluginError, PluginError_NE, PluginResult},
     guard::guard,
+    log::LogLevel,
     payload::Payload,
     resources::Requirements,
 };
@@ -75,6 +76,12 @@ pub trait ComputeContext: Sync {
     /// Milliseconds left before the deadline, `u64::MAX` without one.
     #[sabi(last_prefix_field)]
     fn remaining_ms(&self) -> u64;
+    /// Added in 1.2: keeps one line the node logged with its task (the
+    /// `log_*!` macros land here too while the node computes, see
+    /// [`crate::log`]). Contexts before 1.2 drop it.
+    fn log(&self, level: LogLevel, message: RStr<'_>) {
+        let _ = (level, message);
+    }
 }
 
 /// The arguments of one compute call.
@@ -257,6 +264,11 @@ impl Context<'_> {
     pub fn is_cancelled(&self) -> bool {
         self.0.is_cancelled()
     }
+    /// Keeps `message` with this task's log (shown by `backplane logs`);
+    /// the `log_*!` macros do the same for levels up to info.
+    pub fn log(&self, level: LogLevel, message: &str) {
+        self.0.log(level, message.into());
+    }
     pub fn remaining(&self) -> Option<Duration> {
         match self.0.remaining_ms() {
             u64::MAX => None,
@@ -396,7 +408,9 @@ extern "C" fn compute_adapter<N: NodeType>(request: ComputeRequest<'_>) -> Plugi
                 .map_err(|e| PluginError::invalid_config(format!("settings of `{}`: {e}", N::TYPE_NAME)))?
         };
         let ctx = Context(request.context);
-        match N::compute(settings, Inputs(request.inputs.into_vec()), &ctx) {
+        // What the node logs through `log_*!` on this thread is its task's too.
+        let keep = |level: LogLevel, message: &str| ctx.0.log(level, message.into());
+        match crate::log::capturing(&keep, || N::compute(settings, Inputs(request.inputs.into_vec()), &ctx)) {
             Ok(outputs) => Ok(outputs.into()),
             Err(e) => Err(e.into_plugin_error()),
         }

@@ -69,11 +69,12 @@
 
 use crate::{
     abi_stable::std_types::{RResult, RVec},
-    backend::{CompletionSinkBox, NodeTask, run_compute},
+    backend::{CompletionSinkBox, NodeTask, run_compute_logged},
     error::{PluginError, PluginError_NE},
     guard::guard,
     payload::Payload,
     resources::Health,
+    task_log::TaskLog,
 };
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use std::{
@@ -150,12 +151,18 @@ impl PoolOptions {
 pub struct Cancel<'a> {
     cancellations: &'a Cancellations,
     task_id: u64,
+    log: &'a TaskLog,
 }
 
 impl Cancel<'_> {
     /// True once the task was cancelled or the pool is shutting down.
     pub fn is_cancelled(&self) -> bool {
         self.cancellations.contains(self.task_id)
+    }
+
+    /// The task's own log, handed to the host with its result.
+    pub fn log(&self) -> &TaskLog {
+        self.log
     }
 }
 
@@ -250,21 +257,24 @@ impl Shared {
         }
     }
 
-    fn execute(&self, task: NodeTask) -> TaskOutcome {
+    fn execute(&self, task: NodeTask, sink: &CompletionSinkBox, log: &TaskLog) -> TaskOutcome {
         let task_id = task.task_id;
         if self.cancellations.contains(task_id) {
             return Err(PluginError::cancelled()); // cancelled while queued: never started
         }
         self.admit(&task)?;
-        let cancel = Cancel { cancellations: &self.cancellations, task_id };
+        sink.started(0);
+        let cancel = Cancel { cancellations: &self.cancellations, task_id, log };
         guard(|| (self.run)(task, &cancel))
     }
 
     fn work(&self, queue: &Receiver<Message>) {
         while let Some(Message::Run(task, sink)) = self.next_message(queue) {
             let task_id = task.task_id;
-            let outcome = self.execute(task);
+            let log = TaskLog::new();
+            let outcome = self.execute(task, &sink, &log);
             self.cancellations.forget(task_id);
+            log.forward(&sink);
             sink.complete(outcome.into());
         }
     }
@@ -286,7 +296,9 @@ pub struct TaskPool {
 impl TaskPool {
     /// A pool that runs each task's in-process compute function on its threads.
     pub fn in_process(options: PoolOptions) -> Result<Self, PluginError_NE> {
-        Self::start(options, |task, cancel| run_compute(task, &|| cancel.is_cancelled()).into_result())
+        Self::start(options, |task, cancel| {
+            run_compute_logged(task, &|| cancel.is_cancelled(), Some(cancel.log())).into_result()
+        })
     }
 
     /// A pool whose threads hand each task to `run` and complete its sink with

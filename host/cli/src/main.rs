@@ -70,6 +70,10 @@ enum Command {
     Runs(cli::history::RunsArgs),
     /// Trace an output file back to the files it was made from.
     Provenance(cli::history::ProvenanceArgs),
+    /// Show what a node logged in a past run (by default the latest).
+    Logs(cli::history::LogsArgs),
+    /// Write the HTML report of a past run (by default the latest).
+    Report(cli::history::ReportArgs),
     /// Inspect and tidy the result cache.
     Cache(cli::cache::CacheArgs),
     /// Create a plugin crate (a backend, or node types) that builds and passes `verify` as generated.
@@ -149,6 +153,8 @@ fn main() -> ExitCode {
         Command::New(args) => cli::new::new(args),
         Command::Runs(args) => cli::history::list(&cli.global, args),
         Command::Provenance(args) => cli::history::provenance(&cli.global, args),
+        Command::Logs(args) => cli::history::logs(&cli.global, args),
+        Command::Report(args) => cli::history::report(&cli.global, args),
         Command::Cache(args) => cli::cache::cache(&cli.global, args),
         Command::Worker(args) => cli::worker::worker(&cli.global, *args),
         Command::RunTask => cli::task::run_task(&cli.global),

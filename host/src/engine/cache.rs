@@ -6,6 +6,7 @@ use super::{
     ledger::{CacheStatus, FILE_MANIFEST, MissCause, OffReason, OutputDigest},
     run::{Run, State},
 };
+use crate::observe::RunEvent;
 use backplane_cache::{ContentHash, KeyComponents, Lookup, OutputRef};
 use backplane_plugin_api::{Payload, abi_stable::std_types::RVec};
 
@@ -61,6 +62,7 @@ impl Run<'_> {
                 self.ledger.as_mut().expect("a cache run keeps a ledger").keys[n] = Some(key);
                 if cache.rerun(&self.plan.nodes[n].id) {
                     self.set_cache(n, CacheStatus::Miss(MissCause::Rerun));
+                    self.emit(|at| RunEvent::CacheMiss { node, at });
                     self.make_ready(node);
                     continue;
                 }
@@ -96,12 +98,14 @@ impl Run<'_> {
                         self.state[n] = State::Succeeded;
                         self.succeeded += 1;
                         self.set_cache(n, CacheStatus::Hit { run });
+                        self.emit(|at| RunEvent::CacheHit { node, at });
                     }
                     Err(problem) => self.damaged(node, format!("the stored result is unusable: {problem}")),
                 }
             }
             Lookup::Absent => {
                 self.set_cache(n, CacheStatus::Miss(MissCause::Absent));
+                self.emit(|at| RunEvent::CacheMiss { node, at });
                 self.make_ready(node);
             }
             Lookup::Corrupt(problem) => self.damaged(node, problem),
@@ -114,6 +118,7 @@ impl Run<'_> {
         ledger.problems.push(problem);
         let index = ledger.problems.len() as u32 - 1;
         self.set_cache(node as usize, CacheStatus::Miss(MissCause::Damaged(index)));
+        self.emit(|at| RunEvent::CacheMiss { node, at });
         self.make_ready(node);
     }
 

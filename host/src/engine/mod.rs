@@ -24,6 +24,9 @@
 //!   most every 100 ms (and at once when a layer says it changed); when it
 //!   is down, its queued and future nodes move to the next capable healthy
 //!   instance (pinned nodes fail instead).
+//! - With [`RunOptions::events`], every state change is also an event for
+//!   the run's observers ([`crate::observe`]), buffered and sent in batches:
+//!   observing costs the engine a push per event, never a wait.
 
 mod by_reference;
 mod cache;
@@ -44,24 +47,14 @@ use std::{
 };
 use tokio::sync::{mpsc, watch};
 
-/// Called about every 100 ms while a run goes on (the binary draws a bar).
-pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
-
-/// How far a run has got.
-#[derive(Debug, Clone, Copy)]
-pub struct Progress {
-    pub succeeded: usize,
-    pub total: usize,
-    pub elapsed: Duration,
-}
-
 /// How to run: the config's `[policy]` and what only the caller knows.
 #[derive(Clone, Default)]
 pub struct RunOptions {
     pub policy: RunPolicy,
     /// Becomes `true` when the run must stop (Ctrl-C, SIGTERM).
     pub interrupt: Option<watch::Receiver<bool>>,
-    pub progress: Option<ProgressFn>,
+    /// Where the run's events go (see [`crate::observe::observe`]).
+    pub events: Option<crate::observe::EventChannel>,
     /// Looked up before cacheable nodes run; their results are stored.
     pub cache: Option<Arc<crate::cache::ResultCache>>,
     /// Keep a [`NodeLedger`] (digests, timings) for the run record, even without a cache.
@@ -119,9 +112,6 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
         let now = Instant::now();
         if now >= housekeeping {
             housekeeping = now + HOUSEKEEPING_INTERVAL;
-            if let Some(progress) = &options.progress {
-                progress(&run.progress());
-            }
             if !run.stopping() && interrupt.as_ref().is_some_and(|i| *i.borrow()) {
                 run.interrupt();
             }
@@ -138,7 +128,9 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
         let completion = match spin_for_completion(&mut completions) {
             Some(completion) => Some(completion),
             None => {
-                // Results finished so far are committed while the engine waits.
+                // Observers hear of what happened, and results finished so
+                // far are committed, while the engine waits.
+                run.flush_events();
                 if let Some(cache) = &options.cache {
                     cache.flush();
                 }
@@ -166,9 +158,6 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
             }
             run.cancel_in_flight();
         }
-    }
-    if let Some(progress) = &options.progress {
-        progress(&run.progress());
     }
     run.into_outcome(started.elapsed(), abandoned)
 }

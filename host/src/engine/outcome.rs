@@ -5,11 +5,12 @@ use super::{
     ledger::CacheStatus,
     run::{Run, State, Stop},
 };
-use crate::report::{BackendSummary, NodeStatus, RunReport};
+use crate::report::{BackendSummary, NodeStatus, RunReport, mean_and_p95};
 use std::time::Duration;
 
 impl Run<'_> {
-    pub(super) fn into_outcome(self, elapsed: Duration, abandoned: usize) -> RunOutcome {
+    pub(super) fn into_outcome(mut self, elapsed: Duration, abandoned: usize) -> RunOutcome {
+        self.finish_events();
         let count = |s: State| self.state.iter().filter(|&&x| x == s).count();
         let mut planned = vec![0usize; self.plan.instances.len()];
         for node in &self.plan.nodes {
@@ -22,22 +23,32 @@ impl Run<'_> {
                 finished[self.assigned[node] as usize] += 1;
             }
         }
+        let stats: Vec<(usize, (Option<f64>, Option<f64>))> =
+            self.durations.iter_mut().map(|d| (d.len(), mean_and_p95(d))).collect();
         let backends = self
             .plan
             .instances
             .iter()
             .enumerate()
             .filter(|&(i, _)| planned[i] > 0 || self.per_backend_done[i] > 0)
-            .map(|(i, instance)| BackendSummary {
-                instance: instance.name.clone(),
-                factory: instance.factory.clone(),
-                nodes: finished[i],
-                attempts: self.per_backend_attempts[i],
-                received_bytes: self.received_bytes[i],
-                active: match (self.first_submit[i], self.last_complete[i]) {
-                    (Some(a), Some(b)) => b.saturating_duration_since(a),
-                    _ => Duration::ZERO,
-                },
+            .map(|(i, instance)| {
+                let (finished_attempts, (mean_secs, p95_secs)) = stats[i];
+                BackendSummary {
+                    instance: instance.name.clone(),
+                    factory: instance.factory.clone(),
+                    nodes: finished[i],
+                    attempts: self.per_backend_attempts[i],
+                    succeeded_attempts: self.attempts_succeeded[i],
+                    success_rate: (finished_attempts > 0)
+                        .then(|| self.attempts_succeeded[i] as f64 / finished_attempts as f64),
+                    mean_secs,
+                    p95_secs,
+                    received_bytes: self.received_bytes[i],
+                    active: match (self.first_submit[i], self.last_complete[i]) {
+                        (Some(a), Some(b)) => b.saturating_duration_since(a),
+                        _ => Duration::ZERO,
+                    },
+                }
             })
             .collect();
         let cached =

@@ -1,8 +1,9 @@
 //! The state of one run and how each event changes it.
 
-use super::{HOUSEKEEPING_INTERVAL, Progress, RunOptions, by_reference};
+use super::{HOUSEKEEPING_INTERVAL, RunOptions, by_reference};
 use crate::{
     layers::{self, Completion, InstanceService, LayerContext, LayerEvents, Readiness, Request, Stack, Timer, Timers},
+    observe::{AttemptStatus, EventBuffer, RunEvent},
     plan::{Plan, Target},
     policy::{Blame, FailureKind, FailurePolicy, MAX_ATTEMPTS, RetryDecision, RetryPolicy},
     report::{NodeFailure, Reroute},
@@ -14,7 +15,7 @@ use backplane_plugin_api::{
 use std::{
     collections::{HashMap, VecDeque},
     sync::atomic::{AtomicU64, Ordering},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 use tokio::sync::mpsc;
 
@@ -106,6 +107,16 @@ pub(super) struct Run<'p> {
     pub(super) stop: Option<Stop>,
     pub(super) succeeded: usize,
     channel: mpsc::UnboundedSender<Completion>,
+    /// For the observers, when there are any.
+    events: Option<EventBuffer>,
+    /// Breaker transitions already sent as events.
+    breakers_sent: usize,
+    /// When each node's current attempt was dispatched (seconds into the run).
+    dispatched: Vec<f64>,
+    /// Per instance: how long each finished attempt took, dispatch to result.
+    pub(super) durations: Vec<Vec<f64>>,
+    /// Per instance: attempts that succeeded.
+    pub(super) attempts_succeeded: Vec<usize>,
 }
 
 impl<'p> Run<'p> {
@@ -153,7 +164,13 @@ impl<'p> Run<'p> {
             stop: None,
             succeeded: 0,
             channel,
+            events: options.events.clone().map(EventBuffer::new),
+            breakers_sent: 0,
+            dispatched: vec![0.0; plan.nodes.len()],
+            durations: vec![Vec::new(); backends],
+            attempts_succeeded: vec![0; backends],
         };
+        run.emit(|_| RunEvent::RunStarted { at: SystemTime::now(), nodes: plan.nodes.len() });
         if run.ledger.is_some() {
             let statuses = (0..plan.nodes.len()).map(|node| run.initial_cache_status(node)).collect();
             if let Some(ledger) = &mut run.ledger {
@@ -185,8 +202,41 @@ impl<'p> Run<'p> {
         self.in_flight_total
     }
 
-    pub(super) fn progress(&self) -> Progress {
-        Progress { succeeded: self.succeeded, total: self.plan.nodes.len(), elapsed: self.started.elapsed() }
+    /// Hands an event to the observers, if there are any (`make` gets the
+    /// time since the run started).
+    #[inline]
+    pub(super) fn emit(&mut self, make: impl FnOnce(Duration) -> RunEvent) {
+        if let Some(events) = &mut self.events {
+            events.push(make(self.started.elapsed()));
+        }
+    }
+
+    /// Sends the buffered events on (the loop calls it before it waits).
+    pub(super) fn flush_events(&mut self) {
+        self.emit_breaker_events();
+        if let Some(events) = &mut self.events {
+            events.flush();
+        }
+    }
+
+    /// Breaker transitions the layers noted since the last call, as events.
+    fn emit_breaker_events(&mut self) {
+        if self.events.is_none() {
+            return;
+        }
+        while self.breakers_sent < self.layer_events.breakers.len() {
+            let event = &self.layer_events.breakers[self.breakers_sent];
+            self.breakers_sent += 1;
+            let Some(instance) = self.plan.instances.iter().position(|i| i.name == event.instance) else { continue };
+            let (transition, at) = (event.event, Duration::from_secs_f64(event.at_secs));
+            self.emit(|_| RunEvent::Breaker { instance: instance as u32, transition, at });
+        }
+    }
+
+    /// The run is over: the last event, sent with the rest.
+    pub(super) fn finish_events(&mut self) {
+        self.emit(|at| RunEvent::RunFinished { at });
+        self.flush_events();
     }
 
     /// When the loop must wake at the latest: housekeeping or the next timer.
@@ -232,6 +282,7 @@ impl<'p> Run<'p> {
         let backend = self.assigned[node as usize] as usize;
         if self.down[backend].is_none() {
             self.ready[backend].push_back(node);
+            self.emit(|at| RunEvent::Queued { node, instance: backend as u32, at });
         } else {
             self.reroute(node);
         }
@@ -265,6 +316,8 @@ impl<'p> Run<'p> {
                     }),
                 }
                 self.ready[to].push_back(node);
+                self.emit(|at| RunEvent::Rerouted { node, from: from as u32, to: to as u32, at });
+                self.emit(|at| RunEvent::Queued { node, instance: to as u32, at });
             }
             Err(reasons) => {
                 let message = format!("no healthy backend can take it: {}", reasons.join("; "));
@@ -347,6 +400,7 @@ impl<'p> Run<'p> {
                     if cx.health_changed {
                         self.read_health(i);
                     }
+                    self.emit_breaker_events();
                 }
             }
         }
@@ -372,6 +426,8 @@ impl<'p> Run<'p> {
                 self.retries += 1;
                 self.pending_retries += 1;
                 self.timers.push(Instant::now() + delay, Timer::Retry { node: node as u32 });
+                let instance = self.assigned[node];
+                self.emit(|at| RunEvent::Retried { node: node as u32, instance, attempt, delay, at });
             }
             _ => {
                 self.retained.remove(&(node as u32));
@@ -392,6 +448,12 @@ impl<'p> Run<'p> {
         }
         let inputs: RVec<Payload> = slots.into_iter().flatten().collect();
         self.attempt[node as usize] = attempt;
+        let at = now.saturating_duration_since(self.started);
+        self.dispatched[node as usize] = at.as_secs_f64();
+        if let Some(events) = &mut self.events {
+            let bytes_in = inputs.iter().map(|p| p.data.len() as u64).sum();
+            events.push(RunEvent::Dispatched { node, instance: backend as u32, attempt, at, bytes_in });
+        }
         let task = NodeTask {
             task_id: request.task_id,
             attempt: u32::from(attempt),
@@ -421,6 +483,7 @@ impl<'p> Run<'p> {
         let sink = layers::completion_sink(node, request.task_id, self.channel.clone());
         let mut cx = layer_cx!(self, backend, now);
         self.stacks[backend].call(request, task, sink, &mut cx);
+        self.emit_breaker_events();
     }
 
     pub(super) fn complete(&mut self, mut completion: Completion) {
@@ -435,16 +498,26 @@ impl<'p> Run<'p> {
         self.in_flight_total -= 1;
         self.per_backend_done[backend] += 1;
         self.last_complete[backend] = Some(now);
-        if let Ok(outputs) = &completion.result {
-            self.received_bytes[backend] += outputs.iter().map(|p| p.data.len() as u64).sum::<u64>();
-        }
+        let bytes_out = match &completion.result {
+            Ok(outputs) => outputs.iter().map(|p| p.data.len() as u64).sum::<u64>(),
+            Err(_) => 0,
+        };
+        self.received_bytes[backend] += bytes_out;
+        let at = now.saturating_duration_since(self.started);
         if let Some(ledger) = &mut self.ledger {
-            ledger.finished[node] = now.saturating_duration_since(self.started).as_secs_f64();
+            ledger.finished[node] = at.as_secs_f64();
         }
         let mut cx = layer_cx!(self, backend, now);
         self.stacks[backend].completed(&mut completion, &mut cx);
         if cx.health_changed {
             self.read_health(backend);
+        }
+        self.durations[backend].push(at.as_secs_f64() - self.dispatched[node]);
+        if completion.result.is_ok() {
+            self.attempts_succeeded[backend] += 1;
+        }
+        if self.events.is_some() {
+            self.emit_completion(&mut completion, backend, at, bytes_out);
         }
         match completion.result {
             // While the run is being cancelled, a node that still finishes feeds
@@ -471,6 +544,30 @@ impl<'p> Run<'p> {
                 }
             }
         }
+    }
+
+    /// The events of one completed attempt: started, its logs, finished.
+    fn emit_completion(&mut self, completion: &mut Completion, backend: usize, at: Duration, bytes_out: u64) {
+        self.emit_breaker_events();
+        let (node, attempt) = (completion.node, self.attempt[completion.node as usize]);
+        if let Some(started) = completion.started {
+            // Within the attempt: a skewed clock elsewhere cannot move it out.
+            let dispatched = Duration::from_secs_f64(self.dispatched[node as usize]);
+            let started = started.saturating_duration_since(self.started).max(dispatched).min(at);
+            self.emit(|_| RunEvent::Started { node, attempt, at: started });
+        }
+        let lines = std::mem::take(&mut completion.logs);
+        if !lines.is_empty() {
+            self.emit(|_| RunEvent::Logs { node, attempt, lines });
+        }
+        let (status, error) = match &completion.result {
+            Ok(_) => (AttemptStatus::Succeeded, None),
+            Err(error) => (
+                AttemptStatus::Failed { kind: FailureKind::of(error), lost: completion.lost },
+                Some(error_text(error).into_boxed_str()),
+            ),
+        };
+        self.emit(|_| RunEvent::Finished { node, instance: backend as u32, attempt, at, status, bytes_out, error });
     }
 
     fn fail(&mut self, node: usize, kind: FailureKind, message: String) {

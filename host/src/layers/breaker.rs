@@ -40,8 +40,9 @@ impl Breaker {
         false
     }
 
-    pub fn record_success(&mut self) {
-        self.half_open = false;
+    /// True when this closes a half-open breaker.
+    pub fn record_success(&mut self) -> bool {
+        std::mem::take(&mut self.half_open)
     }
 
     pub fn is_open(&self) -> bool {
@@ -105,7 +106,13 @@ impl<S: InstanceService> InstanceService for CircuitBreaker<S> {
             return;
         }
         let error = match &completion.result {
-            Ok(_) => return self.state.record_success(),
+            Ok(_) => {
+                if self.state.record_success() {
+                    tracing::info!("backend `{}`: circuit breaker closed; a trial attempt succeeded", self.instance);
+                    cx.breaker_event(&self.instance, BreakerTransition::Closed);
+                }
+                return;
+            }
             Err(error) => error,
         };
         let blame = Blame::of(FailureKind::of(error), completion.lost, self.timeout_counts_as);

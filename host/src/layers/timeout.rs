@@ -111,12 +111,12 @@ impl<S: InstanceService> InstanceService for Timeout<S> {
                     );
                     // Through the channel, so every layer and the scheduler
                     // see it as the attempt's result.
-                    let _ = cx.completions.send(Completion {
-                        node: timed.node,
+                    let _ = cx.completions.send(Completion::synthetic(
+                        timed.node,
                         task_id,
-                        result: Err(PluginError::timed_out(message)),
-                        lost: true,
-                    });
+                        Err(PluginError::timed_out(message)),
+                        true,
+                    ));
                 }
             }
             other => self.inner.fire(other, cx),

@@ -1,7 +1,8 @@
 //! A run record from a plan and what the engine reported.
 
 use super::record::{
-    End, FileIdentity, FileRecord, Header, NodeRecord, OutputRecord, RECORD_FORMAT, RunRecord, WrittenFile,
+    AttemptRecord, End, FileIdentity, FileRecord, Header, NodeRecord, OutputRecord, RECORD_FORMAT, RunRecord,
+    WrittenFile,
 };
 use crate::{
     cache::reason::{Components, InputComponent, miss_reason},
@@ -9,6 +10,7 @@ use crate::{
         RunOutcome,
         ledger::{CacheStatus, MissCause, NodeLedger, OffReason},
     },
+    observe::Timeline,
     plan::Plan,
     workflow::OutputTarget,
 };
@@ -121,13 +123,43 @@ fn parse_manifest(text: &str) -> Vec<FileRecord> {
         .collect()
 }
 
-/// One record per node. `previous` holds the last run's components by node id.
+/// Each node's attempts, from the run's timeline.
+fn tries(plan: &Plan, timeline: &Timeline) -> Vec<Vec<AttemptRecord>> {
+    let mut tries = vec![Vec::new(); plan.nodes.len()];
+    for row in &timeline.attempts {
+        let Some(node) = tries.get_mut(row.node as usize) else { continue };
+        node.push(AttemptRecord {
+            attempt: row.attempt,
+            backend: plan.instances.get(row.instance as usize).map_or_else(String::new, |i| i.name.clone()),
+            status: row.status_name().to_owned(),
+            submitted: row.submitted,
+            started: row.started,
+            finished: row.finished,
+            bytes_in: row.bytes_in,
+            bytes_out: row.bytes_out,
+            error: row.error.as_deref().map(str::to_owned),
+            log_lines: row.log_lines,
+        });
+    }
+    tries
+}
+
+/// One record per node. `previous` holds the last run's components by node
+/// id; `timeline` (from the run's observers) gives each attempt.
 pub fn node_records(
     plan: &Plan,
     outcome: &RunOutcome,
+    timeline: &Timeline,
     previous: &HashMap<String, Components>,
     cx: &RecordContext<'_>,
 ) -> Vec<NodeRecord> {
+    let mut tries = tries(plan, timeline);
+    let mut cached_at = vec![None; plan.nodes.len()];
+    for &(node, at) in &timeline.hits {
+        if let Some(slot) = cached_at.get_mut(node as usize) {
+            *slot = Some(at);
+        }
+    }
     let salt_hash = blake3::hash(cx.salt.as_bytes()).to_hex().to_string();
     let versions: HashMap<&str, &str> = cx.plugins.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect();
     let nodes = &outcome.nodes;
@@ -192,13 +224,16 @@ pub fn node_records(
                 files: l.files.get(&(i as u32)).map_or(Vec::new(), |m| parse_manifest(m)),
                 submitted: time(l.submitted.get(i)),
                 finished: time(l.finished.get(i)),
+                cached_at: cached_at[i],
+                tries: std::mem::take(&mut tries[i]),
             }
         })
         .collect()
 }
 
-/// The end line: totals, and the workflow outputs written to `written` files.
-pub fn end(plan: &Plan, outcome: &RunOutcome, written: &[PathBuf], finished: SystemTime) -> End {
+/// The end line: totals, the workflow outputs written to `written` files,
+/// and the name of the log file beside the record, if one was written.
+pub fn end(plan: &Plan, outcome: &RunOutcome, written: &[PathBuf], logs: Option<String>, finished: SystemTime) -> End {
     let report = &outcome.report;
     let files = plan
         .outputs
@@ -235,6 +270,8 @@ pub fn end(plan: &Plan, outcome: &RunOutcome, written: &[PathBuf], finished: Sys
         executed: report.executed,
         failed: report.failed,
         written: files,
+        breakers: report.breakers.clone(),
+        logs,
     }
 }
 

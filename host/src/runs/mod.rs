@@ -10,10 +10,16 @@
 //! - Each node line has its key's components, so the next run explains a
 //!   miss by what changed ([`crate::cache::reason`]), and its output hashes,
 //!   so [`provenance`] can walk from a file back to the files it came from.
+//! - Each node line has its attempts (from the run's [`Timeline`](crate::observe::Timeline)):
+//!   instance, status, when it was dispatched, started and finished; what
+//!   nodes logged is in a file beside the record ([`logs`]). [`report`]
+//!   renders a record as an HTML page.
 
 mod build;
+pub mod logs;
 pub mod provenance;
 pub mod record;
+pub mod report;
 
 pub use build::{RecordContext, end, header, node_records, started};
 pub use record::{NodeRecord, RunRecord};

@@ -1,7 +1,10 @@
 //! What a run record holds, as JSON Lines: a header, one line per node, and
 //! an end line. A run killed before its end has only the header.
 
-use crate::{cache::reason::Components, report::NodeStatus};
+use crate::{
+    cache::reason::Components,
+    report::{BreakerEvent, NodeStatus},
+};
 use serde::{Deserialize, Serialize};
 
 /// The format of the records this build writes.
@@ -66,6 +69,39 @@ pub struct NodeRecord {
     pub submitted: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<f64>,
+    /// When it succeeded from the cache (seconds from the run's start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_at: Option<f64>,
+    /// Each attempt, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tries: Vec<AttemptRecord>,
+}
+
+/// One attempt of a node. Times are seconds from the run's start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: u8,
+    /// The instance it ran on.
+    pub backend: String,
+    /// `succeeded`, `failed`, `timed-out`, `cancelled`, `lost` or `abandoned`.
+    pub status: String,
+    pub submitted: f64,
+    /// When the backend said it began to run (not every backend says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<f64>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Lines its node logged, kept in the run's log file ([`End::logs`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub log_lines: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,6 +136,11 @@ pub struct End {
     pub failed: usize,
     /// Workflow outputs written to files.
     pub written: Vec<WrittenFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breakers: Vec<BreakerEvent>,
+    /// The file beside the record with what nodes logged, when any did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,6 +237,8 @@ mod tests {
             executed: 0,
             failed: 0,
             written: Vec::new(),
+            breakers: Vec::new(),
+            logs: None,
         };
         let record = RunRecord { header: header(), nodes: Vec::new(), end: Some(end) };
         let text = record.to_lines();

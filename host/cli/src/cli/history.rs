@@ -1,5 +1,5 @@
-//! `backplane runs` and `backplane provenance`: what earlier runs did, from
-//! their records in `.backplane/runs`.
+//! `backplane runs`, `provenance`, `logs` and `report`: what earlier runs
+//! did, from their records in `.backplane/runs`.
 
 use super::{print_json, say};
 use crate::{Failure, GlobalArgs};
@@ -29,6 +29,31 @@ pub struct ProvenanceArgs {
     workflow: Option<PathBuf>,
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// `[RUN] NODE`: the node whose log to show, in run RUN (a run id, or a
+    /// record file; default: the latest run).
+    #[arg(value_name = "RUN|NODE", num_args = 1..=2, required = true)]
+    which: Vec<String>,
+    /// Look in the records of this workflow (default: those in the current directory).
+    #[arg(long, value_name = "FILE")]
+    workflow: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// The run (a run id, or a record file; default: the latest run).
+    run: Option<String>,
+    /// Look in the records of this workflow (default: those in the current directory).
+    #[arg(long, value_name = "FILE")]
+    workflow: Option<PathBuf>,
+    /// Where to write the page (default: `report-<run id>.html`).
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 /// Where a workflow's records are: beside it, or in the current directory.
@@ -166,4 +191,105 @@ fn print_node(node: &provenance::LineageNode, prefix: &str, last: bool) {
     for (i, input) in node.inputs.iter().enumerate() {
         print_node(input, &child_prefix, node.files.len() + i + 1 == count);
     }
+}
+
+/// The record of run `run` (an id or a file) in `dir`, or the newest there.
+fn find_run(dir: &Path, run: Option<&str>) -> Result<PathBuf, Failure> {
+    let Some(run) = run else {
+        return runs::list(dir).into_iter().next().ok_or_else(|| {
+            Failure::Invalid(format!(
+                "error: no runs recorded in {}\n  help: run the workflow first, or pass --workflow FILE",
+                dir.display()
+            ))
+        });
+    };
+    let as_file = Path::new(run);
+    if run.ends_with(".jsonl") && as_file.is_file() {
+        return Ok(as_file.to_owned());
+    }
+    let path = runs::record_path(dir, run);
+    if path.is_file() {
+        return Ok(path);
+    }
+    let known: Vec<String> = runs::list(dir)
+        .iter()
+        .take(5)
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    Err(Failure::Invalid(format!(
+        "error: no run `{run}` is recorded in {}\n  help: the latest runs are: {}",
+        dir.display(),
+        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+    )))
+}
+
+pub fn logs(_global: &GlobalArgs, args: LogsArgs) -> Result<(), Failure> {
+    let (run, node) = match args.which.as_slice() {
+        [node] => (None, node.as_str()),
+        [run, node] => (Some(run.as_str()), node.as_str()),
+        _ => unreachable!("clap takes one or two"),
+    };
+    let dir = records_dir(args.workflow.as_deref());
+    let path = find_run(&dir, run)?;
+    let record = runs::read(&path, false).map_err(|e| Failure::Invalid(format!("error: {e}")))?;
+    let Some(found) = record.nodes.iter().find(|n| n.node == node) else {
+        let ids: Vec<&str> = record.nodes.iter().map(|n| n.node.as_str()).collect();
+        let hint = match strsim_closest(node, &ids) {
+            Some(close) => format!("did you mean `{close}`?"),
+            None => "`backplane runs` lists runs; the record names every node".to_owned(),
+        };
+        return Err(Failure::Invalid(format!(
+            "error: run {} has no node `{node}`\n  help: {hint}",
+            record.header.run_id
+        )));
+    };
+    let entries = match record.end.as_ref().and_then(|e| e.logs.as_deref()) {
+        Some(name) => runs::logs::read(&path.with_file_name(name), Some(node))
+            .map_err(|e| Failure::Environment(format!("error: {e}")))?,
+        None => Vec::new(),
+    };
+    if args.json {
+        return print_json(&serde_json::json!({
+            "run_id": record.header.run_id, "node": node, "tries": found.tries, "lines": entries,
+        }));
+    }
+    say!("run {}, node `{node}` ({}), {}", record.header.run_id, found.node_type, found.status.name());
+    if found.tries.is_empty() {
+        say!("  it ran no attempt ({}: {})", found.cache, found.cache_reason);
+    }
+    for attempt in &found.tries {
+        say!("── attempt {} on {}: {} ──", attempt.attempt, attempt.backend, attempt.status);
+        let mut printed = false;
+        for entry in entries.iter().filter(|e| e.attempt == attempt.attempt) {
+            say!("{:5} {}", entry.level, entry.message);
+            printed = true;
+        }
+        if !printed {
+            say!("(nothing logged)");
+        }
+        if let Some(error) = &attempt.error {
+            say!("error: {error}");
+        }
+    }
+    Ok(())
+}
+
+/// The id in `ids` closest to `wanted`, when one is close.
+fn strsim_closest<'a>(wanted: &str, ids: &[&'a str]) -> Option<&'a str> {
+    ids.iter()
+        .map(|id| (strsim::jaro_winkler(wanted, id), *id))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, id)| id)
+}
+
+pub fn report(_global: &GlobalArgs, args: ReportArgs) -> Result<(), Failure> {
+    let dir = records_dir(args.workflow.as_deref());
+    let path = find_run(&dir, args.run.as_deref())?;
+    let record = runs::read(&path, false).map_err(|e| Failure::Invalid(format!("error: {e}")))?;
+    let output = args.output.unwrap_or_else(|| PathBuf::from(format!("report-{}.html", record.header.run_id)));
+    backplane_atomic_file::write(&output, runs::report::render(&record).as_bytes())
+        .map_err(|e| Failure::Environment(format!("error: cannot write {}: {e}", output.display())))?;
+    say!("wrote {}", output.display());
+    Ok(())
 }

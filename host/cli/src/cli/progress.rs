@@ -1,61 +1,98 @@
-//! The progress bar of `backplane run`, drawn from the engine's progress
-//! callback.
+//! The progress bar of `backplane run`: an observer of the run's events.
 
-use backplane_host::engine::{Progress, ProgressFn};
-use indicatif::ProgressStyle;
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
+use backplane_host::{
+    observe::{RunEvent, RunObserver},
+    plan::Plan,
+    report::RunReport,
 };
+use indicatif::ProgressStyle;
+use std::time::{Duration, Instant};
 
 /// Appears once the run has taken a second; its clock shows the run's time
 /// and it opens at what the run has already done.
-#[derive(Clone, Default)]
-pub struct ProgressBar(Arc<Mutex<Option<indicatif::ProgressBar>>>);
+pub struct ProgressBar {
+    bar: Option<indicatif::ProgressBar>,
+    total: usize,
+    done: usize,
+    running: usize,
+    /// How far into the run the last event or tick was.
+    elapsed: Duration,
+    redrawn: Option<Instant>,
+}
 
 /// How long a run goes before it gets a bar.
 const SHOW_AFTER: Duration = Duration::from_secs(1);
+/// Most redraws per second.
+const REDRAW_EVERY: Duration = Duration::from_millis(100);
 
 impl ProgressBar {
     pub fn new() -> Self {
-        Self::default()
+        Self { bar: None, total: 0, done: 0, running: 0, elapsed: Duration::ZERO, redrawn: None }
     }
 
-    pub fn callback(self) -> ProgressFn {
-        Arc::new(move |progress: &Progress| self.update(progress))
-    }
-
-    fn update(&self, progress: &Progress) {
-        let mut bar = self.0.lock().unwrap_or_else(|e| e.into_inner());
+    fn redraw(&mut self) {
+        let elapsed = self.elapsed;
         // Nodes finished per second of the whole run: indicatif's own
         // estimate reads the bar's late start as a burst.
-        let rate = format!("{:.0} nodes/s", progress.succeeded as f64 / progress.elapsed.as_secs_f64().max(1e-3));
-        match &*bar {
+        let message =
+            format!("{} running, {:.0} nodes/s", self.running, self.done as f64 / elapsed.as_secs_f64().max(1e-3));
+        match &self.bar {
             Some(bar) => {
-                bar.set_message(rate);
-                bar.set_position(progress.succeeded as u64);
+                bar.set_message(message);
+                bar.set_position(self.done as u64);
             }
-            None if progress.elapsed >= SHOW_AFTER => *bar = Some(new_bar(progress, rate)),
+            None if elapsed >= SHOW_AFTER => {
+                let bar = indicatif::ProgressBar::new(self.total as u64)
+                    .with_elapsed(elapsed)
+                    .with_position(self.done as u64)
+                    .with_message(message);
+                if let Ok(style) =
+                    ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} nodes ({msg})")
+                {
+                    bar.set_style(style);
+                }
+                bar.enable_steady_tick(REDRAW_EVERY);
+                self.bar = Some(bar);
+            }
             None => {}
-        }
-    }
-
-    pub fn finish(self) {
-        if let Some(bar) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            bar.finish_and_clear();
         }
     }
 }
 
-fn new_bar(progress: &Progress, rate: String) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(progress.total as u64)
-        .with_elapsed(progress.elapsed)
-        .with_position(progress.succeeded as u64)
-        .with_message(rate);
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} nodes ({msg})")
-    {
-        bar.set_style(style);
+impl RunObserver for ProgressBar {
+    fn event(&mut self, _plan: &Plan, event: &RunEvent) {
+        match event {
+            RunEvent::RunStarted { nodes, .. } => self.total = *nodes,
+            RunEvent::Dispatched { at, .. } => {
+                self.running += 1;
+                self.elapsed = *at;
+            }
+            RunEvent::Finished { status, at, .. } => {
+                self.running = self.running.saturating_sub(1);
+                self.done += usize::from(status.succeeded());
+                self.elapsed = *at;
+            }
+            RunEvent::CacheHit { at, .. } => {
+                self.done += 1;
+                self.elapsed = *at;
+            }
+            _ => return,
+        }
+        if self.redrawn.is_none_or(|at| at.elapsed() >= REDRAW_EVERY) {
+            self.redrawn = Some(Instant::now());
+            self.redraw();
+        }
     }
-    bar
+
+    fn tick(&mut self, _plan: &Plan, elapsed: Duration) {
+        self.elapsed = elapsed;
+        self.redraw();
+    }
+
+    fn finish(&mut self, _plan: &Plan, _report: &RunReport) -> Result<(), String> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        Ok(())
+    }
 }

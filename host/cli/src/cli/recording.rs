@@ -1,6 +1,7 @@
 //! A run's cache and record: opened before the engine starts, committed and
 //! written after it ends.
 
+use super::observers::Observed;
 use crate::Failure;
 use backplane_host::{
     Host,
@@ -8,7 +9,7 @@ use backplane_host::{
     config::Config,
     engine::RunOutcome,
     plan::Plan,
-    runs::{self, NodeRecord, RecordContext},
+    runs::{self, RecordContext, RunRecord},
 };
 use std::{
     collections::HashMap,
@@ -46,8 +47,9 @@ pub struct Recording {
 
 /// What finishing wrote.
 pub struct Recorded {
-    pub nodes: Vec<NodeRecord>,
-    pub record: Option<PathBuf>,
+    pub record: RunRecord,
+    /// Where it was written (`None`: it could not be).
+    pub path: Option<PathBuf>,
     /// Results the cache committed during the run.
     pub stored: usize,
     /// A problem storing results (the run's outputs are unaffected).
@@ -159,19 +161,29 @@ impl Recording {
         }
     }
 
-    /// Commits the cache's writes and writes the whole record.
+    /// Commits the cache's writes and writes the whole record (and what
+    /// nodes logged, beside it), from the engine's outcome and what the
+    /// run's observers saw.
     pub fn finish(
         self,
         host: &Host,
         plan: &Plan,
         outcome: &RunOutcome,
+        observed: Observed,
         written: &[PathBuf],
     ) -> Result<Recorded, Failure> {
         let report = self.cache.as_ref().map(|c| c.finish()).unwrap_or_default();
         let cx = self.context(&host.plugins);
-        let nodes = runs::node_records(plan, outcome, &self.previous, &cx);
+        let nodes = runs::node_records(plan, outcome, &observed.timeline, &self.previous, &cx);
+        let logs = match runs::logs::write(&self.runs_dir, &self.run_id, plan, &observed.logs) {
+            Ok(name) => name,
+            Err(e) => {
+                tracing::warn!("cannot write what the nodes logged in {}: {e}", self.runs_dir.display());
+                None
+            }
+        };
         let mut record = runs::started(&cx);
-        record.end = Some(runs::end(plan, outcome, written, SystemTime::now()));
+        record.end = Some(runs::end(plan, outcome, written, logs, SystemTime::now()));
         record.nodes = nodes;
         let path = match runs::write(&self.runs_dir, &record) {
             Ok(path) => Some(path),
@@ -188,6 +200,6 @@ impl Recording {
                 "error: results could not be stored in the cache: {e}\n  help: `[cache] required = true` makes this an error"
             )));
         }
-        Ok(Recorded { nodes: record.nodes, record: path, stored: report.committed, cache_error: report.error })
+        Ok(Recorded { record, path, stored: report.committed, cache_error: report.error })
     }
 }

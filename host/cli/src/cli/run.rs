@@ -1,14 +1,14 @@
 //! `backplane run` and `backplane validate`.
 
 use super::say;
-use super::{print_json, progress, recording::Recording, setup_with_diagnostics};
+use super::{observers::RunObservers, print_json, recording::Recording, setup_with_diagnostics};
 use crate::{Failure, GlobalArgs};
 use backplane_host::{
     Host,
     config::Config,
     diagnostic::Diagnostic,
     engine::{self, FailurePolicy, RunOptions, RunReport},
-    output,
+    observe, output,
     output_targets::OutputRules,
     plan::{self, Plan},
     workflow::{self, WorkflowError},
@@ -38,6 +38,8 @@ pub struct RunArgs {
     on_failure: Option<String>,
     #[command(flatten)]
     cache: super::recording::CacheArgs,
+    #[command(flatten)]
+    observe: super::observers::ObserveArgs,
 }
 
 #[derive(Args)]
@@ -166,6 +168,8 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
     if args.dry_run {
         return print_plan(&plan, args.json);
     }
+    let show_bar = !args.no_progress && !global.quiet && std::io::stderr().is_terminal();
+    let mut observers = RunObservers::new(&args.observe, show_bar)?;
     let recording = Recording::start(&config, &plan, &args.workflow, text, &args.cache)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -181,29 +185,41 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
     options.record_nodes = true;
     let has_cache = options.cache.is_some();
     let run_id = recording.run_id.clone();
-    let bar = (!args.no_progress && !global.quiet && std::io::stderr().is_terminal()).then(progress::ProgressBar::new);
-    options.progress = bar.clone().map(|bar| bar.callback());
     let grace = options.policy.cancel_grace;
-    let outcome = runtime.block_on(async {
-        tokio::spawn(watch_signals(interrupt, grace));
-        engine::execute(&plan, &options).await
-    });
-    if let Some(bar) = bar {
-        bar.finish();
+    let (outcome, problems) = observe::observe(
+        &plan,
+        observers.take(),
+        |events| {
+            options.events = Some(events);
+            runtime.block_on(async {
+                tokio::spawn(watch_signals(interrupt, grace));
+                engine::execute(&plan, &options).await
+            })
+        },
+        |outcome| &outcome.report,
+    );
+    for problem in problems {
+        eprintln!("warning: {problem}");
     }
     let written = output::write_outputs(&plan, &outcome.outputs);
-    let recorded = recording.finish(&host, &plan, &outcome, &written.files)?;
+    let recorded = recording.finish(&host, &plan, &outcome, observers.observed(), &written.files)?;
     if let Some(e) = &recorded.cache_error {
         eprintln!("warning: results of this run could not all be stored in the cache: {e}");
+    }
+    if let Some(path) = &args.observe.report {
+        let page = backplane_host::runs::report::render(&recorded.record);
+        if let Err(e) = backplane_atomic_file::write(path, page.as_bytes()) {
+            eprintln!("warning: cannot write the report {}: {e}", path.display());
+        }
     }
     if args.json {
         let mut report = serde_json::to_value(&outcome.report).map_err(|e| Failure::Environment(e.to_string()))?;
         report["written"] = serde_json::json!(written.files);
         report["output_errors"] = serde_json::json!(written.errors);
         report["run_id"] = serde_json::json!(run_id);
-        report["record"] = serde_json::json!(recorded.record);
+        report["record"] = serde_json::json!(recorded.path);
         report["stored"] = serde_json::json!(recorded.stored);
-        report["node_results"] = serde_json::Value::Array(recorded.nodes.iter().map(node_result).collect());
+        report["node_results"] = serde_json::Value::Array(recorded.record.nodes.iter().map(node_result).collect());
         print_json(&report)?;
     } else if !global.quiet {
         print_summary(&outcome.report, &written.files, has_cache);
@@ -296,8 +312,14 @@ fn print_summary(report: &RunReport, written: &[PathBuf], has_cache: bool) {
     for backend in &report.backends {
         let attempts =
             if backend.attempts == backend.nodes { String::new() } else { format!(" ({} attempts)", backend.attempts) };
+        let stats = match (backend.success_rate, backend.mean_secs, backend.p95_secs) {
+            (Some(rate), Some(mean), Some(p95)) => {
+                format!("; {:.1}% succeeded, mean {}, p95 {}", rate * 100.0, seconds(mean), seconds(p95))
+            }
+            _ => String::new(),
+        };
         eprintln!(
-            "  {} ({}): {} nodes{attempts}, {:.3}s",
+            "  {} ({}): {} nodes{attempts}, {:.3}s{stats}",
             backend.instance,
             backend.factory,
             backend.nodes,
@@ -307,4 +329,9 @@ fn print_summary(report: &RunReport, written: &[PathBuf], has_cache: bool) {
     for path in written {
         eprintln!("  wrote {}", path.display());
     }
+}
+
+/// A duration for the summary: milliseconds below a second, else seconds.
+fn seconds(secs: f64) -> String {
+    if secs < 1.0 { format!("{:.2}ms", secs * 1e3) } else { format!("{secs:.2}s") }
 }

@@ -1,16 +1,20 @@
 //! ABI evolution across minor versions, both ways, with real builds:
-//! - 1.1 (today) added the node spec's settings check: a plugin built
-//!   against 1.0 loads and runs in today's host (its types have no check),
-//!   and today's plugins load and run in the real host built against 1.0
-//!   (which ignores the check);
-//! - an invented next minor (1.2) with one of each append-only change: its
+//! - 1.2 (today) added the completion sink's `started` and `log` and the
+//!   compute context's `log`: a backend built against 1.1 runs in today's
+//!   host (which then counts its tasks as running from dispatch and keeps
+//!   no logs from it), today's node plugins compute on it, and today's
+//!   plugins load and run in the real host built against 1.1 (which ignores
+//!   what they report);
+//! - 1.1 added the node spec's settings check: a plugin built against 1.0
+//!   still loads and runs in today's host (its types have no check);
+//! - an invented next minor (1.3) with one of each append-only change: its
 //!   plugin in today's host, and today's plugins in the host built against it.
 //!
 //! (A breaking change is rejected: see `loading`.)
 
 use crate::fixtures::{
-    NEXT_MINOR, PREVIOUS_MINOR, backplane, bin_dir, next_minor_host, next_minor_plugin, previous_minor_host,
-    previous_minor_plugin, stderr_of, workflow_dir, workspace_root,
+    NEXT_MINOR, OLDEST_MINOR, PREVIOUS_MINOR, backplane, bin_dir, next_minor_host, next_minor_plugin,
+    oldest_minor_plugin, previous_minor_host, previous_minor_plugin, stderr_of, workflow_dir, workspace_root,
 };
 use serde_json::Value;
 
@@ -39,7 +43,7 @@ fn a_plugin_built_against_the_next_minor_loads_and_runs_in_this_host() {
     let (code, _, wf) =
         run("[[node]]\nid = \"hi\"\ntype = \"fixture.hello\"\n\n[[output]]\nfrom = \"hi.text\"\nto = \"hello.txt\"\n");
     assert_eq!(code, Some(0));
-    assert_eq!(std::fs::read_to_string(wf.path().join("hello.txt")).unwrap(), "hello from plugin-api 1.2\n");
+    assert_eq!(std::fs::read_to_string(wf.path().join("hello.txt")).unwrap(), "hello from plugin-api 1.3\n");
 
     // An error variant this host has never heard of still arrives, with the
     // plugin's own wording, as an unknown kind.
@@ -67,7 +71,7 @@ fn todays_plugins_load_and_run_in_a_host_built_against_the_next_minor() {
     // The next-minor host read its new root-module field from today's plugin and got the default.
     let line = stderr
         .lines()
-        .find(|l| l.contains("read the 1.2 root-module field") && l.contains("backplane-local"))
+        .find(|l| l.contains("read the 1.3 root-module field") && l.contains("backplane-local"))
         .unwrap_or_else(|| panic!("{stderr}"));
     assert!(line.contains("description=\"\""), "{line}");
 
@@ -77,22 +81,16 @@ fn todays_plugins_load_and_run_in_a_host_built_against_the_next_minor() {
     assert_eq!(read(&next_work), read(&today_work), "byte-identical results from both hosts");
 }
 
-/// A workflow that only the 1.1 settings check rejects before running:
-/// `std.chunk` with `index` out of range passes the schema.
-const CHUNK_OUT_OF_RANGE: &str = "[[node]]\nid = \"src\"\ntype = \"std.const\"\nsettings = { text = \"a\\nb\\n\" }\n\n\
-                                  [[node]]\nid = \"part\"\ntype = \"std.chunk\"\ninputs = { text = \"src.text\" }\n\
-                                  settings = { index = 5, count = 2 }\n";
-
 #[test]
-fn a_plugin_built_against_the_previous_minor_loads_and_runs_in_this_host() {
-    let plugin = previous_minor_plugin();
+fn a_plugin_built_against_the_first_minor_loads_and_runs_in_this_host() {
+    let plugin = oldest_minor_plugin();
     let output =
         backplane().args(["-vv", "plugins", "--json", "--plugin-dir"]).arg(plugin.parent().unwrap()).output().unwrap();
     let json: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let loaded = json["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "abi-fixture-previous-minor");
-    let loaded = loaded.unwrap_or_else(|| panic!("the {PREVIOUS_MINOR} plugin did not load: {json}"));
-    assert_eq!(loaded["interface_version"], PREVIOUS_MINOR);
-    assert!(stderr_of(&output).contains(&format!("built against the older plugin-api {PREVIOUS_MINOR}")));
+    let loaded = json["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "abi-fixture-oldest-minor");
+    let loaded = loaded.unwrap_or_else(|| panic!("the {OLDEST_MINOR} plugin did not load: {json}"));
+    assert_eq!(loaded["interface_version"], OLDEST_MINOR);
+    assert!(stderr_of(&output).contains(&format!("built against the older plugin-api {OLDEST_MINOR}")));
 
     // Its node type has no settings check; it validates and runs.
     let wf = workflow_dir(
@@ -109,46 +107,77 @@ fn a_plugin_built_against_the_previous_minor_loads_and_runs_in_this_host() {
     assert_eq!(std::fs::read_to_string(wf.path().join("echo.txt")).unwrap(), "echo");
 }
 
+/// Two `std.shell` nodes that print to stderr and succeed, one on `backend`.
+fn shell_pair_on(backend: &str) -> String {
+    format!(
+        "[[node]]\nid = \"here\"\ntype = \"std.shell\"\nsettings = {{ command = \"echo said-here >&2; echo out\" }}\n\n\
+         [[node]]\nid = \"there\"\ntype = \"std.shell\"\nbackend = \"{backend}\"\n\
+         settings = {{ command = \"echo said-there >&2; echo out\" }}\n"
+    )
+}
+
+#[test]
+fn a_backend_built_against_the_previous_minor_runs_in_this_host_without_start_or_logs() {
+    let plugin = previous_minor_plugin();
+    let wf = workflow_dir(&shell_pair_on("old"));
+    let config = "default_backend = \"local\"\n\n[backends.local]\ntype = \"local\"\n\n[backends.old]\ntype = \"fixture-pool\"\n";
+    std::fs::write(wf.path().join("backplane.toml"), config).unwrap();
+    let output = backplane()
+        .arg("--plugin-dir")
+        .arg(plugin.parent().unwrap())
+        .arg("--plugin-dir")
+        .arg(bin_dir())
+        .args(["run", "workflow.toml", "--config", "backplane.toml", "--trace", "trace.tsv"])
+        .current_dir(wf.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let trace = std::fs::read_to_string(wf.path().join("trace.tsv")).unwrap();
+    let row = |node: &str| -> Vec<String> {
+        let line = trace.lines().find(|l| l.starts_with(&format!("{node}\t"))).unwrap_or_else(|| panic!("{trace}"));
+        line.split('\t').map(str::to_owned).collect()
+    };
+    // Columns: node type instance attempt status submit start complete queued ...
+    let (old, today) = (row("there"), row("here"));
+    assert_eq!((old[2].as_str(), old[4].as_str()), ("old", "succeeded"));
+    assert_eq!(old[5], old[6], "a 1.1 backend never says when a task starts: it runs from dispatch");
+    assert_eq!(old[8], "0.000000");
+    assert_ne!(today[5], today[6], "today's local backend says when each task starts");
+    // Today's std.shell logged its stderr on both; only today's pool forwarded it.
+    let logs = |node: &str| {
+        let output = backplane().args(["logs", node]).current_dir(wf.path()).output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+        crate::fixtures::stdout_of(&output)
+    };
+    assert!(logs("here").contains("said-here"), "{}", logs("here"));
+    let old_logs = logs("there");
+    assert!(old_logs.contains("(nothing logged)") && !old_logs.contains("said-there"), "{old_logs}");
+}
+
 #[test]
 fn todays_plugins_load_and_run_in_a_host_built_against_the_previous_minor() {
     let old_host = previous_minor_host();
     crate::fixtures::ensure_plugins_built();
-    let wf = workflow_dir(CHUNK_OUT_OF_RANGE);
-    let validate = |host: &std::path::Path| {
-        std::process::Command::new(host)
-            .env_remove("BACKPLANE_CONFIG")
-            .env_remove("BACKPLANE_PLUGIN_PATH")
-            .arg("-vv")
-            .arg("--plugin-dir")
-            .arg(bin_dir())
-            .arg("validate")
-            .arg(wf.path().join("workflow.toml"))
-            .output()
-            .unwrap()
-    };
-    // Today's host asks the std plugin's settings check...
-    let today = validate(std::path::Path::new(env!("CARGO_BIN_EXE_backplane")));
-    assert_eq!(today.status.code(), Some(2));
-    assert!(stderr_of(&today).contains("workflow.toml:10:22: error: invalid settings for node `part` (std.chunk) at `/index`: `index` 5 is out of range for `count` 2"), "{}", stderr_of(&today));
-    // ...the 1.0 host cannot, loads the 1.1 plugins all the same, and the
-    // node's own run-time check still stops the run.
-    let old = validate(&old_host);
-    let stderr = stderr_of(&old);
-    assert_eq!(old.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("loaded plugin") && stderr.contains("plugin=backplane-std-nodes"), "{stderr}");
+    // Today's local backend says when tasks start and forwards what nodes
+    // log; the 1.1 host's sink has neither method, so both calls fall back
+    // to their defaults and the run goes on.
+    let wf = workflow_dir(&shell_pair_on("local"));
     let run = std::process::Command::new(&old_host)
         .env_remove("BACKPLANE_CONFIG")
         .env_remove("BACKPLANE_PLUGIN_PATH")
+        .arg("-vv")
         .arg("--plugin-dir")
         .arg(bin_dir())
-        .arg("run")
-        .arg(wf.path().join("workflow.toml"))
+        .args(["run", "workflow.toml"])
+        .current_dir(wf.path())
         .output()
         .unwrap();
-    assert_eq!(run.status.code(), Some(1), "{}", stderr_of(&run));
-    assert!(stderr_of(&run).contains("`index` 5 is out of range"), "{}", stderr_of(&run));
+    let stderr = stderr_of(&run);
+    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("loaded plugin") && stderr.contains("plugin=backplane-std-nodes"), "{stderr}");
+    assert!(stderr.contains("2/2 nodes succeeded"), "{stderr}");
 
-    // The quickstart runs on the 1.0 host with today's plugins.
+    // The quickstart runs on the 1.1 host with today's plugins.
     let (output, _work) = quickstart_on(&old_host);
     assert!(stderr_of(&output).contains("11/11 nodes succeeded"), "{}", stderr_of(&output));
 }

@@ -304,7 +304,10 @@ fn build_fixture_plugin(name: &str, source: &str, panic: &str, write_api: impl F
     // Each panic strategy needs its own build of the dependencies.
     let target_dir = base.join(format!("target-{panic}"));
     cargo_build(&work.join("Cargo.toml"), &target_dir, &[]);
-    target_dir.join("debug").join(format!("lib{}.{}", name.replace('-', "_"), std::env::consts::DLL_EXTENSION))
+    let file = format!("lib{}.{}", name.replace('-', "_"), std::env::consts::DLL_EXTENSION);
+    // A directory of its own, so a plugin dir holds this plugin alone (two
+    // builds of one fixture would define the same types twice).
+    copy_into_place(&target_dir.join("debug").join(&file), &work.join("lib").join(&file))
 }
 
 fn write_if_changed(path: &Path, text: &str) {
@@ -336,19 +339,19 @@ fn write_next_minor_api(api: &Path) {
                 text = patch(
                     &text,
                     "    pub node_specs: extern \"C\" fn() -> PluginResult<RVec<NodeSpecRef>>,\n}",
-                    "    pub node_specs: extern \"C\" fn() -> PluginResult<RVec<NodeSpecRef>>,\n    /// Added in 1.2.\n    #[sabi(missing_field(default))]\n    pub description: RStr<'static>,\n}",
+                    "    pub node_specs: extern \"C\" fn() -> PluginResult<RVec<NodeSpecRef>>,\n    /// Added in 1.3.\n    #[sabi(missing_field(default))]\n    pub description: RStr<'static>,\n}",
                 );
                 text = patch(
                     &text,
                     "        node_specs,\n    }",
-                    "        node_specs,\n        description: RStr::from_str(\"built against plugin-api 1.2\"),\n    }",
+                    "        node_specs,\n        description: RStr::from_str(\"built against plugin-api 1.3\"),\n    }",
                 );
             }
             "error.rs" => {
                 text = patch(
                     &text,
                     "    Unsupported { message: RString },",
-                    "    Unsupported { message: RString },\n    /// Added in 1.2.\n    QuotaExceeded { message: RString },",
+                    "    Unsupported { message: RString },\n    /// Added in 1.3.\n    QuotaExceeded { message: RString },",
                 );
                 text = patch(
                     &text,
@@ -372,7 +375,7 @@ fn write_next_minor_api(api: &Path) {
                 text = patch(
                     &text,
                     "    #[sabi(last_prefix_field)]\n    fn shutdown(&self);\n}",
-                    "    #[sabi(last_prefix_field)]\n    fn shutdown(&self);\n    /// Added in 1.2.\n    fn queue_depth(&self) -> u64 {\n        0\n    }\n}",
+                    "    #[sabi(last_prefix_field)]\n    fn shutdown(&self);\n    /// Added in 1.3.\n    fn queue_depth(&self) -> u64 {\n        0\n    }\n}",
                 );
             }
             _ => {}
@@ -392,11 +395,61 @@ fn cargo_build(manifest: &Path, target_dir: &Path, extra: &[&str]) {
     assert!(output.status.success(), "building {} failed:\n{}", manifest.display(), stderr_of(&output));
 }
 
-/// Writes a copy of `plugin-api` as the previous minor version, 1.0.0:
-/// today's sources without what 1.1 appended (the node spec's settings check).
-fn write_previous_minor_api(api: &Path) {
-    write_api_copy(api, PREVIOUS_MINOR, |file, text| match file {
+/// Today's `plugin-api` source `file` without what 1.2 appended: the
+/// completion sink's `started` and `log`, the compute context's `log` (and
+/// the calls to them; the task log itself is no ABI and stays).
+fn without_1_2(file: &str, text: String) -> String {
+    match file {
+        "backend.rs" => patch(
+            &text,
+            "    /// Added in 1.2: the task left the backend's own queue and began to run,\n    /// at `at_unix_us` microseconds since the Unix epoch (0: now). Call it at\n    /// most once, before `complete`; the host tells time queued in the\n    /// backend from time running by it. Hosts before 1.2 ignore it.\n    fn started(&self, at_unix_us: u64) {\n        let _ = at_unix_us;\n    }\n    /// Added in 1.2: one line the task's node logged (see [`crate::task_log`]),\n    /// forwarded before `complete`; the host keeps it with the node's\n    /// attempt. Hosts before 1.2 ignore it.\n    fn log(&self, level: LogLevel, message: RStr<'_>) {\n        let _ = (level, message);\n    }\n",
+            "",
+        ),
         "node.rs" => {
+            let text = patch(
+                &text,
+                "    /// Added in 1.2: keeps one line the node logged with its task (the\n    /// `log_*!` macros land here too while the node computes, see\n    /// [`crate::log`]). Contexts before 1.2 drop it.\n    fn log(&self, level: LogLevel, message: RStr<'_>) {\n        let _ = (level, message);\n    }\n",
+                "",
+            );
+            let text = patch(
+                &text,
+                "let keep = |level: LogLevel, message: &str| ctx.0.log(level, message.into());",
+                "let keep = |_: LogLevel, _: &str| {};",
+            );
+            patch(&text, "        self.0.log(level, message.into());\n", "        let _ = (level, message);\n")
+        }
+        "pool.rs" => {
+            let text = patch(&text, "        sink.started(0);\n", "");
+            patch(&text, "            log.forward(&sink);\n", "")
+        }
+        "task_log.rs" => {
+            let text = patch(
+                &text,
+                "            sink.log(line.level, line.message.as_str().into());\n",
+                "            let _ = (sink, line);\n",
+            );
+            patch(
+                &text,
+                "    fn log(&self, level: LogLevel, message: RStr<'_>) {\n        self.log.push(level, message.as_str());\n    }\n",
+                "",
+            )
+        }
+        _ => text,
+    }
+}
+
+/// Writes a copy of `plugin-api` as the previous minor version, 1.1.0:
+/// today's sources without what 1.2 appended.
+fn write_previous_minor_api(api: &Path) {
+    write_api_copy(api, PREVIOUS_MINOR, without_1_2);
+}
+
+/// Writes a copy of `plugin-api` as the first minor version, 1.0.0: 1.1's
+/// sources without what 1.1 appended (the node spec's settings check).
+fn write_oldest_minor_api(api: &Path) {
+    write_api_copy(api, OLDEST_MINOR, |file, text| match file {
+        "node.rs" => {
+            let text = without_1_2(file, text);
             let text = patch(
                 &text,
                 "    /// Added in 1.1: checks settings beyond the JSON Schema when a workflow\n    /// is validated (a regex that must compile, an index below a count).\n    /// `RNone` from plugins built against 1.0.\n    #[sabi(missing_field(default))]\n    pub check_settings: ROption<SettingsCheckFn>,\n",
@@ -404,14 +457,16 @@ fn write_previous_minor_api(api: &Path) {
             );
             patch(&text, "        check_settings: RSome(SettingsCheckFn(check_adapter::<N>)),\n", "")
         }
-        _ => text,
+        _ => without_1_2(file, text),
     });
 }
 
+/// The first interface version, whose plugins still load.
+pub const OLDEST_MINOR: &str = "1.0.0";
 /// The interface version before today's, which the evolution tests rebuild.
-pub const PREVIOUS_MINOR: &str = "1.0.0";
+pub const PREVIOUS_MINOR: &str = "1.1.0";
 /// The interface version after today's, which the evolution tests invent.
-pub const NEXT_MINOR: &str = "1.2.0";
+pub const NEXT_MINOR: &str = "1.3.0";
 
 /// A plugin built against the next minor interface.
 pub fn next_minor_plugin() -> PathBuf {
@@ -433,17 +488,27 @@ pub fn previous_minor_plugin() -> PathBuf {
     )
 }
 
-/// The real host, built against the previous minor interface: it cannot know
-/// the settings check 1.1 added, so the one line reading it is replaced.
+/// The minimal `abi-plugin` fixture built against the first minor interface.
+pub fn oldest_minor_plugin() -> PathBuf {
+    build_fixture_plugin(
+        "abi-fixture-oldest-minor",
+        "host/cli/tests/fixtures/abi-plugin/src/lib.rs",
+        "unwind",
+        write_oldest_minor_api,
+    )
+}
+
+/// The real host, built against the previous minor interface: its
+/// completion sink cannot implement what 1.2 added, so those methods go.
 pub fn previous_minor_host() -> PathBuf {
     build_host_variant("host-previous-minor", PREVIOUS_MINOR, write_previous_minor_api, |work, root| {
-        let nodes = std::fs::read_to_string(root.join("host/loader/src/registry/nodes.rs")).unwrap();
+        let sink = std::fs::read_to_string(root.join("host/src/layers/sink.rs")).unwrap();
         write_if_changed(
-            &work.join("host/loader/src/registry/nodes.rs"),
+            &work.join("host/src/layers/sink.rs"),
             &patch(
-                &nodes,
-                "        let Some(check) = self.spec.check_settings().into_option() else { return Vec::new() };\n",
-                "        let Some(check) = None::<backplane_plugin_api::SettingsCheckFn> else { return Vec::new() };\n",
+                &sink,
+                "    // Added in plugin-api 1.2.\n    fn started(&self, at_unix_us: u64) {\n        self.note_start(at_unix_us);\n    }\n    fn log(&self, level: LogLevel, message: RStr<'_>) {\n        self.log.push(level, message.as_str());\n    }\n",
+                "",
             ),
         );
     })
@@ -459,7 +524,7 @@ pub fn next_minor_host() -> PathBuf {
             &patch(
                 &loader,
                 "    let name = module.name().to_string();\n",
-                "    let name = module.name().to_string();\n    tracing::info!(plugin = %name, description = ?module.description().as_str(), \"read the 1.2 root-module field\");\n",
+                "    let name = module.name().to_string();\n    tracing::info!(plugin = %name, description = ?module.description().as_str(), \"read the 1.3 root-module field\");\n",
             ),
         );
     })
@@ -515,7 +580,23 @@ fn build_host_variant(
     }
     let target_dir = base.join("target-unwind");
     cargo_build(&work.join("Cargo.toml"), &target_dir, &["-p", "backplane", "--bin", "backplane"]);
-    target_dir.join("debug/backplane")
+    // Beside the fixture plugins built in the same directory, the host would
+    // load them all: it runs from a directory of its own instead.
+    copy_into_place(&target_dir.join("debug/backplane"), &work.join("bin/backplane"))
+}
+
+/// Copies `from` to `to` when they differ, renaming it into place (another
+/// test may be running or have loaded the old file); returns `to`.
+fn copy_into_place(from: &Path, to: &Path) -> PathBuf {
+    let built = std::fs::read(from).unwrap();
+    if std::fs::read(to).ok().as_deref() != Some(&built[..]) {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        let temp = to.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&temp, &built).unwrap();
+        std::fs::set_permissions(&temp, std::fs::metadata(from).unwrap().permissions()).unwrap();
+        std::fs::rename(&temp, to).unwrap();
+    }
+    to.to_owned()
 }
 
 /// Mirrors `from` into `to` (files gone from `from` are removed, so a moved

@@ -4,7 +4,7 @@
 mod watchdog;
 
 use crate::{ANY, VERSION, schema, unset};
-use backplane_plugin_api::{payload::OCTETS, prelude::*};
+use backplane_plugin_api::{log::LogLevel, payload::OCTETS, prelude::*};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::{
@@ -22,6 +22,9 @@ use std::{
 
 /// How much of the end of stderr a failure message quotes.
 const STDERR_TAIL: usize = 2048;
+/// How much of the end of stderr goes to the node's log (the host keeps at
+/// most 64 KiB of one attempt's log).
+const STDERR_KEPT: usize = 64 * 1024;
 
 /// `std.shell`: runs `sh -c <command>` in the workflow's directory.
 pub struct Shell;
@@ -230,8 +233,11 @@ impl NodeType for Shell {
             return Err(too_much_stdout(max_stdout));
         }
 
+        // What the command printed on stderr is the node's log, on success too.
+        log_stderr(ctx, &tail, truncated);
         if !status.success() {
-            return Err(NodeError::new(failure_message(status, &tail, truncated)));
+            let quoted = tail.len().saturating_sub(STDERR_TAIL);
+            return Err(NodeError::new(failure_message(status, &tail[quoted..], truncated || quoted > 0)));
         }
         Ok(vec![match String::from_utf8(stdout) {
             Ok(text) => Payload::text("stdout", text),
@@ -319,7 +325,21 @@ fn join<T>(handle: JoinHandle<T>) -> Result<T, NodeError> {
     handle.join().map_err(|_| NodeError::new("a pipe-reading thread of `std.shell` panicked"))
 }
 
-/// Reads `pipe` to the end, keeping only the last [`STDERR_TAIL`] bytes, and
+/// Each line of stderr (its kept tail), as the node's log at info level.
+fn log_stderr(ctx: &Context<'_>, tail: &[u8], truncated: bool) {
+    if tail.is_empty() {
+        return;
+    }
+    let start = if truncated { tail.iter().take_while(|&&b| b & 0xC0 == 0x80).count() } else { 0 };
+    if truncated {
+        ctx.log(LogLevel::WARN, &format!("[stderr: only its last {} KiB are kept]", STDERR_KEPT / 1024));
+    }
+    for line in String::from_utf8_lossy(&tail[start..]).lines() {
+        ctx.log(LogLevel::INFO, line);
+    }
+}
+
+/// Reads `pipe` to the end, keeping only the last [`STDERR_KEPT`] bytes, and
 /// whether anything before them was dropped.
 fn read_tail(mut pipe: impl Read) -> (Vec<u8>, bool) {
     let mut tail = Vec::new();
@@ -332,13 +352,13 @@ fn read_tail(mut pipe: impl Read) -> (Vec<u8>, bool) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         }
-        if tail.len() > 2 * STDERR_TAIL {
-            tail.drain(..tail.len() - STDERR_TAIL);
+        if tail.len() > 2 * STDERR_KEPT {
+            tail.drain(..tail.len() - STDERR_KEPT);
             truncated = true;
         }
     }
-    if tail.len() > STDERR_TAIL {
-        tail.drain(..tail.len() - STDERR_TAIL);
+    if tail.len() > STDERR_KEPT {
+        tail.drain(..tail.len() - STDERR_KEPT);
         truncated = true;
     }
     (tail, truncated)
