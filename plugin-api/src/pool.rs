@@ -9,7 +9,7 @@
 //!   once, whatever happens: a panic in the run function becomes a `panicked`
 //!   result, a task cancelled before it starts completes as `cancelled`.
 //! - What "run" means is yours: [`TaskPool::in_process`] calls the node's
-//!   in-process compute function ([`run_compute`]); [`TaskPool::start`] takes
+//!   in-process compute function ([`crate::run_compute_logged`]); [`TaskPool::start`] takes
 //!   any function, for example one that sends the task to a child process.
 //! - A task sees cancellation through the [`Cancel`] it is given: true once
 //!   [`TaskPool::cancel`] named it or the pool is shutting down.

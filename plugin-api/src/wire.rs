@@ -4,6 +4,10 @@
 //! Frame: a 4-byte magic, a length-prefixed JSON header, then each payload as
 //! length-prefixed port, content type and data. Payload bytes are written as
 //! they are (no base64), so large inputs stream through a pipe at memory speed.
+//!
+//! A result frame may be followed by a [`TaskReport`] (since 1.2): when the
+//! task began to run and what its node logged. Readers from before stop at
+//! the end of the frame and never see it.
 
 use crate::{
     backend::NodeTask,
@@ -15,6 +19,9 @@ use std::io::{self, Read, Write};
 
 const TASK_MAGIC: &[u8; 4] = b"BPT1";
 const RESULT_MAGIC: &[u8; 4] = b"BPR1";
+const REPORT_MAGIC: &[u8; 4] = b"BPT2";
+/// Largest report read (a task log is at most 64 KiB; JSON escapes grow it).
+const MAX_REPORT: u64 = 1 << 20;
 /// Refuse absurd lengths from a corrupt or hostile stream.
 const MAX_HEADER: u64 = 64 << 20;
 
@@ -182,6 +189,54 @@ fn read_frame<H: for<'de> Deserialize<'de>>(input: &mut impl Read, magic: &[u8; 
     Ok((header, payloads))
 }
 
+/// What a process that ran a task tells besides its result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskReport {
+    /// When the task began to run, in microseconds since the Unix epoch (0: unknown).
+    pub started_unix_us: u64,
+    /// What its node logged: level and line, bounded as [`TaskLog`](crate::TaskLog) bounds it.
+    pub logs: Vec<(u8, String)>,
+}
+
+impl TaskReport {
+    /// Microseconds since the Unix epoch, now.
+    pub fn now_us() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+    }
+
+    /// A report of a task that started at `started_unix_us` and logged what `log` kept.
+    pub fn of(started_unix_us: u64, log: &crate::TaskLog) -> Self {
+        Self { started_unix_us, logs: log.take().into_iter().map(|l| (l.level.0, l.message)).collect() }
+    }
+
+    /// Writes it after a result frame.
+    pub fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+        out.write_all(REPORT_MAGIC)?;
+        write_bytes(out, &serde_json::to_vec(self).map_err(io::Error::other)?)
+    }
+
+    /// The report after a result frame, if `rest` (what follows the frame)
+    /// holds one; `None` from runners before 1.2, and for damaged bytes.
+    pub fn read_from(rest: &mut impl Read) -> Option<Self> {
+        let mut magic = [0; 4];
+        rest.read_exact(&mut magic).ok()?;
+        if &magic != REPORT_MAGIC {
+            return None;
+        }
+        serde_json::from_slice(&read_bytes(rest, MAX_REPORT).ok()?).ok()
+    }
+
+    /// Hands it to the host through `sink`, before `sink.complete`.
+    pub fn forward(&self, sink: &crate::CompletionSinkBox) {
+        if self.started_unix_us > 0 {
+            sink.started(self.started_unix_us);
+        }
+        for (level, message) in &self.logs {
+            sink.log(crate::log::LogLevel(*level), message.as_str().into());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +271,25 @@ mod tests {
             write_result(&mut bytes, &result).unwrap();
             assert_eq!(read_result(&mut bytes.as_slice()).unwrap(), result);
         }
+    }
+
+    #[test]
+    fn a_report_follows_a_result_and_older_readers_stop_before_it() {
+        let report = TaskReport { started_unix_us: 42, logs: vec![(3, "said \"hi\"\nand more".into())] };
+        let mut frame = Vec::new();
+        write_result(&mut frame, &Ok(vec![Payload::text("out", "x".into())])).unwrap();
+        report.write_to(&mut frame).unwrap();
+        let mut rest = &frame[..];
+        let result = read_result(&mut rest).unwrap().unwrap();
+        assert_eq!(result[0].data.as_slice(), b"x");
+        assert_eq!(TaskReport::read_from(&mut rest), Some(report));
+        // A result without one (from a runner before 1.2), or with garbage after it.
+        let mut plain = Vec::new();
+        write_result(&mut plain, &Ok(Vec::new())).unwrap();
+        let mut rest = &plain[..];
+        read_result(&mut rest).unwrap().unwrap();
+        assert_eq!(TaskReport::read_from(&mut rest), None);
+        assert_eq!(TaskReport::read_from(&mut &b"BPT2\xff\xff\xff\xff\xff\xff\xff\xff"[..]), None);
     }
 
     #[test]

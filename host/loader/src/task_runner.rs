@@ -2,15 +2,19 @@
 //! each task in a child process (`backplane run-task`) or run it on a worker.
 
 use crate::Host;
-use backplane_plugin_api::{NodeTask, Payload, PluginError, PluginError_NE, guard, run_compute, wire::TaskMessage};
+use backplane_plugin_api::{
+    NodeTask, Payload, PluginError, PluginError_NE, TaskLog, guard, run_compute_logged, wire::TaskMessage,
+};
 
 /// Runs `message` with the node types registered in `host`; the node sees
-/// `cancelled` through its context. Every failure — unknown type, version
-/// mismatch, node error, panic — comes back as an error value, never as a panic.
+/// `cancelled` through its context, and what it logs goes to `log`. Every
+/// failure — unknown type, version mismatch, node error, panic — comes back
+/// as an error value, never as a panic.
 pub fn run_task(
     host: &Host,
     message: TaskMessage,
     cancelled: &(dyn Fn() -> bool + Sync),
+    log: Option<&TaskLog>,
 ) -> Result<Vec<Payload>, PluginError_NE> {
     let Some(entry) = host.nodes.get(&message.node_type) else {
         return Err(PluginError::unsupported(format!(
@@ -40,5 +44,5 @@ pub fn run_task(
         ..NodeTask::default()
     };
     // The node's adapter already catches panics; this guards hand-written ones.
-    guard(|| run_compute(task, cancelled).into_result()).map(|outputs| outputs.into_vec())
+    guard(|| run_compute_logged(task, cancelled, log).into_result()).map(|outputs| outputs.into_vec())
 }

@@ -23,8 +23,8 @@ impl Run<'_> {
                 finished[self.assigned[node] as usize] += 1;
             }
         }
-        let stats: Vec<(usize, (Option<f64>, Option<f64>))> =
-            self.durations.iter_mut().map(|d| (d.len(), mean_and_p95(d))).collect();
+        // Per instance: attempts that finished, and the mean and p95 of their time.
+        let stats: Vec<_> = self.durations.iter_mut().map(|d| (d.len(), mean_and_p95(d))).collect();
         let backends = self
             .plan
             .instances

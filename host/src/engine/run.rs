@@ -109,6 +109,9 @@ pub(super) struct Run<'p> {
     channel: mpsc::UnboundedSender<Completion>,
     /// For the observers, when there are any.
     events: Option<EventBuffer>,
+    /// The time the engine last read (events are stamped with it: one clock
+    /// read per loop step and completion, not one per event).
+    clock: Instant,
     /// Breaker transitions already sent as events.
     breakers_sent: usize,
     /// When each node's current attempt was dispatched (seconds into the run).
@@ -165,6 +168,7 @@ impl<'p> Run<'p> {
             succeeded: 0,
             channel,
             events: options.events.clone().map(EventBuffer::new),
+            clock: started,
             breakers_sent: 0,
             dispatched: vec![0.0; plan.nodes.len()],
             durations: vec![Vec::new(); backends],
@@ -203,11 +207,11 @@ impl<'p> Run<'p> {
     }
 
     /// Hands an event to the observers, if there are any (`make` gets the
-    /// time since the run started).
+    /// time since the run started, as of the engine's last clock read).
     #[inline]
     pub(super) fn emit(&mut self, make: impl FnOnce(Duration) -> RunEvent) {
         if let Some(events) = &mut self.events {
-            events.push(make(self.started.elapsed()));
+            events.push(make(self.clock.saturating_duration_since(self.started)));
         }
     }
 
@@ -235,6 +239,7 @@ impl<'p> Run<'p> {
 
     /// The run is over: the last event, sent with the rest.
     pub(super) fn finish_events(&mut self) {
+        self.clock = Instant::now();
         self.emit(|at| RunEvent::RunFinished { at });
         self.flush_events();
     }
@@ -362,6 +367,7 @@ impl<'p> Run<'p> {
 
     pub(super) fn dispatch_all(&mut self) {
         let now = Instant::now();
+        self.clock = now;
         // Lookups first: misses join their instance's queue before its health is read.
         if self.stop.is_none() {
             self.look_up_ready();
@@ -383,6 +389,7 @@ impl<'p> Run<'p> {
     }
 
     pub(super) fn fire_timers(&mut self, now: Instant) {
+        self.clock = now;
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Retry { node } => {
@@ -495,6 +502,7 @@ impl<'p> Run<'p> {
         }
         let backend = self.assigned[node] as usize;
         let now = Instant::now();
+        self.clock = now;
         self.in_flight_total -= 1;
         self.per_backend_done[backend] += 1;
         self.last_complete[backend] = Some(now);

@@ -125,7 +125,7 @@ fn the_timeline_pairs_events_into_attempts_and_packs_overlapping_ones_into_lanes
         RunEvent::RunFinished { at: Duration::from_secs(4) },
     ];
     let ended: Vec<usize> = events.iter().filter_map(|e| timeline.record(e)).collect();
-    assert_eq!(ended, [0, 1, 3]);
+    assert_eq!(ended, [0, 1, 2]);
     let rows = &timeline.attempts;
     assert_eq!(rows[1].run_start(), 0.5, "the backend's word");
     assert_eq!(rows[0].run_start(), 0.0, "no word: from dispatch");

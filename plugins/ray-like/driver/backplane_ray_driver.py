@@ -184,8 +184,12 @@ def bp_run_node(meta, *ref_values):
     threshold (it stays in the object store on this node, owned by the driver
     and reconstructable by lineage), else None (the output is inline in the
     manifest).
-    manifest = (ok, error_kind, message, [(port, content_type, size, data|None, slot|None)])
+    manifest = (ok, error_kind, message, [(port, content_type, size, data|None, slot|None)],
+                started_unix_us, logs): when the task began to run here, and what
+    its node logged as [(level, line)] (the node library keeps it bounded).
     """
+    started_us = int(time.time() * 1e6)
+    logs = []
     task_id, node_type, settings, input_descs, out_ports, threshold, use_slots, context = meta
     if ref_values:
         it = iter(ref_values)
@@ -203,6 +207,7 @@ def bp_run_node(meta, *ref_values):
             msg = resp.get("message") or ""
             outs = [(o["port"], o.get("content_type", "application/octet-stream"), o.get("data", b""))
                     for o in (resp.get("outputs") or [])]
+            logs = [(int(level), line) for (level, line) in (resp.get("logs") or [])]
         else:
             outs = _builtin_node(node_type, settings, inputs)
     except Exception as e:  # node error (not KeyboardInterrupt: that is ray.cancel)
@@ -223,7 +228,7 @@ def bp_run_node(meta, *ref_values):
                 mouts.append((p, ct, len(d), None, i))
             else:
                 mouts.append((p, ct, len(d), d, None))
-    manifest = (ok, kind, msg, mouts)
+    manifest = (ok, kind, msg, mouts, started_us, logs)
     if not use_slots:
         return manifest
     return (manifest, *slots)
@@ -550,7 +555,9 @@ class Driver:
             kind, text = classify(v, t.cancel_kind)
             msg.update(ok=False, outputs=[], error_kind=kind, message=text)
         else:
-            ok, kind, text, mouts = v
+            ok, kind, text, mouts = v[:4]
+            if len(v) > 5:
+                msg.update(started_unix_us=v[4], logs=v[5])
             outs = []
             late_put = []
             thr = self.args.inline_threshold

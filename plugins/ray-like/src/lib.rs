@@ -25,6 +25,7 @@ use backplane_plugin_api::{
     extensions::{OutputsByReference, Placement, TaskExtension},
     log_info, log_warn,
     prelude::*,
+    wire::TaskReport,
 };
 use config::RayConfig;
 use crossbeam_channel::Receiver;
@@ -181,7 +182,9 @@ fn error_from(kind: &str, message: String) -> PluginError_NE {
 }
 
 fn on_message(shared: &Shared, message: FromDriver) {
-    let FromDriver::Result { task_id, ok, outputs, error_kind, message } = message else { return };
+    let FromDriver::Result { task_id, ok, outputs, error_kind, message, started_unix_us, logs } = message else {
+        return;
+    };
     let Some(Pending { sink, consumers }) = Shared::lock(&shared.pending).remove(&task_id) else { return };
     let result = if ok {
         let mut payloads = Vec::with_capacity(outputs.len());
@@ -205,6 +208,7 @@ fn on_message(shared: &Shared, message: FromDriver) {
     {
         Shared::lock(&shared.link).control(frame);
     }
+    TaskReport { started_unix_us, logs }.forward(&sink);
     sink.complete(result.into());
 }
 

@@ -120,6 +120,12 @@ pub enum FromDriver {
         error_kind: String,
         #[serde(default)]
         message: String,
+        /// When the Ray task began to run (microseconds since the Unix epoch; 0: not said).
+        #[serde(default)]
+        started_unix_us: u64,
+        /// What the node logged: level and line.
+        #[serde(default)]
+        logs: Vec<(u8, String)>,
     },
     Bye {},
     #[serde(other)]

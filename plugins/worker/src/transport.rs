@@ -15,7 +15,7 @@ use async_nats::{
 };
 use backplane_plugin_api::{
     PluginError, PluginError_NE, log_debug, log_warn,
-    wire::{TaskMessage, read_result},
+    wire::{TaskMessage, TaskReport, read_result},
 };
 use backplane_worker_protocol::{
     RESULTS_STREAM, TASKS_STREAM, WorkerAnnouncement, cancel_subject, connect, ensure_pool_consumer, ensure_streams,
@@ -351,8 +351,11 @@ fn on_result(shared: &Arc<Shared>, message: async_nats::Message) {
         return;
     };
     let worker = headers::text(message.headers.as_ref(), headers::WORKER).unwrap_or("unknown").to_owned();
-    let result = read_result(&mut &message.payload[..])
+    let mut body = &message.payload[..];
+    let result = read_result(&mut body)
         .unwrap_or_else(|e| Err(PluginError::infrastructure(format!("malformed result from worker {worker}: {e}"))));
+    // When the task started and what its node logged (workers before 1.2 send neither).
+    let report = TaskReport::read_from(&mut body).unwrap_or_default();
     let Some(pending) = shared.pending.take(task_id) else {
         // Cancelled, timed out, or a duplicate: drop it and what it stored.
         log_debug!("ignoring a late result for task {task_id} from worker {worker}");
@@ -377,12 +380,14 @@ fn on_result(shared: &Arc<Shared>, message: async_nats::Message) {
                     }
                     Err(e) => Err(PluginError::infrastructure(e.to_string())),
                 };
+                report.forward(&pending.sink);
                 pending.complete(result);
                 delete_objects(&shared, &used).await;
             });
         }
         result => {
             let inputs = pending.input_objects.clone();
+            report.forward(&pending.sink);
             pending.complete(result);
             if !inputs.is_empty() {
                 let shared = shared.clone();

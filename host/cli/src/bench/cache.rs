@@ -111,8 +111,8 @@ pub fn run(host: &Host, nodes: usize, repeat: usize) -> Result<CacheBenchResults
     })
 }
 
-impl CacheBenchResults {
-    pub fn to_markdown(&self) -> String {
+impl super::BenchReport for CacheBenchResults {
+    fn to_markdown(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,

@@ -13,9 +13,16 @@ use serde::Serialize;
 use std::{fmt::Write, sync::Arc, time::Instant};
 
 pub mod cache;
+pub mod observers;
 pub mod ray;
 pub mod validation;
 pub mod workers;
+
+/// What every benchmark prints: its `--json` keys (kept stable: others
+/// read them) and a Markdown table for BENCHMARKS.md.
+pub trait BenchReport: Serialize {
+    fn to_markdown(&self) -> String;
+}
 
 pub struct BenchSettings {
     pub wide: usize,
@@ -230,8 +237,8 @@ pub fn run(host: &Host, settings: &BenchSettings) -> Result<BenchResults, String
     })
 }
 
-impl BenchResults {
-    pub fn to_markdown(&self) -> String {
+impl BenchReport for BenchResults {
+    fn to_markdown(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "Machine: {} CPUs; backend: {}\n", self.cpus, self.backend);
         let _ = writeln!(s, "| measurement | result | target |\n|---|---|---|");

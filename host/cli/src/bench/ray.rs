@@ -86,8 +86,8 @@ pub fn run(host: &Host, settings: &RayBenchSettings) -> Result<RayBenchResults, 
     })
 }
 
-impl RayBenchResults {
-    pub fn to_markdown(&self) -> String {
+impl super::BenchReport for RayBenchResults {
+    fn to_markdown(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "Ray {} on a private local instance with {} CPUs\n", self.ray_version, self.cpus);
         let _ = writeln!(s, "| measurement | result | target |\n|---|---|---|");

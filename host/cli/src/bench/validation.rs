@@ -72,8 +72,8 @@ pub fn run(host: &Host, errors: usize, repeat: usize) -> Result<ValidationResult
     })
 }
 
-impl ValidationResults {
-    pub fn to_markdown(&self) -> String {
+impl super::BenchReport for ValidationResults {
+    fn to_markdown(&self) -> String {
         let mut s = String::from("| workflow | errors | seconds | growth (1.0 = linear) |\n|---|---|---|---|\n");
         for (what, small, large, growth) in [
             ("bad `env` values on one line", self.one_line_small_secs, self.one_line_large_secs, self.one_line_growth),

@@ -264,8 +264,8 @@ fn raw_jetstream(url: &str, n: usize, repeat: usize) -> Result<f64, String> {
     })
 }
 
-impl WorkerBenchResults {
-    pub fn to_markdown(&self) -> String {
+impl super::BenchReport for WorkerBenchResults {
+    fn to_markdown(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,

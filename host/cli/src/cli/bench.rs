@@ -2,6 +2,7 @@
 
 use super::say;
 use super::setup;
+use crate::bench::BenchReport;
 use crate::{Failure, GlobalArgs};
 use clap::Args;
 
@@ -54,6 +55,10 @@ pub struct BenchArgs {
     /// Measure the result cache instead: --wide nodes with no cache, all misses, all hits, and a resume.
     #[arg(long, conflicts_with_all = ["workers", "ray", "validation"])]
     cache: bool,
+    /// Measure what observers cost instead: --wide nodes bare, and with the run record's collector,
+    /// both traces and metrics attached, alternately in one run.
+    #[arg(long, conflicts_with_all = ["workers", "ray", "validation", "cache"])]
+    observers: bool,
     /// With --validation: settings errors in the larger workflow.
     #[arg(long, default_value_t = 100_000)]
     errors: usize,
@@ -73,32 +78,22 @@ pub fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<(), Failure> {
             python,
         };
         let results = crate::bench::ray::run(&host, &settings).map_err(Failure::Invalid)?;
-        return if args.json {
-            super::print_json(&results)
-        } else {
-            say!("{}", results.to_markdown());
-            Ok(())
-        };
+        return print(&results, args.json);
     }
     if args.validation {
         let results =
             crate::bench::validation::run(&host, args.errors.max(10), args.repeat).map_err(Failure::Invalid)?;
-        return if args.json {
-            super::print_json(&results)
-        } else {
-            say!("{}", results.to_markdown());
-            Ok(())
-        };
+        return print(&results, args.json);
+    }
+    if args.observers {
+        let results =
+            crate::bench::observers::run(&host, args.wide.max(2), args.repeat.max(1)).map_err(Failure::Invalid)?;
+        return print(&results, args.json);
     }
     if args.cache {
         let results =
             crate::bench::cache::run(&host, args.wide.max(2), args.repeat.max(1)).map_err(Failure::Invalid)?;
-        return if args.json {
-            super::print_json(&results)
-        } else {
-            say!("{}", results.to_markdown());
-            Ok(())
-        };
+        return print(&results, args.json);
     }
     if args.workers {
         let settings = crate::bench::workers::WorkerBenchSettings {
@@ -111,12 +106,7 @@ pub fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<(), Failure> {
             plugin_dirs: global.plugin_dirs.clone(),
         };
         let results = crate::bench::workers::run(&host, &settings).map_err(Failure::Invalid)?;
-        return if args.json {
-            super::print_json(&results)
-        } else {
-            say!("{}", results.to_markdown());
-            Ok(())
-        };
+        return print(&results, args.json);
     }
     let settings = crate::bench::BenchSettings {
         wide: args.wide,
@@ -126,8 +116,13 @@ pub fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<(), Failure> {
         repeat: args.repeat.max(1),
     };
     let results = crate::bench::run(&host, &settings).map_err(Failure::Invalid)?;
-    if args.json {
-        super::print_json(&results)
+    print(&results, args.json)
+}
+
+/// `--json` or the Markdown table.
+fn print(results: &impl BenchReport, json: bool) -> Result<(), Failure> {
+    if json {
+        super::print_json(results)
     } else {
         say!("{}", results.to_markdown());
         Ok(())

@@ -25,7 +25,7 @@ pub fn run_task(global: &GlobalArgs) -> Result<(), Failure> {
     let message = TaskMessage::read_from(&mut std::io::stdin().lock())
         .map_err(|e| Failure::Environment(format!("cannot read the task from stdin: {e}")))?;
     let host = load_into(Host::for_tasks(), global, &Config::default())?;
-    let result = task_runner::run_task(&host, message, &|| false);
+    let result = task_runner::run_task(&host, message, &|| false, None);
     write_result(&mut BufWriter::new(protocol), &result)
         .map_err(|e| Failure::Environment(format!("cannot write the result: {e}")))
 }

@@ -34,6 +34,10 @@ pub struct WorkerArgs {
     /// This worker's name in presence and results [default: <hostname>-<pid>].
     #[arg(long)]
     worker_id: Option<String>,
+    /// Serve Prometheus metrics (tasks by outcome, in flight, running
+    /// time) at http://ADDR/metrics; a port alone binds 127.0.0.1.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
     #[command(flatten)]
     auth: NatsAuth,
 }
@@ -57,6 +61,10 @@ pub fn worker(global: &GlobalArgs, args: WorkerArgs) -> Result<(), Failure> {
     let worker_id = args.worker_id.unwrap_or_else(default_worker_id);
     if worker_id.is_empty() || !worker_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return Err(Failure::Invalid(format!("error: --worker-id `{worker_id}` must be letters, digits, `-` and `_`")));
+    }
+    if let Some(addr) = &args.metrics_addr {
+        let bound = super::metrics::serve(addr)?;
+        eprintln!("serving metrics at http://{bound}/metrics");
     }
     let drain_timeout = Duration::try_from_secs_f64(args.drain_timeout)
         .map_err(|_| Failure::Invalid("error: --drain-timeout must be a non-negative number of seconds".into()))?;

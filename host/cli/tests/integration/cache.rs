@@ -441,7 +441,12 @@ fn a_killed_run_is_listed_as_unfinished_and_gc_and_clear_tidy_the_cache() {
         .unwrap();
     let runs_dir = dir.path().join(".backplane/runs");
     let start = std::time::Instant::now();
-    while std::fs::read_dir(&runs_dir).unwrap().count() < 2 {
+    // Two records (other files there hold what nodes logged).
+    let records = || {
+        let entries = std::fs::read_dir(&runs_dir).unwrap().flatten();
+        entries.filter(|e| e.path().extension().is_some_and(|x| x == "jsonl")).count()
+    };
+    while records() < 2 {
         assert!(start.elapsed() < std::time::Duration::from_secs(30), "the slow run wrote no record");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

@@ -13,8 +13,8 @@
 //! (A breaking change is rejected: see `loading`.)
 
 use crate::fixtures::{
-    NEXT_MINOR, OLDEST_MINOR, PREVIOUS_MINOR, backplane, bin_dir, next_minor_host, next_minor_plugin,
-    oldest_minor_plugin, previous_minor_host, previous_minor_plugin, stderr_of, workflow_dir, workspace_root,
+    NEXT_MINOR, OLDEST_MINOR, backplane, bin_dir, next_minor_host, next_minor_plugin, oldest_minor_plugin,
+    previous_minor_host, previous_minor_plugin, stderr_of, workflow_dir, workspace_root,
 };
 use serde_json::Value;
 

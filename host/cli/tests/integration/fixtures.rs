@@ -422,6 +422,11 @@ fn without_1_2(file: &str, text: String) -> String {
             let text = patch(&text, "        sink.started(0);\n", "");
             patch(&text, "            log.forward(&sink);\n", "")
         }
+        "wire.rs" => patch(
+            &text,
+            "        if self.started_unix_us > 0 {\n            sink.started(self.started_unix_us);\n        }\n        for (level, message) in &self.logs {\n            sink.log(crate::log::LogLevel(*level), message.as_str().into());\n        }\n",
+            "        let _ = sink;\n",
+        ),
         "task_log.rs" => {
             let text = patch(
                 &text,
@@ -619,4 +624,72 @@ fn copy_tree(from: &Path, to: &Path) {
             write_if_changed(&target, &std::fs::read_to_string(entry.path()).unwrap());
         }
     }
+}
+
+/// A copy of `examples/<name>` (its workflow, config and docs) in a temp dir.
+pub fn example_copy(name: &str) -> tempfile::TempDir {
+    let example = workspace_root().join("examples").join(name);
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["workflow.toml", "backplane.toml"] {
+        std::fs::copy(example.join(file), dir.path().join(file)).unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join("docs")).unwrap();
+    for entry in std::fs::read_dir(example.join("docs")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join("docs").join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+/// Debian's headless Chromium (`./scripts/test` installs the `chromium` package).
+pub fn chromium() -> PathBuf {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .expect("chromium is missing: `./scripts/test` installs it (Debian's `chromium` package)")
+}
+
+/// `page` loaded in headless Chromium: the DOM after its scripts ran, and
+/// the console lines Chromium logged (messages, uncaught errors).
+pub fn render_in_chromium(page: &Path) -> (String, Vec<String>) {
+    let profile = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "chromium failed: {}", stderr_of(&output));
+    let console = stderr_of(&output).lines().filter(|l| l.contains(":CONSOLE")).map(str::to_owned).collect();
+    (stdout_of(&output), console)
+}
+
+/// A port nothing listens on now (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The body of `GET http://addr{path}`, or `None` when nothing answers.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
 }

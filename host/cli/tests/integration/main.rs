@@ -19,6 +19,7 @@
 //! - `ray`: the ray backend on a private local Ray: parity, panics, crashes, cancellation
 //! - `new`: `backplane new` crates built outside the workspace, loaded, verified and run; refusals
 //! - `nats`: real `nats-server` and `backplane worker` processes
+//! - `observe`: the HTML report in headless Chromium, traces, per-node logs, metrics from runs and workers
 //! - `workers`: the worker backend end to end: sharing, kill -9, NATS restarts, credentials, large payloads, parity
 
 mod admission;
@@ -33,6 +34,7 @@ mod library;
 mod loading;
 mod nats;
 mod new;
+mod observe;
 mod policies;
 mod ray;
 mod routing;

@@ -2,10 +2,10 @@
 //! backend's tests: a JetStream server with a user and password on a free
 //! loopback port, and workers that can be stopped gently or with `kill -9`.
 
-use crate::fixtures::{bin_dir, ensure_plugins_built};
+use crate::fixtures::{bin_dir, ensure_plugins_built, free_port};
 use std::{
     io::{BufRead, BufReader},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
@@ -17,10 +17,6 @@ pub const PASSWORD: &str = "test-secret";
 
 fn nats_server_binary() -> PathBuf {
     backplane_worker_protocol::find_nats_server(None).unwrap_or_else(|e| panic!("{e} (.ci/run installs it)"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Polls `ready` every 20 ms until it holds or `within` passes.

@@ -411,3 +411,22 @@ fn a_ray_task_past_its_deadline_is_cancelled_and_reported_as_a_timeout() {
     let failure = &report["failures"][0];
     assert_eq!(failure["kind"], "timed-out", "{report:#}");
 }
+
+#[test]
+fn a_ray_task_says_when_it_started_and_its_shell_nodes_stderr_reaches_backplane_logs() {
+    let workflow = "[[node]]\nid = \"shout\"\ntype = \"std.shell\"\n\
+                    settings = { command = \"echo 'said on ray' >&2; echo done\" }\n";
+    let dir = workflow_with_config(workflow, &config(""));
+    let output = crate::fixtures::command_in(dir.path(), &["run", "--trace", "trace.tsv"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", crate::fixtures::stderr_of(&output));
+    let trace = std::fs::read_to_string(dir.path().join("trace.tsv")).unwrap();
+    let row: Vec<&str> = trace.lines().nth(1).unwrap().split('\t').collect();
+    let (submit, start, complete) =
+        (row[5].parse::<f64>().unwrap(), row[6].parse::<f64>().unwrap(), row[7].parse::<f64>().unwrap());
+    assert_eq!(row[2], "ray");
+    // Ray takes a while to place a task: the time before the task began is queued, not running.
+    assert!(submit < start && start <= complete, "{trace}");
+    let logs = crate::fixtures::backplane().args(["logs", "shout"]).current_dir(dir.path()).output().unwrap();
+    let text = crate::fixtures::stdout_of(&logs);
+    assert!(text.contains("── attempt 1 on ray: succeeded ──\ninfo  said on ray"), "{text}");
+}

@@ -16,7 +16,7 @@
 //! which reads every dylib on the plugin path, accepts it quietly.
 
 use backplane_loader::{Host, task_runner};
-use backplane_plugin_api::{Payload, PluginError, describe, wire::TaskMessage};
+use backplane_plugin_api::{Payload, PluginError, TaskLog, describe, wire::TaskMessage};
 use serde::{Deserialize, Serialize};
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
@@ -72,6 +72,8 @@ struct Response {
     error_kind: String,
     message: String,
     outputs: Vec<Output>,
+    /// What the node logged: level and line (bounded as the task log bounds it).
+    logs: Vec<(u8, String)>,
 }
 
 static HOST: OnceLock<Host> = OnceLock::new();
@@ -149,7 +151,10 @@ fn run(request: &[u8], inputs: Vec<Vec<u8>>) -> Result<Response, String> {
             .map(|(desc, data)| Payload::bytes(&desc.port, &desc.content_type, data))
             .collect(),
     };
-    Ok(match task_runner::run_task(host, message, &|| false) {
+    let log = TaskLog::new();
+    let result = task_runner::run_task(host, message, &|| false, Some(&log));
+    let logs = log.take().into_iter().map(|l| (l.level.0, l.message)).collect();
+    Ok(match result {
         Ok(outputs) => Response {
             ok: true,
             error_kind: String::new(),
@@ -158,6 +163,7 @@ fn run(request: &[u8], inputs: Vec<Vec<u8>>) -> Result<Response, String> {
                 .into_iter()
                 .map(|p| Output { port: p.port.into(), content_type: p.content_type.into(), data: p.data.into_vec() })
                 .collect(),
+            logs,
         },
         Err(error) => {
             let kind = match describe(&error) {
@@ -169,7 +175,7 @@ fn run(request: &[u8], inputs: Vec<Vec<u8>>) -> Result<Response, String> {
                 Ok(PluginError::NodeFailed { message } | PluginError::Panicked { message }) => message.to_string(),
                 _ => error.to_string(),
             };
-            Response { ok: false, error_kind: kind.to_owned(), message, outputs: Vec::new() }
+            Response { ok: false, error_kind: kind.to_owned(), message, outputs: Vec::new(), logs }
         }
     })
 }

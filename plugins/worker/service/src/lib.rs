@@ -19,12 +19,16 @@
 
 mod allow_list;
 mod execute;
+mod metrics;
 mod presence;
 mod run_times;
 
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, object_store::ObjectStore};
 use backplane_loader::{Host, task_runner};
-use backplane_plugin_api::{Payload, PluginError, PluginError_NE, wire::TaskMessage};
+use backplane_plugin_api::{
+    Payload, PluginError, PluginError_NE, TaskLog,
+    wire::{TaskMessage, TaskReport},
+};
 use backplane_worker_protocol::{
     ConnectError, NatsAuth, SetupError, WorkerCounters, cancel_subject, connect, ensure_pool_consumer, ensure_streams,
     headers, objects, payload_store, presence_bucket,
@@ -137,6 +141,7 @@ struct Worker {
     js: jetstream::Context,
     payloads: ObjectStore,
     counters: Counters,
+    metrics: metrics::WorkerMetrics,
     cancellations: Cancellations,
     run_times: run_times::RunTimes,
     /// Interval of in-progress acknowledgements: a third of the consumer's
@@ -170,6 +175,7 @@ pub async fn serve(
     let (release_tx, release) = watch::channel(false);
     let worker = Arc::new(Worker {
         heartbeat_ms: AtomicU64::new(heartbeat_for(consumer.cached_info().config.ack_wait)),
+        metrics: metrics::WorkerMetrics::new(&options.pool, &options.worker_id),
         options,
         host,
         allowed,
@@ -324,14 +330,16 @@ async fn pull_tasks(worker: &Arc<Worker>, mut consumer: PullConsumer, stop: &mut
 
 /// What became of a task this worker took.
 enum Outcome {
-    /// Answered: publish this result, then acknowledge.
-    Answer(Result<Vec<Payload>, PluginError_NE>),
+    /// Answered: publish this result (with when it started and what its
+    /// node logged), then acknowledge.
+    Answer(Result<Vec<Payload>, PluginError_NE>, TaskReport),
     /// Released while stopping: give it back for redelivery.
     Released,
 }
 
 async fn handle(worker: Arc<Worker>, message: jetstream::Message, slot: OwnedSemaphorePermit) {
     worker.counters.in_flight.fetch_add(1, Ordering::AcqRel);
+    worker.metrics.in_flight.increment(1.0);
     let h = message.headers.as_ref();
     let key = headers::text(h, async_nats::header::NATS_MESSAGE_ID.as_ref()).unwrap_or_default().to_owned();
     let reply = headers::text(h, headers::REPLY_TO).map(str::to_owned);
@@ -345,36 +353,54 @@ async fn handle(worker: Arc<Worker>, message: jetstream::Message, slot: OwnedSem
         worker.counters.refused.fetch_add(1, Ordering::Relaxed);
         let _ = message.ack_with(AckKind::Term).await;
         worker.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+        worker.metrics.in_flight.decrement(1.0);
+        worker.metrics.ended(metrics::Ended::Refused);
         return;
     };
     let delivered = message.info().map_or(1, |i| i.delivered.max(1) as u64);
     let max_deliveries = headers::number(h, headers::MAX_DELIVERIES).unwrap_or(u64::MAX);
     let outcome = if delivered > max_deliveries {
         worker.counters.refused.fetch_add(1, Ordering::Relaxed);
-        Outcome::Answer(Err(PluginError::infrastructure(format!(
-            "task delivered {delivered} times: the workers that took it died or stopped before finishing it \
-             (redelivery limit max_deliveries = {max_deliveries} reached)"
-        ))))
+        Outcome::Answer(
+            Err(PluginError::infrastructure(format!(
+                "task delivered {delivered} times: the workers that took it died or stopped before finishing it \
+                 (redelivery limit max_deliveries = {max_deliveries} reached)"
+            ))),
+            TaskReport::default(),
+        )
     } else {
         match TaskMessage::read_from(&mut &message.payload[..]) {
             Ok(task) => run(&worker, &message, &key, task, slot).await,
-            Err(e) => Outcome::Answer(Err(PluginError::infrastructure(format!("malformed task: {e}")))),
+            Err(e) => Outcome::refused(PluginError::infrastructure(format!("malformed task: {e}"))),
         }
     };
     match outcome {
-        Outcome::Answer(result) => {
+        Outcome::Answer(result, report) => {
             let failed = result.is_err();
-            if answer(&worker, &message, &reply, &key, task_id, result).await {
+            if report.started_unix_us > 0 {
+                let ran = TaskReport::now_us().saturating_sub(report.started_unix_us);
+                worker.metrics.running.record(ran as f64 / 1e6);
+            }
+            if answer(&worker, &message, &reply, &key, task_id, result, &report).await {
                 let counter = if failed { &worker.counters.failed } else { &worker.counters.done };
                 counter.fetch_add(1, Ordering::Relaxed);
+                worker.metrics.ended(match (failed, report.started_unix_us) {
+                    (false, _) => metrics::Ended::Succeeded,
+                    (true, 0) => metrics::Ended::Refused,
+                    (true, _) => metrics::Ended::Failed,
+                });
+            } else {
+                worker.metrics.ended(metrics::Ended::Released);
             }
         }
         Outcome::Released => {
             let delay = headers::backoff_for(h, delivered);
             let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+            worker.metrics.ended(metrics::Ended::Released);
         }
     }
     worker.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+    worker.metrics.in_flight.decrement(1.0);
 }
 
 /// Refusals, then the node itself, with heartbeats while it runs.
@@ -388,28 +414,28 @@ async fn run(
     let id = &worker.options.worker_id;
     if !worker.allowed.allows(&task.node_type) {
         worker.counters.refused.fetch_add(1, Ordering::Relaxed);
-        return Outcome::Answer(Err(PluginError::unsupported(format!(
+        return Outcome::refused(PluginError::unsupported(format!(
             "worker {id} may not run node type `{}` (its --node-types allow: {})",
             task.node_type,
             worker.options.allowed_node_types.join(",")
-        ))));
+        )));
     }
     match worker.host.nodes.get(&task.node_type) {
         None => {
             worker.counters.refused.fetch_add(1, Ordering::Relaxed);
-            return Outcome::Answer(Err(PluginError::unsupported(format!(
+            return Outcome::refused(PluginError::unsupported(format!(
                 "worker {id} does not have node type `{}`: put its plugin on the worker's plugin path",
                 task.node_type
-            ))));
+            )));
         }
         Some(entry) if !task.node_version.is_empty() && entry.version() != task.node_version => {
             worker.counters.refused.fetch_add(1, Ordering::Relaxed);
-            return Outcome::Answer(Err(PluginError::unsupported(format!(
+            return Outcome::refused(PluginError::unsupported(format!(
                 "worker {id} has node type `{}` version {}, the task needs {}: deploy the same plugin version",
                 task.node_type,
                 entry.version(),
                 task.node_version
-            ))));
+            )));
         }
         Some(_) => {}
     }
@@ -420,34 +446,32 @@ async fn run(
         message.info().map_or(1, |i| i.delivered)
     );
     if let Err(e) = objects::resolve(&worker.payloads, &mut task.inputs).await {
-        return Outcome::Answer(Err(PluginError::infrastructure(e.to_string())));
+        return Outcome::refused(PluginError::infrastructure(e.to_string()));
     }
     let cancelled = worker.cancellations.start(key);
     let deadline = (task.timeout_ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(task.timeout_ms));
     let work = match worker.options.isolation.clone() {
         Isolation::InProcess if worker.run_times.runs_inline(&task.node_type) => {
-            let node_type = task.node_type.clone();
-            let started = std::time::Instant::now();
-            let result = task_runner::run_task(&worker.host, task, &|| cancelled.load(Ordering::Acquire));
-            worker.run_times.record(&node_type, started.elapsed());
-            Box::pin(std::future::ready(result)) as std::pin::Pin<Box<dyn Future<Output = _> + Send>>
+            let reported = run_in_process(worker, task, &|| cancelled.load(Ordering::Acquire));
+            Box::pin(std::future::ready(reported)) as std::pin::Pin<Box<dyn Future<Output = _> + Send>>
         }
         Isolation::InProcess => {
             let worker = worker.clone();
             let flag = cancelled.clone();
-            let blocking = tokio::task::spawn_blocking(move || {
-                let node_type = task.node_type.clone();
-                let started = std::time::Instant::now();
-                let result = task_runner::run_task(&worker.host, task, &|| flag.load(Ordering::Acquire));
-                worker.run_times.record(&node_type, started.elapsed());
-                result
-            });
+            let blocking =
+                tokio::task::spawn_blocking(move || run_in_process(&worker, task, &|| flag.load(Ordering::Acquire)));
             Box::pin(async move {
-                blocking.await.unwrap_or_else(|e| Err(PluginError::panicked(format!("task thread failed: {e}"))))
+                blocking.await.unwrap_or_else(|e| {
+                    (Err(PluginError::panicked(format!("task thread failed: {e}"))), TaskReport::default())
+                })
             })
         }
         Isolation::Process { program, plugin_dirs } => {
-            Box::pin(execute::in_child_process(program, plugin_dirs, task, cancelled.clone(), deadline))
+            let started = TaskReport::now_us();
+            Box::pin(async move {
+                let result = execute::in_child_process(program, plugin_dirs, task, cancelled.clone(), deadline).await;
+                (result, TaskReport { started_unix_us: started, logs: Vec::new() })
+            })
         }
     };
     let outcome = with_heartbeat(worker, message, work).await;
@@ -456,19 +480,41 @@ async fn run(
     outcome
 }
 
+impl Outcome {
+    /// Answered without running: nothing started, nothing logged.
+    fn refused(error: PluginError_NE) -> Self {
+        Outcome::Answer(Err(error), TaskReport::default())
+    }
+}
+
+/// Runs `task` on this thread, noting when it started, how long its type
+/// took, and what its node logged.
+fn run_in_process(
+    worker: &Worker,
+    task: TaskMessage,
+    cancelled: &(dyn Fn() -> bool + Sync),
+) -> (Result<Vec<Payload>, PluginError_NE>, TaskReport) {
+    let node_type = task.node_type.clone();
+    let (started, started_us) = (std::time::Instant::now(), TaskReport::now_us());
+    let log = TaskLog::new();
+    let result = task_runner::run_task(&worker.host, task, cancelled, Some(&log));
+    worker.run_times.record(&node_type, started.elapsed());
+    (result, TaskReport::of(started_us, &log))
+}
+
 /// Awaits `work`, acknowledging progress meanwhile; gives up on it when the
 /// worker releases its tasks.
 async fn with_heartbeat(
     worker: &Worker,
     message: &jetstream::Message,
-    work: impl Future<Output = Result<Vec<Payload>, PluginError_NE>>,
+    work: impl Future<Output = (Result<Vec<Payload>, PluginError_NE>, TaskReport)>,
 ) -> Outcome {
     let mut work = std::pin::pin!(work);
     let mut release = worker.release.clone();
     loop {
         let beat = Duration::from_millis(worker.heartbeat_ms.load(Ordering::Relaxed));
         tokio::select! {
-            result = &mut work => return Outcome::Answer(result),
+            (result, report) = &mut work => return Outcome::Answer(result, report),
             _ = tokio::time::sleep(beat) => {
                 let _ = message.ack_with(AckKind::Progress).await;
             }
@@ -487,6 +533,7 @@ async fn answer(
     key: &str,
     task_id: u64,
     result: Result<Vec<Payload>, PluginError_NE>,
+    report: &TaskReport,
 ) -> bool {
     let limit = headers::number(message.headers.as_ref(), headers::INLINE_LIMIT).unwrap_or(512 * 1024) as usize;
     let result = match result {
@@ -497,7 +544,9 @@ async fn answer(
         error => error,
     };
     let mut body = Vec::new();
-    if let Err(e) = backplane_plugin_api::wire::write_result(&mut body, &result) {
+    if let Err(e) =
+        backplane_plugin_api::wire::write_result(&mut body, &result).and_then(|()| report.write_to(&mut body))
+    {
         tracing::error!("cannot encode the result of task {key}: {e}");
         return false;
     }
