@@ -14,7 +14,7 @@
 
 use crate::fixtures::{
     NEXT_MINOR, OLDEST_MINOR, backplane, bin_dir, next_minor_host, next_minor_plugin, oldest_minor_plugin,
-    previous_minor_host, previous_minor_plugin, stderr_of, workflow_dir, workspace_root,
+    previous_minor_host, previous_minor_plugin, stderr_of, workflow_dir,
 };
 use serde_json::Value;
 
@@ -184,16 +184,7 @@ fn todays_plugins_load_and_run_in_a_host_built_against_the_previous_minor() {
 
 /// Runs a copy of the quickstart with `host` (`-vv`) and today's plugins.
 fn quickstart_on(host: &std::path::Path) -> (std::process::Output, tempfile::TempDir) {
-    let quickstart = workspace_root().join("examples/quickstart");
-    let work = tempfile::tempdir().unwrap();
-    for name in ["workflow.toml", "backplane.toml"] {
-        std::fs::copy(quickstart.join(name), work.path().join(name)).unwrap();
-    }
-    std::fs::create_dir_all(work.path().join("docs")).unwrap();
-    for entry in std::fs::read_dir(quickstart.join("docs")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), work.path().join("docs").join(entry.file_name())).unwrap();
-    }
+    let work = crate::fixtures::example_copy("quickstart");
     let output = std::process::Command::new(host)
         .env_remove("BACKPLANE_CONFIG")
         .env_remove("BACKPLANE_PLUGIN_PATH")
