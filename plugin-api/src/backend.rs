@@ -7,12 +7,12 @@ use crate::{
     error::{PluginError, PluginError_NE, PluginResult},
     guard::guard,
     log::LogLevel,
-    node::{ComputeFn, ComputeRequest, TaskContext},
+    node::{ComputeContext, ComputeContext_TO, ComputeFn, ComputeRequest, TaskContext},
     payload::Payload,
     resources::{Capabilities, Health, Resources},
 };
 use abi_stable::{
-    StableAbi,
+    RRef, StableAbi,
     prefix_type::PrefixTypeTrait,
     sabi_trait,
     sabi_trait::TD_Opaque,
@@ -67,6 +67,15 @@ pub trait CompletionSink: Send {
     /// attempt. Hosts before 1.2 ignore it.
     fn log(&self, level: LogLevel, message: RStr<'_>) {
         let _ = (level, message);
+    }
+    /// Added in 1.3: one item the task's node emitted on a stream output
+    /// (`item.port` names it), before `complete`. It may wait while the
+    /// stream's consumers are a window behind; an error means the task
+    /// should stop emitting (its consumers are gone). Hosts before 1.3
+    /// cannot take items.
+    fn emit(&self, item: Payload) -> PluginResult<()> {
+        let _ = item;
+        Err(PluginError::unsupported(crate::stream::HOST_CANNOT_STREAM)).into()
     }
 }
 
@@ -230,17 +239,37 @@ pub fn backend_factory<B: BackendPlugin>() -> BackendFactoryRef {
 
 /// Runs a task's in-process compute function on the current thread: the
 /// whole job of an in-process backend's worker. What the node logs is
-/// dropped; [`run_compute_logged`] keeps it.
+/// dropped and it cannot stream; [`run_compute_with`] gives it both.
 pub fn run_compute(task: NodeTask, cancelled: &(dyn Fn() -> bool + Sync)) -> PluginResult<RVec<Payload>> {
-    run_compute_logged(task, cancelled, None)
+    run_compute_with(task, cancelled, TaskIo::default())
 }
 
 /// [`run_compute`], keeping what the node logs in `log` (bounded; forward
 /// it with [`TaskLog::forward`](crate::task_log::TaskLog::forward)).
 pub fn run_compute_logged(
-    mut task: NodeTask,
+    task: NodeTask,
     cancelled: &(dyn Fn() -> bool + Sync),
     log: Option<&crate::task_log::TaskLog>,
+) -> PluginResult<RVec<Payload>> {
+    run_compute_with(task, cancelled, TaskIo { log, emit: None })
+}
+
+/// Where a computing node's log lines and streamed items go, besides its
+/// result: lent by the backend that runs it.
+#[derive(Clone, Copy, Default)]
+pub struct TaskIo<'a> {
+    /// Keeps what the node logs (dropped when `None`).
+    pub log: Option<&'a crate::task_log::TaskLog>,
+    /// Takes the items the node emits (1.3), usually by calling the task
+    /// sink's `emit`; without it, emitting fails as unsupported.
+    pub emit: Option<&'a (dyn Fn(Payload) -> PluginResult<()> + Sync)>,
+}
+
+/// [`run_compute`] with `io` for the node's logs and streamed items.
+pub fn run_compute_with(
+    mut task: NodeTask,
+    cancelled: &(dyn Fn() -> bool + Sync),
+    io: TaskIo<'_>,
 ) -> PluginResult<RVec<Payload>> {
     let Some(ComputeFn(compute)) = task.compute.into_option() else {
         return RResult::RErr(PluginError::unsupported(format!(
@@ -260,11 +289,47 @@ pub fn run_compute_logged(
         cancelled,
     };
     let settings = task.settings.as_rstr();
-    match log {
-        Some(log) => {
-            let logged = crate::task_log::LoggedContext { task: &ctx, log };
-            compute(ComputeRequest { settings, inputs, context: logged.as_abi() })
+    let context = IoContext { task: &ctx, io };
+    compute(ComputeRequest { settings, inputs, context: context.as_abi() })
+}
+
+/// A [`TaskContext`] whose `log` and `emit` go where [`TaskIo`] says.
+struct IoContext<'a> {
+    task: &'a TaskContext<'a>,
+    io: TaskIo<'a>,
+}
+
+impl ComputeContext for IoContext<'_> {
+    fn node_id(&self) -> RStr<'_> {
+        self.task.node_id()
+    }
+    fn attempt(&self) -> u32 {
+        self.task.attempt()
+    }
+    fn working_dir(&self) -> RStr<'_> {
+        self.task.working_dir()
+    }
+    fn is_cancelled(&self) -> bool {
+        self.task.is_cancelled()
+    }
+    fn remaining_ms(&self) -> u64 {
+        self.task.remaining_ms()
+    }
+    fn log(&self, level: LogLevel, message: RStr<'_>) {
+        if let Some(log) = self.io.log {
+            log.push(level, message.as_str());
         }
-        None => compute(ComputeRequest { settings, inputs, context: ctx.as_abi() }),
+    }
+    fn emit(&self, item: Payload) -> PluginResult<()> {
+        match self.io.emit {
+            Some(emit) => emit(item),
+            None => Err(PluginError::unsupported(crate::stream::CANNOT_STREAM)).into(),
+        }
+    }
+}
+
+impl<'a> IoContext<'a> {
+    fn as_abi(&'a self) -> ComputeContext_TO<'a, RRef<'a, ()>> {
+        ComputeContext_TO::from_ptr(RRef::new(self), TD_Opaque)
     }
 }

@@ -39,6 +39,7 @@ pub mod node;
 pub mod payload;
 pub mod pool;
 pub mod resources;
+pub mod stream;
 pub mod task_log;
 pub mod testing;
 pub mod wire;
@@ -48,7 +49,8 @@ pub use serde_json;
 
 pub use backend::{
     Backend, Backend_TO, BackendBox, BackendFactory, BackendFactoryRef, BackendPlugin, CompletionSink,
-    CompletionSink_TO, CompletionSinkBox, GuardedBackend, NodeTask, backend_factory, run_compute, run_compute_logged,
+    CompletionSink_TO, CompletionSinkBox, GuardedBackend, NodeTask, TaskIo, backend_factory, run_compute,
+    run_compute_logged, run_compute_with,
 };
 pub use error::{PluginError, PluginError_NE, PluginResult, describe};
 pub use guard::{guard, panic_message};

@@ -63,6 +63,17 @@ impl PortSpec {
         self.description = description.into();
         self
     }
+    /// An output that emits items one at a time while the node computes
+    /// (1.3, see [`crate::stream`]); routed only to backends with the
+    /// `streaming` capability.
+    pub fn stream(mut self) -> Self {
+        self.extensions.push(Tuple2(crate::stream::STREAM_KEY.into(), "true".into()));
+        self
+    }
+    /// Whether the port was declared with [`PortSpec::stream`].
+    pub fn is_stream(&self) -> bool {
+        self.extensions.iter().any(|Tuple2(key, value)| key == crate::stream::STREAM_KEY && value == "true")
+    }
 }
 
 /// What a running node may ask about its task; implemented by whoever runs it.
@@ -81,6 +92,14 @@ pub trait ComputeContext: Sync {
     /// [`crate::log`]). Contexts before 1.2 drop it.
     fn log(&self, level: LogLevel, message: RStr<'_>) {
         let _ = (level, message);
+    }
+    /// Added in 1.3: hands on one item of a stream output (`item.port` names
+    /// it), waiting while the stream's consumers are a window behind. An
+    /// error means stop: the consumers are gone or the task was cancelled.
+    /// Contexts before 1.3 cannot stream.
+    fn emit(&self, item: Payload) -> PluginResult<()> {
+        let _ = item;
+        Err(PluginError::unsupported(crate::stream::CANNOT_STREAM)).into()
     }
 }
 
@@ -268,6 +287,13 @@ impl Context<'_> {
     /// the `log_*!` macros do the same for levels up to info.
     pub fn log(&self, level: LogLevel, message: &str) {
         self.0.log(level, message.into());
+    }
+    /// Emits `item` on the stream output `port` (see [`crate::stream`]).
+    /// Returns an error when the node should stop: its consumers are gone,
+    /// the task was cancelled, or this backend cannot stream.
+    pub fn emit(&self, port: &str, mut item: Payload) -> Result<(), NodeError> {
+        item.port = port.into();
+        self.0.emit(item).into_result().map_err(NodeError::with)
     }
     pub fn remaining(&self) -> Option<Duration> {
         match self.0.remaining_ms() {

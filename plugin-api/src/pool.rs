@@ -9,7 +9,7 @@
 //!   once, whatever happens: a panic in the run function becomes a `panicked`
 //!   result, a task cancelled before it starts completes as `cancelled`.
 //! - What "run" means is yours: [`TaskPool::in_process`] calls the node's
-//!   in-process compute function ([`crate::run_compute_logged`]); [`TaskPool::start`] takes
+//!   in-process compute function ([`crate::run_compute_with`]); [`TaskPool::start`] takes
 //!   any function, for example one that sends the task to a child process.
 //! - A task sees cancellation through the [`Cancel`] it is given: true once
 //!   [`TaskPool::cancel`] named it or the pool is shutting down.
@@ -69,8 +69,8 @@
 
 use crate::{
     abi_stable::std_types::{RResult, RVec},
-    backend::{CompletionSinkBox, NodeTask, run_compute_logged},
-    error::{PluginError, PluginError_NE},
+    backend::{CompletionSinkBox, NodeTask, TaskIo, run_compute_with},
+    error::{PluginError, PluginError_NE, PluginResult},
     guard::guard,
     payload::Payload,
     resources::Health,
@@ -152,6 +152,8 @@ pub struct Cancel<'a> {
     cancellations: &'a Cancellations,
     task_id: u64,
     log: &'a TaskLog,
+    /// Locked only to emit: a sink is `Send` but not `Sync`.
+    sink: &'a Mutex<CompletionSinkBox>,
 }
 
 impl Cancel<'_> {
@@ -163,6 +165,15 @@ impl Cancel<'_> {
     /// The task's own log, handed to the host with its result.
     pub fn log(&self) -> &TaskLog {
         self.log
+    }
+
+    /// Hands on one item the task's node emitted on a stream output (1.3),
+    /// through the task's sink; an error once the task is cancelled.
+    pub fn emit(&self, item: Payload) -> PluginResult<()> {
+        if self.is_cancelled() {
+            return RResult::RErr(PluginError::cancelled());
+        }
+        self.sink.lock().unwrap_or_else(PoisonError::into_inner).emit(item)
     }
 }
 
@@ -257,14 +268,14 @@ impl Shared {
         }
     }
 
-    fn execute(&self, task: NodeTask, sink: &CompletionSinkBox, log: &TaskLog) -> TaskOutcome {
+    fn execute(&self, task: NodeTask, sink: &Mutex<CompletionSinkBox>, log: &TaskLog) -> TaskOutcome {
         let task_id = task.task_id;
         if self.cancellations.contains(task_id) {
             return Err(PluginError::cancelled()); // cancelled while queued: never started
         }
         self.admit(&task)?;
-        sink.started(0);
-        let cancel = Cancel { cancellations: &self.cancellations, task_id, log };
+        sink.lock().unwrap_or_else(PoisonError::into_inner).started(0);
+        let cancel = Cancel { cancellations: &self.cancellations, task_id, log, sink };
         guard(|| (self.run)(task, &cancel))
     }
 
@@ -272,7 +283,9 @@ impl Shared {
         while let Some(Message::Run(task, sink)) = self.next_message(queue) {
             let task_id = task.task_id;
             let log = TaskLog::new();
+            let sink = Mutex::new(sink);
             let outcome = self.execute(task, &sink, &log);
+            let sink = sink.into_inner().unwrap_or_else(PoisonError::into_inner);
             self.cancellations.forget(task_id);
             log.forward(&sink);
             sink.complete(outcome.into());
@@ -297,7 +310,8 @@ impl TaskPool {
     /// A pool that runs each task's in-process compute function on its threads.
     pub fn in_process(options: PoolOptions) -> Result<Self, PluginError_NE> {
         Self::start(options, |task, cancel| {
-            run_compute_logged(task, &|| cancel.is_cancelled(), Some(cancel.log())).into_result()
+            let io = TaskIo { log: Some(cancel.log()), emit: Some(&|item| cancel.emit(item)) };
+            run_compute_with(task, &|| cancel.is_cancelled(), io).into_result()
         })
     }
 

@@ -9,12 +9,7 @@
 //! the host with [`TaskLog::forward`]; the host bounds what it receives the
 //! same way.
 
-use crate::{
-    backend::CompletionSinkBox,
-    log::LogLevel,
-    node::{ComputeContext, ComputeContext_TO, TaskContext},
-};
-use abi_stable::{RRef, sabi_trait::TD_Opaque, std_types::RStr};
+use crate::{backend::CompletionSinkBox, log::LogLevel};
 use std::{collections::VecDeque, sync::Mutex};
 
 /// Bytes kept from the start of a task's log.
@@ -111,39 +106,6 @@ fn cut(text: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}… [line cut at {max} bytes]", &text[..end])
-}
-
-/// A [`TaskContext`] whose `log` keeps lines in a [`TaskLog`].
-pub(crate) struct LoggedContext<'a> {
-    pub task: &'a TaskContext<'a>,
-    pub log: &'a TaskLog,
-}
-
-impl ComputeContext for LoggedContext<'_> {
-    fn node_id(&self) -> RStr<'_> {
-        self.task.node_id()
-    }
-    fn attempt(&self) -> u32 {
-        self.task.attempt()
-    }
-    fn working_dir(&self) -> RStr<'_> {
-        self.task.working_dir()
-    }
-    fn is_cancelled(&self) -> bool {
-        self.task.is_cancelled()
-    }
-    fn remaining_ms(&self) -> u64 {
-        self.task.remaining_ms()
-    }
-    fn log(&self, level: LogLevel, message: RStr<'_>) {
-        self.log.push(level, message.as_str());
-    }
-}
-
-impl<'a> LoggedContext<'a> {
-    pub fn as_abi(&'a self) -> ComputeContext_TO<'a, RRef<'a, ()>> {
-        ComputeContext_TO::from_ptr(RRef::new(self), TD_Opaque)
-    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@
 //!   it is left out of the serialized defaults and listed as `required`.
 //! - Text ports carry UTF-8, one record per line, every output line ending in
 //!   `\n` like the `std` library's.
+//! - A stream output (`example.words`) hands on items while the node
+//!   computes; consumers that read it as a plain input get all its items at
+//!   once (here: the words, one per line).
 
 use backplane_plugin_api::{
     payload::JSON,
@@ -202,9 +205,35 @@ impl NodeType for Repeat {
     }
 }
 
+/// `example.words`: a streaming producer, one item per word of its input.
+pub struct Words;
+
+impl NodeType for Words {
+    const TYPE_NAME: &'static str = "example.words";
+    const VERSION: &'static str = VERSION;
+    const DESCRIPTION: &'static str = "Streams each word of the input as an item of its own (`word\\n`)";
+    type Settings = NoSettings;
+
+    fn inputs() -> Vec<PortSpec> {
+        text_port()
+    }
+    fn outputs() -> Vec<PortSpec> {
+        // A stream: routed only to backends with the `streaming` capability.
+        vec![PortSpec::text("words").stream()]
+    }
+
+    fn compute(_: NoSettings, mut inputs: Inputs, ctx: &Context<'_>) -> Result<Vec<Payload>, NodeError> {
+        for word in inputs.text("text")?.split_whitespace() {
+            // May wait while consumers are behind; an error means stop: return it.
+            ctx.emit("words", Payload::text("words", format!("{word}\n")))?;
+        }
+        Ok(Vec::new()) // no final value: consumers get the items, accumulated
+    }
+}
+
 backplane_plugin_api::export_plugin! {
     backends: [],
-    nodes: [Rot13, ReverseLines, NumberStats, Repeat],
+    nodes: [Rot13, ReverseLines, NumberStats, Repeat, Words],
 }
 
 #[cfg(test)]

@@ -139,6 +139,8 @@ pub struct PortView {
     pub content_type: String,
     pub required: bool,
     pub multiple: bool,
+    /// A stream output (plugin-api 1.3): items while the node computes.
+    pub stream: bool,
     pub description: String,
 }
 
@@ -149,6 +151,7 @@ impl From<&PortSpec> for PortView {
             content_type: p.content_type.to_string(),
             required: p.required,
             multiple: p.multiple,
+            stream: p.is_stream(),
             description: p.description.to_string(),
         }
     }
@@ -202,7 +205,7 @@ impl From<&NodeEntry> for NodeView {
             settings_schema: e.schema(),
             defaults: e.defaults().clone(),
             tags: e.spec.tags().iter().map(|t| t.to_string()).collect(),
-            requirements: e.spec.requirements().into(),
+            requirements: e.requirements().into(),
             deterministic: e.spec.deterministic(),
             in_process: e.spec.compute().is_some(),
         }

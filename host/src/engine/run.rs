@@ -487,7 +487,7 @@ impl<'p> Run<'p> {
         self.in_flight_total += 1;
         self.first_submit[backend].get_or_insert(now);
         self.per_backend_attempts[backend] += 1;
-        let sink = layers::completion_sink(node, request.task_id, self.channel.clone());
+        let sink = layers::completion_sink(node, request.task_id, node_type.outputs, self.channel.clone());
         let mut cx = layer_cx!(self, backend, now);
         self.stacks[backend].call(request, task, sink, &mut cx);
         self.emit_breaker_events();

@@ -1,16 +1,18 @@
 //! The host's completion sink: a backend's way back into the engine's channel.
 
 use backplane_plugin_api::{
-    CompletionSink, CompletionSink_TO, CompletionSinkBox, Payload, PluginError, PluginError_NE, PluginResult, TaskLog,
+    CompletionSink, CompletionSink_TO, CompletionSinkBox, Payload, PluginError, PluginError_NE, PluginResult, PortSpec,
+    TaskLog,
     abi_stable::{
         sabi_trait::TD_Opaque,
         std_types::{RStr, RVec},
     },
     log::LogLevel,
+    stream,
     task_log::LogLine,
 };
 use std::{
-    cell::Cell,
+    cell::{Cell, RefCell},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 use tokio::sync::mpsc::UnboundedSender;
@@ -48,16 +50,21 @@ struct EngineSink {
     completed: bool,
     started: Cell<Option<Instant>>,
     log: TaskLog,
+    /// The node type's outputs: which of them are streams.
+    outputs: &'static [PortSpec],
+    /// Items emitted on stream outputs, in order.
+    items: RefCell<Vec<Payload>>,
 }
 
 impl CompletionSink for EngineSink {
     fn complete(mut self, result: PluginResult<RVec<Payload>>) {
         self.completed = true;
+        let result = result.into_result().map(|outputs| self.with_accumulated_streams(outputs));
         // The engine may have stopped listening (run over); nothing to do then.
         let _ = self.channel.send(Completion {
             node: self.node,
             task_id: self.task_id,
-            result: result.into_result(),
+            result,
             lost: false,
             started: self.started.get(),
             logs: if self.log.is_empty() { Vec::new() } else { self.log.take() },
@@ -71,9 +78,42 @@ impl CompletionSink for EngineSink {
     fn log(&self, level: LogLevel, message: RStr<'_>) {
         self.log.push(level, message.as_str());
     }
+    // Added in plugin-api 1.3.
+    fn emit(&self, item: Payload) -> PluginResult<()> {
+        match self.outputs.iter().find(|port| port.name == item.port) {
+            Some(port) if port.is_stream() => {
+                self.items.borrow_mut().push(item);
+                PluginResult::ROk(())
+            }
+            _ => PluginResult::RErr(PluginError::node_failed(format!(
+                "the node emitted an item on `{}`, which its type does not declare as a stream output (streams: {})",
+                item.port,
+                self.stream_names()
+            ))),
+        }
+    }
 }
 
 impl EngineSink {
+    /// `outputs` plus, for each stream output the node did not return a
+    /// final value on, the accumulated value of its items.
+    fn with_accumulated_streams(&self, mut outputs: RVec<Payload>) -> RVec<Payload> {
+        let items = self.items.take();
+        for port in self.outputs.iter().filter(|port| port.is_stream()) {
+            if outputs.iter().any(|p| p.port == port.name) {
+                continue;
+            }
+            let mine: Vec<Payload> = items.iter().filter(|item| item.port == port.name).cloned().collect();
+            outputs.push(stream::accumulate(&port.name, &port.content_type, &mine));
+        }
+        outputs
+    }
+
+    fn stream_names(&self) -> String {
+        let names: Vec<&str> = self.outputs.iter().filter(|p| p.is_stream()).map(|p| p.name.as_str()).collect();
+        if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+    }
+
     fn note_start(&self, at_unix_us: u64) {
         if self.started.get().is_none() {
             self.started.set(Some(instant_of(at_unix_us)));
@@ -110,7 +150,69 @@ impl Drop for EngineSink {
     }
 }
 
-pub fn completion_sink(node: u32, task_id: u64, channel: UnboundedSender<Completion>) -> CompletionSinkBox {
-    let sink = EngineSink { node, task_id, channel, completed: false, started: Cell::new(None), log: TaskLog::new() };
+/// The sink of task `task_id` (an attempt of `node`, whose type has `outputs`).
+pub fn completion_sink(
+    node: u32,
+    task_id: u64,
+    outputs: &'static [PortSpec],
+    channel: UnboundedSender<Completion>,
+) -> CompletionSinkBox {
+    let sink = EngineSink {
+        node,
+        task_id,
+        channel,
+        completed: false,
+        started: Cell::new(None),
+        log: TaskLog::new(),
+        outputs,
+        items: RefCell::new(Vec::new()),
+    };
     CompletionSink_TO::from_value(sink, TD_Opaque)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backplane_plugin_api::{abi_stable::std_types::RResult, payload};
+
+    fn ports() -> &'static [PortSpec] {
+        Box::leak(Box::new([PortSpec::text("items").stream(), PortSpec::text("summary")]))
+    }
+
+    #[test]
+    fn items_arrive_as_the_accumulated_value_unless_the_node_returned_one() {
+        let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
+        let sink = completion_sink(3, 7, ports(), sender.clone());
+        for item in ["a\n", "b\n"] {
+            assert!(sink.emit(Payload::text("items", item.into())).is_ok());
+        }
+        sink.complete(RResult::ROk(vec![Payload::text("summary", "2".into())].into()));
+        let outputs = received.try_recv().unwrap().result.unwrap();
+        let text = |port: &str| outputs.iter().find(|p| p.port == port).map(|p| p.as_text().unwrap().to_owned());
+        assert_eq!((text("items").as_deref(), text("summary").as_deref()), (Some("a\nb\n"), Some("2")));
+        assert_eq!(outputs.iter().find(|p| p.port == "items").unwrap().content_type, payload::TEXT);
+
+        // A final value on the stream port itself wins; no items, an empty value.
+        let sink = completion_sink(3, 8, ports(), sender.clone());
+        assert!(sink.emit(Payload::text("items", "dropped\n".into())).is_ok());
+        sink.complete(RResult::ROk(vec![Payload::text("items", "final".into())].into()));
+        let outputs = received.try_recv().unwrap().result.unwrap();
+        assert_eq!(outputs.len(), 1);
+        assert_eq!(outputs[0].as_text().unwrap(), "final");
+        let sink = completion_sink(3, 9, ports(), sender);
+        sink.complete(RResult::ROk(RVec::new()));
+        let outputs = received.try_recv().unwrap().result.unwrap();
+        assert_eq!((outputs[0].port.as_str(), outputs[0].data.len()), ("items", 0));
+    }
+
+    #[test]
+    fn an_item_on_a_port_that_is_no_stream_is_refused_naming_the_streams() {
+        let (sender, _received) = tokio::sync::mpsc::unbounded_channel();
+        let sink = completion_sink(0, 1, ports(), sender);
+        let error = sink.emit(Payload::text("summary", "x".into())).into_result().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the node emitted an item on `summary`, which its type does not declare as a stream output (streams: items)"
+        );
+    }
 }

@@ -145,7 +145,7 @@ impl Engine {
     fn call<S: InstanceService>(&mut self, service: &mut S, request: &Request<'_>, now: Instant) {
         assert_eq!(service.poll_ready(request), Readiness::Ready);
         let task = NodeTask { task_id: request.task_id, ..NodeTask::default() };
-        let sink = completion_sink(request.node, request.task_id, self.sender.clone());
+        let sink = completion_sink(request.node, request.task_id, &[], self.sender.clone());
         service.call(request, task, sink, &mut self.cx(now));
     }
 

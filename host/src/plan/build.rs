@@ -72,7 +72,7 @@ pub fn build(
             node_type: entry.type_name(),
             explicit: node.backend.as_ref().map(|b| b.get_ref().as_str()),
             labels: &node.labels,
-            requirements: entry.spec.requirements(),
+            requirements: entry.requirements(),
             resources: &node.resources,
         };
         match router.route(&request, backends) {
@@ -83,7 +83,7 @@ pub fn build(
                         version: entry.version(),
                         outputs: entry.outputs(),
                         compute: entry.spec.compute(),
-                        requirements: entry.spec.requirements(),
+                        requirements: entry.requirements(),
                         deterministic: entry.spec.deterministic(),
                         plugin: entry.origin.plugin.clone(),
                     });
@@ -104,7 +104,7 @@ pub fn build(
                         resources: node.resources.clone(),
                         // The node's own retry policy, else its route rule's.
                         retry: node.retry.or_else(|| decision.rule.and_then(|r| rules[r].retry)),
-                        placement: placement(entry.spec.requirements(), decision.rule.map(|r| &rules[r].require), node),
+                        placement: placement(entry.requirements(), decision.rule.map(|r| &rules[r].require), node),
                         cache: node.cache,
                     }
                     .boxed(),
@@ -428,10 +428,19 @@ fn route_error(b: &mut Builder<'_>, node: &NodeDecl, entry: &NodeEntry, reasons:
         message.push_str("\n    ");
         message.push_str(&reason);
     }
-    b.error(span, message).help = Some(
+    let streams: Vec<&str> = entry.outputs().iter().filter(|p| p.is_stream()).map(|p| p.name.as_str()).collect();
+    let help = if streams.is_empty() {
         "configure a backend instance that offers what the node needs, or change the node's `backend`/`resources`"
-            .into(),
-    );
+            .to_owned()
+    } else {
+        format!(
+            "`{}` streams its output `{}`, so it runs only where items can reach the host as they come: \
+             on a backend with the `streaming` capability (`local` has it); configure one or change the node's `backend`",
+            entry.type_name(),
+            streams.join("`, `")
+        )
+    };
+    b.error(span, message).help = Some(help);
 }
 
 /// Node indices on one cycle, if the graph has any (Kahn's algorithm, then a

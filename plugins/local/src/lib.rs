@@ -69,11 +69,12 @@ pub struct LocalBackend {
 
 fn capabilities(threads: usize, offered: &Offered) -> Capabilities {
     Capabilities {
-        // One thread runs one task at a time: not parallel.
+        // One thread runs one task at a time: not parallel. Items a node
+        // emits go straight to the task's sink: streaming.
         flags: if threads > 1 {
-            CapabilityFlags::PARALLEL | CapabilityFlags::IN_PROCESS_COMPUTE
+            CapabilityFlags::PARALLEL | CapabilityFlags::IN_PROCESS_COMPUTE | CapabilityFlags::STREAMING
         } else {
-            CapabilityFlags::IN_PROCESS_COMPUTE
+            CapabilityFlags::IN_PROCESS_COMPUTE | CapabilityFlags::STREAMING
         },
         isolation: Isolation::NONE,
         max_concurrency: threads as u32,
@@ -116,7 +117,7 @@ impl BackendPlugin for LocalBackend {
     /// What any instance may offer: an instance with one thread is not parallel.
     fn capabilities() -> Capabilities {
         Capabilities {
-            flags: CapabilityFlags::PARALLEL | CapabilityFlags::IN_PROCESS_COMPUTE,
+            flags: CapabilityFlags::PARALLEL | CapabilityFlags::IN_PROCESS_COMPUTE | CapabilityFlags::STREAMING,
             ..capabilities(default_threads(), &Offered::default())
         }
     }

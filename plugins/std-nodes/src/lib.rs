@@ -26,6 +26,7 @@ pub mod counts;
 pub mod io;
 pub mod misc;
 pub mod shell;
+pub mod stream;
 pub mod text;
 
 use backplane_plugin_api::{Payload, PortSpec};
@@ -68,6 +69,7 @@ backplane_plugin_api::export_plugin! {
         io::ReadFiles,
         io::WriteFile,
         text::Lines,
+        stream::Split,
         text::Chunk,
         text::RegexFilter,
         text::RegexReplace,
@@ -96,7 +98,7 @@ mod tests {
     #[test]
     fn every_node_publishes_a_strict_schema_and_defaults_without_required_settings() {
         let specs = super::__backplane_node_specs().unwrap().into_vec();
-        assert_eq!(specs.len(), 20);
+        assert_eq!(specs.len(), 21);
         let mut names = HashSet::new();
         for spec in specs {
             let name = spec.type_name().as_str();

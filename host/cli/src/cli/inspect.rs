@@ -99,6 +99,9 @@ pub fn nodes(global: &GlobalArgs, args: NodesArgs) -> Result<(), Failure> {
                     if p.multiple {
                         s.push_str("[]");
                     }
+                    if p.stream {
+                        s.push_str(" (stream)");
+                    }
                     if !p.required {
                         s.push('?');
                     }

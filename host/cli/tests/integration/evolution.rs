@@ -1,20 +1,23 @@
 //! ABI evolution across minor versions, both ways, with real builds:
-//! - 1.2 (today) added the completion sink's `started` and `log` and the
-//!   compute context's `log`: a backend built against 1.1 runs in today's
-//!   host (which then counts its tasks as running from dispatch and keeps
-//!   no logs from it), today's node plugins compute on it, and today's
-//!   plugins load and run in the real host built against 1.1 (which ignores
-//!   what they report);
+//! - 1.3 (today) added `emit` to the compute context and the completion
+//!   sink (streaming outputs): a backend built against 1.2 runs in today's
+//!   host, which keeps streaming producers off it (it lacks the capability);
+//!   today's plugins load and run in the real host built against 1.2, where
+//!   a streaming producer fails with a message that says to upgrade;
+//! - 1.2 added the completion sink's `started` and `log` and the compute
+//!   context's `log`: a backend built against 1.1 runs in today's host
+//!   (which then counts its tasks as running from dispatch and keeps no
+//!   logs from it), and today's node plugins compute on it;
 //! - 1.1 added the node spec's settings check: a plugin built against 1.0
 //!   still loads and runs in today's host (its types have no check);
-//! - an invented next minor (1.3) with one of each append-only change: its
+//! - an invented next minor (1.4) with one of each append-only change: its
 //!   plugin in today's host, and today's plugins in the host built against it.
 //!
 //! (A breaking change is rejected: see `loading`.)
 
 use crate::fixtures::{
-    NEXT_MINOR, OLDEST_MINOR, backplane, bin_dir, next_minor_host, next_minor_plugin, oldest_minor_plugin,
-    previous_minor_host, previous_minor_plugin, stderr_of, workflow_dir,
+    NEXT_MINOR, OLDEST_MINOR, PREVIOUS_MINOR, backplane, bin_dir, minor_1_1_plugin, next_minor_host, next_minor_plugin,
+    oldest_minor_plugin, previous_minor_host, previous_minor_plugin, stderr_of, workflow_dir,
 };
 use serde_json::Value;
 
@@ -43,7 +46,7 @@ fn a_plugin_built_against_the_next_minor_loads_and_runs_in_this_host() {
     let (code, _, wf) =
         run("[[node]]\nid = \"hi\"\ntype = \"fixture.hello\"\n\n[[output]]\nfrom = \"hi.text\"\nto = \"hello.txt\"\n");
     assert_eq!(code, Some(0));
-    assert_eq!(std::fs::read_to_string(wf.path().join("hello.txt")).unwrap(), "hello from plugin-api 1.3\n");
+    assert_eq!(std::fs::read_to_string(wf.path().join("hello.txt")).unwrap(), "hello from plugin-api 1.4\n");
 
     // An error variant this host has never heard of still arrives, with the
     // plugin's own wording, as an unknown kind.
@@ -71,7 +74,7 @@ fn todays_plugins_load_and_run_in_a_host_built_against_the_next_minor() {
     // The next-minor host read its new root-module field from today's plugin and got the default.
     let line = stderr
         .lines()
-        .find(|l| l.contains("read the 1.3 root-module field") && l.contains("backplane-local"))
+        .find(|l| l.contains("read the 1.4 root-module field") && l.contains("backplane-local"))
         .unwrap_or_else(|| panic!("{stderr}"));
     assert!(line.contains("description=\"\""), "{line}");
 
@@ -117,8 +120,8 @@ fn shell_pair_on(backend: &str) -> String {
 }
 
 #[test]
-fn a_backend_built_against_the_previous_minor_runs_in_this_host_without_start_or_logs() {
-    let plugin = previous_minor_plugin();
+fn a_backend_built_against_1_1_runs_in_this_host_without_start_or_logs() {
+    let plugin = minor_1_1_plugin();
     let wf = workflow_dir(&shell_pair_on("old"));
     let config = "default_backend = \"local\"\n\n[backends.local]\ntype = \"local\"\n\n[backends.old]\ntype = \"fixture-pool\"\n";
     std::fs::write(wf.path().join("backplane.toml"), config).unwrap();
@@ -154,13 +157,56 @@ fn a_backend_built_against_the_previous_minor_runs_in_this_host_without_start_or
     assert!(old_logs.contains("(nothing logged)") && !old_logs.contains("said-there"), "{old_logs}");
 }
 
+/// `std.split` streaming a text into `std.line_count`, placed by `backend`
+/// (empty: by routing).
+fn split_and_count(backend: &str) -> String {
+    let backend = if backend.is_empty() { String::new() } else { format!("backend = \"{backend}\"\n") };
+    format!(
+        "[[node]]\nid = \"text\"\ntype = \"std.const\"\nsettings = {{ text = \"a\\nb\\nc\\n\" }}\n\n\
+         [[node]]\nid = \"split\"\ntype = \"std.split\"\ninputs = {{ text = \"text.text\" }}\n{backend}\n\
+         [[node]]\nid = \"count\"\ntype = \"std.line_count\"\ninputs = {{ text = \"split.items\" }}\n\n\
+         [[output]]\nfrom = \"count.count\"\nto = \"count.txt\"\n"
+    )
+}
+
+#[test]
+fn a_backend_built_against_the_previous_minor_runs_in_this_host_and_streaming_producers_stay_off_it() {
+    let plugin = previous_minor_plugin();
+    let config =
+        "default_backend = \"old\"\n\n[backends.local]\ntype = \"local\"\n\n[backends.old]\ntype = \"fixture-pool\"\n";
+    let run = |workflow: &str| {
+        let wf = workflow_dir(workflow);
+        std::fs::write(wf.path().join("backplane.toml"), config).unwrap();
+        let output = backplane()
+            .arg("--plugin-dir")
+            .arg(plugin.parent().unwrap())
+            .arg("--plugin-dir")
+            .arg(bin_dir())
+            .args(["run", "workflow.toml", "--config", "backplane.toml"])
+            .current_dir(wf.path())
+            .output()
+            .unwrap();
+        (output, wf)
+    };
+    // By routing: the producer goes to `local`, the rest to the 1.2 default.
+    let (output, wf) = run(&split_and_count(""));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    assert_eq!(std::fs::read_to_string(wf.path().join("count.txt")).unwrap(), "3\n");
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains("old (fixture-pool): 2 nodes") && stderr.contains("local (local): 1 node"), "{stderr}");
+    // Pinned to the 1.2 backend, it is refused before anything runs.
+    let (output, _) = run(&split_and_count("old"));
+    assert_eq!(output.status.code(), Some(2), "{}", stderr_of(&output));
+    let stderr = stderr_of(&output);
+    assert!(stderr.contains("no backend can run node `split` (std.split)"), "{stderr}");
+    assert!(stderr.contains("old: lacks capability streaming"), "{stderr}");
+    assert!(stderr.contains("`std.split` streams its output `items`"), "{stderr}");
+}
+
 #[test]
 fn todays_plugins_load_and_run_in_a_host_built_against_the_previous_minor() {
     let old_host = previous_minor_host();
     crate::fixtures::ensure_plugins_built();
-    // Today's local backend says when tasks start and forwards what nodes
-    // log; the 1.1 host's sink has neither method, so both calls fall back
-    // to their defaults and the run goes on.
     let wf = workflow_dir(&shell_pair_on("local"));
     let run = std::process::Command::new(&old_host)
         .env_remove("BACKPLANE_CONFIG")
@@ -177,9 +223,33 @@ fn todays_plugins_load_and_run_in_a_host_built_against_the_previous_minor() {
     assert!(stderr.contains("loaded plugin") && stderr.contains("plugin=backplane-std-nodes"), "{stderr}");
     assert!(stderr.contains("2/2 nodes succeeded"), "{stderr}");
 
-    // The quickstart runs on the 1.1 host with today's plugins.
+    // The quickstart runs on the 1.2 host with today's plugins.
     let (output, _work) = quickstart_on(&old_host);
     assert!(stderr_of(&output).contains("11/11 nodes succeeded"), "{}", stderr_of(&output));
+
+    // Today's local backend hands streamed items to the sink; the 1.2 host's
+    // sink has no `emit`, so the call falls back to its default, and the
+    // producer fails saying why instead of losing its items.
+    let wf = workflow_dir(&split_and_count(""));
+    let run = std::process::Command::new(&old_host)
+        .env_remove("BACKPLANE_CONFIG")
+        .env_remove("BACKPLANE_PLUGIN_PATH")
+        .arg("--plugin-dir")
+        .arg(bin_dir())
+        .args(["run", "workflow.toml"])
+        .current_dir(wf.path())
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&run);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("split"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "this host was built against plugin-api before 1.3 and cannot take streamed items; upgrade backplane"
+        ),
+        "{stderr}"
+    );
+    assert!(!wf.path().join("count.txt").exists(), "nothing downstream ran on a lost stream ({PREVIOUS_MINOR} host)");
 }
 
 /// Runs a copy of the quickstart with `host` (`-vv`) and today's plugins.

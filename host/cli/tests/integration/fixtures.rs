@@ -339,19 +339,19 @@ fn write_next_minor_api(api: &Path) {
                 text = patch(
                     &text,
                     "    pub node_specs: extern \"C\" fn() -> PluginResult<RVec<NodeSpecRef>>,\n}",
-                    "    pub node_specs: extern \"C\" fn() -> PluginResult<RVec<NodeSpecRef>>,\n    /// Added in 1.3.\n    #[sabi(missing_field(default))]\n    pub description: RStr<'static>,\n}",
+                    "    pub node_specs: extern \"C\" fn() -> PluginResult<RVec<NodeSpecRef>>,\n    /// Added in 1.4.\n    #[sabi(missing_field(default))]\n    pub description: RStr<'static>,\n}",
                 );
                 text = patch(
                     &text,
                     "        node_specs,\n    }",
-                    "        node_specs,\n        description: RStr::from_str(\"built against plugin-api 1.3\"),\n    }",
+                    "        node_specs,\n        description: RStr::from_str(\"built against plugin-api 1.4\"),\n    }",
                 );
             }
             "error.rs" => {
                 text = patch(
                     &text,
                     "    Unsupported { message: RString },",
-                    "    Unsupported { message: RString },\n    /// Added in 1.3.\n    QuotaExceeded { message: RString },",
+                    "    Unsupported { message: RString },\n    /// Added in 1.4.\n    QuotaExceeded { message: RString },",
                 );
                 text = patch(
                     &text,
@@ -375,7 +375,7 @@ fn write_next_minor_api(api: &Path) {
                 text = patch(
                     &text,
                     "    #[sabi(last_prefix_field)]\n    fn shutdown(&self);\n}",
-                    "    #[sabi(last_prefix_field)]\n    fn shutdown(&self);\n    /// Added in 1.3.\n    fn queue_depth(&self) -> u64 {\n        0\n    }\n}",
+                    "    #[sabi(last_prefix_field)]\n    fn shutdown(&self);\n    /// Added in 1.4.\n    fn queue_depth(&self) -> u64 {\n        0\n    }\n}",
                 );
             }
             _ => {}
@@ -395,16 +395,61 @@ fn cargo_build(manifest: &Path, target_dir: &Path, extra: &[&str]) {
     assert!(output.status.success(), "building {} failed:\n{}", manifest.display(), stderr_of(&output));
 }
 
+/// Today's `plugin-api` source `file` without what 1.3 appended: the
+/// compute context's and the completion sink's `emit` (and the calls to
+/// them; the helpers around streams are no ABI and stay).
+fn without_1_3(file: &str, text: String) -> String {
+    match file {
+        "backend.rs" => {
+            let text = patch(
+                &text,
+                "    /// Added in 1.3: one item the task's node emitted on a stream output\n    /// (`item.port` names it), before `complete`. It may wait while the\n    /// stream's consumers are a window behind; an error means the task\n    /// should stop emitting (its consumers are gone). Hosts before 1.3\n    /// cannot take items.\n    fn emit(&self, item: Payload) -> PluginResult<()> {\n        let _ = item;\n        Err(PluginError::unsupported(crate::stream::HOST_CANNOT_STREAM)).into()\n    }\n",
+                "",
+            );
+            patch(
+                &text,
+                "    fn emit(&self, item: Payload) -> PluginResult<()> {\n        match self.io.emit {\n            Some(emit) => emit(item),\n            None => Err(PluginError::unsupported(crate::stream::CANNOT_STREAM)).into(),\n        }\n    }\n",
+                "",
+            )
+        }
+        "node.rs" => {
+            let text = patch(
+                &text,
+                "    /// Added in 1.3: hands on one item of a stream output (`item.port` names\n    /// it), waiting while the stream's consumers are a window behind. An\n    /// error means stop: the consumers are gone or the task was cancelled.\n    /// Contexts before 1.3 cannot stream.\n    fn emit(&self, item: Payload) -> PluginResult<()> {\n        let _ = item;\n        Err(PluginError::unsupported(crate::stream::CANNOT_STREAM)).into()\n    }\n",
+                "",
+            );
+            patch(
+                &text,
+                "        self.0.emit(item).into_result().map_err(NodeError::with)\n",
+                "        let _ = item;\n        Err(NodeError::with(PluginError::unsupported(crate::stream::CANNOT_STREAM)))\n",
+            )
+        }
+        "pool.rs" => patch(
+            &text,
+            "        self.sink.lock().unwrap_or_else(PoisonError::into_inner).emit(item)\n",
+            "        let _ = (item, self.sink);\n        RResult::RErr(PluginError::unsupported(crate::stream::CANNOT_STREAM))\n",
+        ),
+        _ => text,
+    }
+}
+
 /// Today's `plugin-api` source `file` without what 1.2 appended: the
 /// completion sink's `started` and `log`, the compute context's `log` (and
 /// the calls to them; the task log itself is no ABI and stays).
 fn without_1_2(file: &str, text: String) -> String {
     match file {
-        "backend.rs" => patch(
-            &text,
-            "    /// Added in 1.2: the task left the backend's own queue and began to run,\n    /// at `at_unix_us` microseconds since the Unix epoch (0: now). Call it at\n    /// most once, before `complete`; the host tells time queued in the\n    /// backend from time running by it. Hosts before 1.2 ignore it.\n    fn started(&self, at_unix_us: u64) {\n        let _ = at_unix_us;\n    }\n    /// Added in 1.2: one line the task's node logged (see [`crate::task_log`]),\n    /// forwarded before `complete`; the host keeps it with the node's\n    /// attempt. Hosts before 1.2 ignore it.\n    fn log(&self, level: LogLevel, message: RStr<'_>) {\n        let _ = (level, message);\n    }\n",
-            "",
-        ),
+        "backend.rs" => {
+            let text = patch(
+                &text,
+                "    /// Added in 1.2: the task left the backend's own queue and began to run,\n    /// at `at_unix_us` microseconds since the Unix epoch (0: now). Call it at\n    /// most once, before `complete`; the host tells time queued in the\n    /// backend from time running by it. Hosts before 1.2 ignore it.\n    fn started(&self, at_unix_us: u64) {\n        let _ = at_unix_us;\n    }\n    /// Added in 1.2: one line the task's node logged (see [`crate::task_log`]),\n    /// forwarded before `complete`; the host keeps it with the node's\n    /// attempt. Hosts before 1.2 ignore it.\n    fn log(&self, level: LogLevel, message: RStr<'_>) {\n        let _ = (level, message);\n    }\n",
+                "",
+            );
+            patch(
+                &text,
+                "    fn log(&self, level: LogLevel, message: RStr<'_>) {\n        if let Some(log) = self.io.log {\n            log.push(level, message.as_str());\n        }\n    }\n",
+                "",
+            )
+        }
         "node.rs" => {
             let text = patch(
                 &text,
@@ -419,7 +464,7 @@ fn without_1_2(file: &str, text: String) -> String {
             patch(&text, "        self.0.log(level, message.into());\n", "        let _ = (level, message);\n")
         }
         "pool.rs" => {
-            let text = patch(&text, "        sink.started(0);\n", "");
+            let text = patch(&text, "        sink.lock().unwrap_or_else(PoisonError::into_inner).started(0);\n", "");
             patch(&text, "            log.forward(&sink);\n", "")
         }
         "wire.rs" => patch(
@@ -427,26 +472,24 @@ fn without_1_2(file: &str, text: String) -> String {
             "        if self.started_unix_us > 0 {\n            sink.started(self.started_unix_us);\n        }\n        for (level, message) in &self.logs {\n            sink.log(crate::log::LogLevel(*level), message.as_str().into());\n        }\n",
             "        let _ = sink;\n",
         ),
-        "task_log.rs" => {
-            let text = patch(
-                &text,
-                "            sink.log(line.level, line.message.as_str().into());\n",
-                "            let _ = (sink, line);\n",
-            );
-            patch(
-                &text,
-                "    fn log(&self, level: LogLevel, message: RStr<'_>) {\n        self.log.push(level, message.as_str());\n    }\n",
-                "",
-            )
-        }
+        "task_log.rs" => patch(
+            &text,
+            "            sink.log(line.level, line.message.as_str().into());\n",
+            "            let _ = (sink, line);\n",
+        ),
         _ => text,
     }
 }
 
-/// Writes a copy of `plugin-api` as the previous minor version, 1.1.0:
-/// today's sources without what 1.2 appended.
+/// Writes a copy of `plugin-api` as the previous minor version, 1.2.0:
+/// today's sources without what 1.3 appended.
 fn write_previous_minor_api(api: &Path) {
-    write_api_copy(api, PREVIOUS_MINOR, without_1_2);
+    write_api_copy(api, PREVIOUS_MINOR, without_1_3);
+}
+
+/// Writes a copy of `plugin-api` as 1.1.0: 1.2's sources without what 1.2 appended.
+fn write_minor_1_1_api(api: &Path) {
+    write_api_copy(api, MINOR_1_1, |file, text| without_1_2(file, without_1_3(file, text)));
 }
 
 /// Writes a copy of `plugin-api` as the first minor version, 1.0.0: 1.1's
@@ -454,7 +497,7 @@ fn write_previous_minor_api(api: &Path) {
 fn write_oldest_minor_api(api: &Path) {
     write_api_copy(api, OLDEST_MINOR, |file, text| match file {
         "node.rs" => {
-            let text = without_1_2(file, text);
+            let text = without_1_2(file, without_1_3(file, text));
             let text = patch(
                 &text,
                 "    /// Added in 1.1: checks settings beyond the JSON Schema when a workflow\n    /// is validated (a regex that must compile, an index below a count).\n    /// `RNone` from plugins built against 1.0.\n    #[sabi(missing_field(default))]\n    pub check_settings: ROption<SettingsCheckFn>,\n",
@@ -462,16 +505,18 @@ fn write_oldest_minor_api(api: &Path) {
             );
             patch(&text, "        check_settings: RSome(SettingsCheckFn(check_adapter::<N>)),\n", "")
         }
-        _ => without_1_2(file, text),
+        _ => without_1_2(file, without_1_3(file, text)),
     });
 }
 
 /// The first interface version, whose plugins still load.
 pub const OLDEST_MINOR: &str = "1.0.0";
 /// The interface version before today's, which the evolution tests rebuild.
-pub const PREVIOUS_MINOR: &str = "1.1.0";
+pub const PREVIOUS_MINOR: &str = "1.2.0";
+/// The interface version before that: the first whose sink hears "started" and logs.
+pub const MINOR_1_1: &str = "1.1.0";
 /// The interface version after today's, which the evolution tests invent.
-pub const NEXT_MINOR: &str = "1.3.0";
+pub const NEXT_MINOR: &str = "1.4.0";
 
 /// A plugin built against the next minor interface.
 pub fn next_minor_plugin() -> PathBuf {
@@ -493,6 +538,16 @@ pub fn previous_minor_plugin() -> PathBuf {
     )
 }
 
+/// The minimal `abi-plugin` fixture built against 1.1 (before "started" and logs).
+pub fn minor_1_1_plugin() -> PathBuf {
+    build_fixture_plugin(
+        "abi-fixture-minor-1-1",
+        "host/cli/tests/fixtures/abi-plugin/src/lib.rs",
+        "unwind",
+        write_minor_1_1_api,
+    )
+}
+
 /// The minimal `abi-plugin` fixture built against the first minor interface.
 pub fn oldest_minor_plugin() -> PathBuf {
     build_fixture_plugin(
@@ -504,20 +559,18 @@ pub fn oldest_minor_plugin() -> PathBuf {
 }
 
 /// The real host, built against the previous minor interface: its
-/// completion sink cannot implement what 1.2 added, so those methods go.
+/// completion sink cannot implement what 1.3 added, so that method goes.
 pub fn previous_minor_host() -> PathBuf {
     build_host_variant("host-previous-minor", PREVIOUS_MINOR, write_previous_minor_api, |work, root| {
         let sink = std::fs::read_to_string(root.join("host/src/layers/sink.rs")).unwrap();
-        write_if_changed(
-            &work.join("host/src/layers/sink.rs"),
-            &patch(
-                &sink,
-                "    // Added in plugin-api 1.2.\n    fn started(&self, at_unix_us: u64) {\n        self.note_start(at_unix_us);\n    }\n    fn log(&self, level: LogLevel, message: RStr<'_>) {\n        self.log.push(level, message.as_str());\n    }\n",
-                "",
-            ),
-        );
+        let start = sink.find(SINK_1_3_ANCHOR).expect("the 1.3 anchor in the host's sink");
+        let end = start + sink[start..].find("\n    }\n").expect("the end of `emit`") + "\n    }\n".len();
+        write_if_changed(&work.join("host/src/layers/sink.rs"), &format!("{}{}", &sink[..start], &sink[end..]));
     })
 }
+
+/// Where the host's sink implements what plugin-api 1.3 added (`emit`).
+const SINK_1_3_ANCHOR: &str = "    // Added in plugin-api 1.3.\n";
 
 /// The real host, built against the next minor interface, with one line
 /// added to its loader that reads the field the next minor added.
@@ -529,7 +582,7 @@ pub fn next_minor_host() -> PathBuf {
             &patch(
                 &loader,
                 "    let name = module.name().to_string();\n",
-                "    let name = module.name().to_string();\n    tracing::info!(plugin = %name, description = ?module.description().as_str(), \"read the 1.3 root-module field\");\n",
+                "    let name = module.name().to_string();\n    tracing::info!(plugin = %name, description = ?module.description().as_str(), \"read the 1.4 root-module field\");\n",
             ),
         );
     })

@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::{path::PathBuf, sync::OnceLock};
 
 /// Builds `examples/` with plain `cargo build`, as a third party would.
-fn example(stem: &str) -> PathBuf {
+pub(crate) fn example(stem: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let examples = workspace_root().join("examples");
     BUILT.get_or_init(|| {

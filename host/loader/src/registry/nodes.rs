@@ -1,13 +1,14 @@
 //! Node types by name, with their compiled settings schemas.
 
 use super::{Origin, RegistryError};
-use backplane_plugin_api::{NodeSpecRef, PortSpec, SettingsProblem};
+use backplane_plugin_api::{CapabilityFlags, NodeSpecRef, PortSpec, Requirements, SettingsProblem};
 use std::{collections::HashMap, path::PathBuf, sync::OnceLock};
 
 pub struct NodeEntry {
     pub spec: NodeSpecRef,
     pub origin: Origin,
     defaults: serde_json::Value,
+    requirements: &'static Requirements,
     validator: OnceLock<Result<(jsonschema::Validator, serde_json::Value), String>>,
 }
 
@@ -17,7 +18,14 @@ impl NodeEntry {
             .ok()
             .filter(serde_json::Value::is_object)
             .unwrap_or_else(|| serde_json::json!({}));
-        Self { spec, origin, defaults, validator: OnceLock::new() }
+        let requirements = effective_requirements(spec);
+        Self { spec, origin, defaults, requirements, validator: OnceLock::new() }
+    }
+
+    /// What a backend needs to run this type: what it declares, plus the
+    /// `streaming` capability when it has a stream output.
+    pub fn requirements(&self) -> &'static Requirements {
+        self.requirements
     }
 
     pub fn type_name(&self) -> &'static str {
@@ -159,4 +167,17 @@ impl NodeRegistry {
     pub fn names(&self) -> Vec<&'static str> {
         self.sorted().into_iter().map(NodeEntry::type_name).collect()
     }
+}
+
+/// `spec`'s requirements, with `streaming` added for a type with a stream
+/// output (leaked once per registered type that needs it: specs are `'static`).
+fn effective_requirements(spec: NodeSpecRef) -> &'static Requirements {
+    let declared = spec.requirements();
+    let streams = spec.outputs().iter().any(PortSpec::is_stream);
+    if !streams || declared.flags.contains(CapabilityFlags::STREAMING) {
+        return declared;
+    }
+    let mut requirements = declared.clone();
+    requirements.flags = requirements.flags | CapabilityFlags::STREAMING;
+    Box::leak(Box::new(requirements))
 }
