@@ -292,7 +292,9 @@ impl Context<'_> {
     /// Returns an error when the node should stop: its consumers are gone,
     /// the task was cancelled, or this backend cannot stream.
     pub fn emit(&self, port: &str, mut item: Payload) -> Result<(), NodeError> {
-        item.port = port.into();
+        if item.port != port {
+            item.port = port.into();
+        }
         self.0.emit(item).into_result().map_err(NodeError::with)
     }
     pub fn remaining(&self) -> Option<Duration> {

@@ -38,14 +38,14 @@ pub fn is_json(content_type: &str) -> bool {
 /// The accumulated value of a stream port's `items`, in order, as one
 /// payload on `port` with the port's `content_type`: a JSON array of the
 /// items for JSON, their bytes one after another for anything else.
-pub fn accumulate(port: &str, content_type: &str, items: &[Payload]) -> Payload {
-    let bytes: usize = items.iter().map(|item| item.data.len()).sum();
+pub fn accumulate<'a>(port: &str, content_type: &str, items: impl Iterator<Item = &'a Payload> + Clone) -> Payload {
+    let (count, bytes) = items.clone().fold((0, 0), |(n, b), item| (n + 1, b + item.data.len()));
     let json = is_json(content_type);
-    let mut data = Vec::with_capacity(bytes + if json { items.len() + 2 } else { 0 });
+    let mut data = Vec::with_capacity(bytes + if json { count + 2 } else { 0 });
     if json {
         data.push(b'[');
     }
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.enumerate() {
         if json && i > 0 {
             data.push(b',');
         }
@@ -64,16 +64,19 @@ mod tests {
     #[test]
     fn text_items_give_the_text_back_and_json_items_an_array() {
         let text = [Payload::text("lines", "a\n".into()), Payload::text("lines", "b\n".into())];
-        let value = accumulate("lines", payload::TEXT, &text);
+        let value = accumulate("lines", payload::TEXT, text.iter());
         assert_eq!((value.port.as_str(), value.as_text().unwrap()), ("lines", "a\nb\n"));
 
         let json = [
             Payload::bytes("files", payload::JSON, b"{\"a\":1}".to_vec()),
             Payload::bytes("files", payload::JSON, b"2".to_vec()),
         ];
-        assert_eq!(accumulate("files", "application/json; charset=utf-8", &json).as_text().unwrap(), "[{\"a\":1},2]");
-        assert_eq!(accumulate("files", payload::JSON, &[]).as_text().unwrap(), "[]");
-        assert_eq!(accumulate("lines", payload::TEXT, &[]).data.len(), 0);
+        assert_eq!(
+            accumulate("files", "application/json; charset=utf-8", json.iter()).as_text().unwrap(),
+            "[{\"a\":1},2]"
+        );
+        assert_eq!(accumulate("files", payload::JSON, [].iter()).as_text().unwrap(), "[]");
+        assert_eq!(accumulate("lines", payload::TEXT, [].iter()).data.len(), 0);
     }
 
     #[test]

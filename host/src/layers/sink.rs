@@ -103,8 +103,8 @@ impl EngineSink {
             if outputs.iter().any(|p| p.port == port.name) {
                 continue;
             }
-            let mine: Vec<Payload> = items.iter().filter(|item| item.port == port.name).cloned().collect();
-            outputs.push(stream::accumulate(&port.name, &port.content_type, &mine));
+            let mine = items.iter().filter(|item| item.port == port.name);
+            outputs.push(stream::accumulate(&port.name, &port.content_type, mine));
         }
         outputs
     }

@@ -1,10 +1,13 @@
 //! Reading and writing files relative to the workflow's directory.
 
 use crate::{ANY, VERSION, schema, text_port, unset};
-use backplane_plugin_api::prelude::*;
+use backplane_plugin_api::{payload::JSON, prelude::*};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::{fs, path::Path};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 /// `std.read_files`: the contents of every file a glob matches, as one text.
 pub struct ReadFiles;
@@ -58,29 +61,7 @@ impl NodeType for ReadFiles {
         if let Some(problem) = Self::check_settings(&settings, &CheckContext::default()).into_iter().next() {
             return Err(problem.into_node_error());
         }
-        let glob = settings.glob;
-        // Escape the directory so characters like `[` in it match literally.
-        let pattern = if Path::new(&glob).is_absolute() {
-            glob.clone()
-        } else {
-            let dir = glob::Pattern::escape(&ctx.working_dir().to_string_lossy());
-            format!("{}/{glob}", dir.trim_end_matches('/'))
-        };
-        let entries = glob::glob(&pattern).map_err(|e| NodeError::new(format!("invalid glob `{glob}`: {e}")))?;
-        let mut paths = Vec::new();
-        for entry in entries {
-            let path = entry?;
-            if path.is_file() {
-                paths.push(path);
-            }
-        }
-        if paths.is_empty() {
-            return Err(NodeError::new(format!(
-                "glob `{glob}` matched no files under {}; check the pattern and that the files exist",
-                ctx.working_dir().display()
-            )));
-        }
-        paths.sort();
+        let paths = matched_files(&settings.glob, ctx)?;
         let mut text = String::new();
         let mut read = Vec::with_capacity(paths.len());
         for path in paths {
@@ -96,6 +77,89 @@ impl NodeType for ReadFiles {
         let manifest =
             Payload::file_manifest("files", read.iter().map(|(p, h, n)| (FileOp::Read, p.as_path(), h.as_str(), *n)));
         Ok(vec![Payload::text("text", text), manifest])
+    }
+}
+
+/// The regular files `glob` matches, relative to the workflow's directory,
+/// in sorted path order; an error when it matches none.
+fn matched_files(glob: &str, ctx: &Context<'_>) -> Result<Vec<PathBuf>, NodeError> {
+    // Escape the directory so characters like `[` in it match literally.
+    let pattern = if Path::new(glob).is_absolute() {
+        glob.to_owned()
+    } else {
+        let dir = glob::Pattern::escape(&ctx.working_dir().to_string_lossy());
+        format!("{}/{glob}", dir.trim_end_matches('/'))
+    };
+    let entries = glob::glob(&pattern).map_err(|e| NodeError::new(format!("invalid glob `{glob}`: {e}")))?;
+    let mut paths = Vec::new();
+    for entry in entries {
+        let path = entry?;
+        if path.is_file() {
+            paths.push(path);
+        }
+    }
+    if paths.is_empty() {
+        return Err(NodeError::new(format!(
+            "glob `{glob}` matched no files under {}; check the pattern and that the files exist",
+            ctx.working_dir().display()
+        )));
+    }
+    paths.sort();
+    Ok(paths)
+}
+
+/// `std.files`: one stream item per file a glob matches, in sorted path
+/// order: `{"path": ..., "text": ...}`, the path relative to the workflow's
+/// directory when the file is inside it.
+pub struct Files;
+
+impl NodeType for Files {
+    const TYPE_NAME: &'static str = "std.files";
+    const VERSION: &'static str = VERSION;
+    const DESCRIPTION: &'static str =
+        "Streams one item per file matching a glob, in sorted path order: a JSON object with its `path` and `text`";
+    type Settings = ReadFilesSettings;
+
+    fn outputs() -> Vec<PortSpec> {
+        vec![
+            PortSpec::new("files", JSON)
+                .describe("one {path, text} object per file; accumulated: a JSON array of them")
+                .stream(),
+            PortSpec::new("manifest", FILE_MANIFEST).describe("the files read, with their BLAKE3 (for provenance)"),
+        ]
+    }
+    fn settings_schema() -> serde_json::Value {
+        schema::<Self::Settings>()
+    }
+    fn tags() -> Vec<&'static str> {
+        vec!["io", "stream"]
+    }
+    fn deterministic() -> bool {
+        false
+    }
+    fn check_settings(s: &Self::Settings, context: &CheckContext) -> Vec<SettingsProblem> {
+        ReadFiles::check_settings(s, context)
+    }
+
+    fn compute(settings: Self::Settings, _: Inputs, ctx: &Context<'_>) -> Result<Vec<Payload>, NodeError> {
+        if let Some(problem) = Self::check_settings(&settings, &CheckContext::default()).into_iter().next() {
+            return Err(problem.into_node_error());
+        }
+        let mut read = Vec::new();
+        for path in matched_files(&settings.glob, ctx)? {
+            let text = fs::read_to_string(&path)
+                .map_err(|e| NodeError::new(format!("cannot read {}: {e}", path.display())))?;
+            let absolute = std::path::absolute(&path).unwrap_or(path);
+            let shown = absolute.strip_prefix(ctx.working_dir()).unwrap_or(&absolute);
+            let item = serde_json::json!({ "path": shown.to_string_lossy(), "text": text });
+            ctx.emit("files", Payload::bytes("files", JSON, item.to_string().into_bytes()))?;
+            read.push((absolute, blake3::hash(text.as_bytes()).to_hex().to_string(), text.len() as u64));
+        }
+        let manifest = Payload::file_manifest(
+            "manifest",
+            read.iter().map(|(p, h, n)| (FileOp::Read, p.as_path(), h.as_str(), *n)),
+        );
+        Ok(vec![manifest])
     }
 }
 

@@ -67,6 +67,7 @@ backplane_plugin_api::export_plugin! {
     backends: [],
     nodes: [
         io::ReadFiles,
+        io::Files,
         io::WriteFile,
         text::Lines,
         stream::Split,
@@ -98,7 +99,7 @@ mod tests {
     #[test]
     fn every_node_publishes_a_strict_schema_and_defaults_without_required_settings() {
         let specs = super::__backplane_node_specs().unwrap().into_vec();
-        assert_eq!(specs.len(), 21);
+        assert_eq!(specs.len(), 22);
         let mut names = HashSet::new();
         for spec in specs {
             let name = spec.type_name().as_str();

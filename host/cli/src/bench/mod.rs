@@ -15,6 +15,7 @@ use std::{fmt::Write, sync::Arc, time::Instant};
 pub mod cache;
 pub mod observers;
 pub mod ray;
+pub mod streams;
 pub mod validation;
 pub mod workers;
 

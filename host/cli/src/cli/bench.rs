@@ -59,6 +59,13 @@ pub struct BenchArgs {
     /// both traces and metrics attached, alternately in one run.
     #[arg(long, conflicts_with_all = ["workers", "ray", "validation", "cache"])]
     observers: bool,
+    /// Measure streaming outputs instead: --items lines as one item each through `std.split`,
+    /// beside the same text as one payload, alternately in one run.
+    #[arg(long, conflicts_with_all = ["workers", "ray", "validation", "cache", "observers"])]
+    streams: bool,
+    /// With --streams: items in the stream.
+    #[arg(long, default_value_t = 1_000_000)]
+    items: usize,
     /// With --validation: settings errors in the larger workflow.
     #[arg(long, default_value_t = 100_000)]
     errors: usize,
@@ -88,6 +95,11 @@ pub fn bench(global: &GlobalArgs, args: BenchArgs) -> Result<(), Failure> {
     if args.observers {
         let results =
             crate::bench::observers::run(&host, args.wide.max(2), args.repeat.max(1)).map_err(Failure::Invalid)?;
+        return print(&results, args.json);
+    }
+    if args.streams {
+        let results =
+            crate::bench::streams::run(&host, args.items.max(1), args.repeat.max(1)).map_err(Failure::Invalid)?;
         return print(&results, args.json);
     }
     if args.cache {

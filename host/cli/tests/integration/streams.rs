@@ -98,3 +98,29 @@ fn the_third_party_example_streams_words_into_a_plain_consumer() {
     assert!(stdout.lines().any(|line| line == "10"), "{stdout}");
     assert!(stdout.contains("Hello from a third-party plugin!"), "{stdout}");
 }
+
+#[test]
+fn std_files_streams_one_item_per_file_and_accumulates_a_json_array() {
+    let wf = workflow_dir(
+        "[[node]]\nid = \"files\"\ntype = \"std.files\"\nsettings = { glob = \"data/*.txt\" }\n\n\
+         [[output]]\nfrom = \"files.files\"\nto = \"files.json\"\n\n\
+         [[output]]\nfrom = \"files.manifest\"\nto = \"manifest.tsv\"\n",
+    );
+    std::fs::create_dir(wf.path().join("data")).unwrap();
+    std::fs::write(wf.path().join("data/b.txt"), "second\n").unwrap();
+    std::fs::write(wf.path().join("data/a.txt"), "first \"quoted\"\n").unwrap();
+    let output = backplane().args(["run", "workflow.toml"]).current_dir(wf.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let files: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(wf.path().join("files.json")).unwrap()).unwrap();
+    assert_eq!(
+        files,
+        serde_json::json!([
+            { "path": "data/a.txt", "text": "first \"quoted\"\n" },
+            { "path": "data/b.txt", "text": "second\n" },
+        ])
+    );
+    let manifest = std::fs::read_to_string(wf.path().join("manifest.tsv")).unwrap();
+    assert_eq!(manifest.lines().count(), 2, "{manifest}");
+    assert!(manifest.lines().all(|l| l.starts_with("read\t")), "{manifest}");
+}
