@@ -9,7 +9,7 @@ mod bench;
 mod cli;
 mod shared_cache;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::{path::PathBuf, process::ExitCode};
 
 #[derive(Parser)]
@@ -78,6 +78,10 @@ enum Command {
     Cache(cli::cache::CacheArgs),
     /// Create a plugin crate (a backend, or node types) that builds and passes `verify` as generated.
     New(cli::new::NewArgs),
+    /// Print a shell completion script: `source <(backplane completions bash)`.
+    Completions(cli::shell::CompletionsArgs),
+    /// Print the man page (roff), or write one per command with --out-dir.
+    Man(cli::shell::ManArgs),
     /// Run one task read from stdin, write its result to stdout (used by
     /// backends that isolate tasks in child processes).
     #[command(hide = true)]
@@ -151,6 +155,8 @@ fn main() -> ExitCode {
         Command::Verify(args) => cli::verify::verify(&cli.global, args),
         Command::Bench(args) => cli::bench::bench(&cli.global, args),
         Command::New(args) => cli::new::new(args),
+        Command::Completions(args) => cli::shell::completions(Cli::command(), args),
+        Command::Man(args) => cli::shell::man(Cli::command(), args),
         Command::Runs(args) => cli::history::list(&cli.global, args),
         Command::Provenance(args) => cli::history::provenance(&cli.global, args),
         Command::Logs(args) => cli::history::logs(&cli.global, args),

@@ -10,6 +10,7 @@ pub mod observers;
 pub mod progress;
 pub mod recording;
 pub mod run;
+pub mod shell;
 pub mod task;
 pub mod verify;
 pub mod worker;

@@ -19,6 +19,7 @@
 //! - `ray`: the ray backend on a private local Ray: parity, panics, crashes, cancellation
 //! - `new`: `backplane new` crates built outside the workspace, loaded, verified and run; refusals
 //! - `nats`: real `nats-server` and `backplane worker` processes
+//! - `shell`: completion scripts loaded into a real bash, man pages for every command
 //! - `streams`: streaming outputs on `local`: accumulated values, routing producers to backends that stream
 //! - `observe`: the HTML report in headless Chromium, traces, per-node logs, metrics from runs and workers
 //! - `workers`: the worker backend end to end: sharing, kill -9, NATS restarts, credentials, large payloads, parity
@@ -40,6 +41,7 @@ mod policies;
 mod ray;
 mod routing;
 mod runs;
+mod shell;
 mod streams;
 mod verify;
 mod workers;
