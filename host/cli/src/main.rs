@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(Args, Clone)]
 pub struct GlobalArgs {
-    /// Config file (backplane.toml).
+    /// Config file; else backplane.toml beside the workflow, or upward from here, or the XDG one.
     #[arg(long, global = true, env = "BACKPLANE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Extra plugin directory (repeatable); searched before BACKPLANE_PLUGIN_PATH.

@@ -25,8 +25,11 @@
 //! ```
 
 pub mod cache;
+mod discovery;
 pub mod env;
 pub mod routes;
+
+pub use discovery::{CONFIG_FILE_NAME, ConfigOrigin, ConfigSearch};
 
 pub use crate::policy::RunPolicy;
 
@@ -73,6 +76,8 @@ pub struct BackendDecl {
 pub struct Config {
     /// The file it came from; `None` for the built-in default.
     pub source: Option<SourceFile>,
+    /// Why that file (see [`ConfigSearch`]).
+    pub origin: ConfigOrigin,
     pub plugin_dirs: Vec<PathBuf>,
     pub default_backend: Option<Spanned<String>>,
     default_from_env: bool,
@@ -273,13 +278,12 @@ impl Config {
         config
     }
 
-    /// The file named by `--config`/`BACKPLANE_CONFIG`, else the XDG config
-    /// file if there is one, else the built-in default; then environment
-    /// overrides. Only an unreadable file fails here; other problems wait for
-    /// [`Config::check`] or [`Config::instantiate`].
-    pub fn discover(explicit: Option<&Path>, max_bytes: u64) -> Result<Self, ConfigError> {
-        let mut config = match explicit.map(Path::to_path_buf).or_else(env::default_config_path) {
-            Some(path) => Self::parse_lenient(read_source(&path, max_bytes)?),
+    /// The file `search` finds (see [`ConfigSearch`]), else the built-in
+    /// default; then environment overrides. Only an unreadable file fails
+    /// here; other problems wait for [`Config::check`] or [`Config::instantiate`].
+    pub fn discover(search: &ConfigSearch, max_bytes: u64) -> Result<Self, ConfigError> {
+        let mut config = match search.find() {
+            Some((path, origin)) => Self { origin, ..Self::parse_lenient(read_source(&path, max_bytes)?) },
             None => Self::default(),
         };
         if let Err(problems) = config.apply_env(std::env::vars()) {

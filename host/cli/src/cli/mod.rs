@@ -18,15 +18,16 @@ pub mod worker;
 use crate::{Failure, GlobalArgs};
 use backplane_host::{
     Host,
-    config::{Config, ConfigError},
+    config::{Config, ConfigError, ConfigSearch},
     diagnostic::Diagnostic,
 };
 
-/// The config named by `--config`/`BACKPLANE_CONFIG`, else the XDG config
-/// file, else the built-in default (one `local` instance); with
-/// `BACKPLANE_*` overrides applied.
+/// The config `--config`/`BACKPLANE_CONFIG` name, else the one found from
+/// the current directory upward, else the XDG config file, else the
+/// built-in default (see [`ConfigSearch`]); with `BACKPLANE_*` overrides applied.
 pub fn load_config(global: &GlobalArgs) -> Result<Config, Failure> {
-    let config = Config::discover(global.config.as_deref(), global.max_file_size).map_err(config_failure)?;
+    let search = ConfigSearch::new(global.config.as_deref(), None);
+    let config = Config::discover(&search, global.max_file_size).map_err(config_failure)?;
     config.check().map_err(config_failure)?;
     Ok(config)
 }
@@ -66,15 +67,20 @@ pub fn load_into(mut host: Host, global: &GlobalArgs, config: &Config) -> Result
 
 /// Loads plugins and creates backend instances; conflicts are fatal.
 pub fn setup(global: &GlobalArgs) -> Result<Host, Failure> {
-    setup_with_diagnostics(global).map(|(host, _)| host).map_err(|(failure, _)| failure)
+    setup_with_diagnostics(global, None).map(|(host, _)| host).map_err(|(failure, _)| failure)
 }
 
-/// [`setup`], also giving the config (for its routes and policies) and the
-/// problems as diagnostics (for `--json`).
-pub fn setup_with_diagnostics(global: &GlobalArgs) -> Result<(Host, Config), (Failure, Vec<Diagnostic>)> {
+/// [`setup`] for a command on `workflow` (its config may sit beside it),
+/// also giving the config (for its routes and policies) and the problems
+/// as diagnostics (for `--json`).
+pub fn setup_with_diagnostics(
+    global: &GlobalArgs,
+    workflow: Option<&std::path::Path>,
+) -> Result<(Host, Config), (Failure, Vec<Diagnostic>)> {
     // Problems in the file are reported together with instantiation's.
-    let config = Config::discover(global.config.as_deref(), global.max_file_size)
-        .map_err(|e| config_failure_with_diagnostics(e, global))?;
+    let search = ConfigSearch::new(global.config.as_deref(), workflow);
+    let config =
+        Config::discover(&search, global.max_file_size).map_err(|e| config_failure_with_diagnostics(e, global))?;
     let mut host = load_host(global, &config).map_err(|failure| {
         let diagnostic = unlocated("--plugin-dir", failure.message());
         (failure, vec![diagnostic])

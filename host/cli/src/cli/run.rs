@@ -74,7 +74,7 @@ fn prepare(
     path: &Path,
     output_rules: OutputRules,
 ) -> Result<Prepared, (Failure, Vec<Diagnostic>)> {
-    let (host, config) = setup_with_diagnostics(global)?;
+    let (host, config) = setup_with_diagnostics(global, Some(path))?;
     let source = workflow::read_source(path, global.max_file_size).map_err(|e| {
         let diagnostics = e.diagnostics();
         let failure = match e {
@@ -103,15 +103,35 @@ fn failed(json: bool, (failure, diagnostics): (Failure, Vec<Diagnostic>)) -> Fai
     }
 }
 
+/// `{"path", "origin"}` of the config a command used (`path` is null for
+/// the built-in one); see [`backplane_host::config::ConfigSearch`].
+fn config_json(config: &Config) -> serde_json::Value {
+    serde_json::json!({ "path": config.source.as_ref().map(|s| &s.path), "origin": config.origin })
+}
+
+/// Says on stderr which config the command used and why (not with `-q`).
+fn say_config(global: &GlobalArgs, config: &Config) {
+    if global.quiet {
+        return;
+    }
+    match &config.source {
+        Some(source) => eprintln!("config: {} ({})", source.path.display(), config.origin),
+        None => eprintln!("config: {}", config.origin),
+    }
+}
+
 pub fn validate(global: &GlobalArgs, args: ValidateArgs) -> Result<(), Failure> {
     if args.json {
         super::reserve_stdout_for_json();
     }
-    let Prepared { plan, .. } =
+    let Prepared { plan, config, .. } =
         prepare(global, &args.workflow, OutputRules::default()).map_err(|e| failed(args.json, e))?;
     if args.json {
-        print_json(&serde_json::json!({ "valid": true, "errors": [], "nodes": plan.nodes.len() }))
+        print_json(&serde_json::json!({
+            "valid": true, "errors": [], "nodes": plan.nodes.len(), "config": config_json(&config),
+        }))
     } else {
+        say_config(global, &config);
         say!("{}: valid ({} nodes)", args.workflow.display(), plan.nodes.len());
         Ok(())
     }
@@ -121,12 +141,15 @@ pub fn plan(global: &GlobalArgs, args: PlanArgs) -> Result<(), Failure> {
     if args.json {
         super::reserve_stdout_for_json();
     }
-    let Prepared { plan, .. } =
+    let Prepared { plan, config, .. } =
         prepare(global, &args.workflow, OutputRules::default()).map_err(|e| failed(args.json, e))?;
-    print_plan(&plan, args.json)
+    if !args.json {
+        say_config(global, &config);
+    }
+    print_plan(&plan, &config, args.json)
 }
 
-fn print_plan(plan: &Plan, json: bool) -> Result<(), Failure> {
+fn print_plan(plan: &Plan, config: &Config, json: bool) -> Result<(), Failure> {
     let rows = plan.routing_table();
     if json {
         let mut per_instance = vec![0usize; plan.instances.len()];
@@ -144,7 +167,9 @@ fn print_plan(plan: &Plan, json: bool) -> Result<(), Failure> {
                 })
             })
             .collect();
-        return print_json(&serde_json::json!({ "workflow": plan.name, "nodes": rows, "instances": instances }));
+        return print_json(&serde_json::json!({
+            "workflow": plan.name, "nodes": rows, "instances": instances, "config": config_json(config),
+        }));
     }
     let width = |f: fn(&plan::RouteRow) -> &str, title: &str| {
         rows.iter().map(|r| f(r).len()).chain([title.len()]).max().unwrap_or(0)
@@ -165,8 +190,11 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
     let rules = OutputRules { stdout_reserved: args.json && !args.dry_run, ..OutputRules::default() };
     let Prepared { host, config, plan, text } =
         prepare(global, &args.workflow, rules).map_err(|e| failed(args.json, e))?;
+    if !args.json {
+        say_config(global, &config);
+    }
     if args.dry_run {
-        return print_plan(&plan, args.json);
+        return print_plan(&plan, &config, args.json);
     }
     let show_bar = !args.no_progress && !global.quiet && std::io::stderr().is_terminal();
     let mut observers = RunObservers::new(&args.observe, show_bar)?;
@@ -220,6 +248,7 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
         report["record"] = serde_json::json!(recorded.path);
         report["stored"] = serde_json::json!(recorded.stored);
         report["node_results"] = serde_json::Value::Array(recorded.record.nodes.iter().map(node_result).collect());
+        report["config"] = config_json(&config);
         print_json(&report)?;
     } else if !global.quiet {
         print_summary(&outcome.report, &written.files, has_cache);

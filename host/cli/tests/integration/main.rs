@@ -2,6 +2,7 @@
 //! `backplane` binary.
 //!
 //! Modules:
+//! - `config_discovery`: which config a command uses (flag, variable, beside the workflow, upward, XDG) and saying so
 //! - `cache`: the result cache and run records: resume, explained misses, provenance, damage, sharing, kill -9
 //! - `fixtures`: paths, the binary, plugin builds (including ABI-skewed ones)
 //! - `loading`: discovery, ABI and version rejection, duplicates, bad files
@@ -26,6 +27,7 @@
 
 mod admission;
 mod cache;
+mod config_discovery;
 mod diagnostics;
 mod evolution;
 mod fixtures;
