@@ -48,3 +48,4 @@ mod spanned_toml;
 pub mod workflow;
 
 pub use backplane_loader::{Host, PluginInfo, describe, loader, registry, task_runner};
+pub use spanned_toml::suggest;

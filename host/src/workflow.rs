@@ -121,7 +121,25 @@ impl WorkflowError {
 }
 
 /// Reads a workflow file for parsing: at most `max_bytes`, UTF-8.
+/// What messages call a workflow read from stdin.
+pub const STDIN_NAME: &str = "<stdin>";
+
+/// The workflow file at `path`, or stdin for `-` (named [`STDIN_NAME`] in
+/// messages; its relative paths resolve against the current directory).
 pub fn read_source(path: &Path, max_bytes: u64) -> Result<SourceFile, WorkflowError> {
+    if path.as_os_str() == "-" {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .lock()
+            .take(max_bytes.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|source| WorkflowError::Read { path: STDIN_NAME.into(), source })?;
+        return SourceFile::from_bytes(STDIN_NAME, bytes, max_bytes).map_err(|e| match e {
+            crate::diagnostic::ReadError::Io { path, source } => WorkflowError::Read { path, source },
+            crate::diagnostic::ReadError::Invalid(d) => WorkflowError::Invalid(Diagnostics::sorted(vec![d])),
+        });
+    }
     crate::diagnostic::read_source(
         path,
         max_bytes,
@@ -132,6 +150,24 @@ pub fn read_source(path: &Path, max_bytes: u64) -> Result<SourceFile, WorkflowEr
 
 /// A year: longer "timeouts" are mistakes, and would overflow deadlines.
 const MAX_TIMEOUT_SECS: f64 = 31_536_000.0;
+
+/// `timeout_secs` of a node or a route rule, in milliseconds (0: none).
+pub(crate) fn timeout_ms(r: &mut Reader<'_>, view: &mut TableView<'_, '_>) -> u64 {
+    match view.number(r, "timeout_secs") {
+        Some(t) if t.get_ref().is_finite() && *t.get_ref() > 0.0 && *t.get_ref() <= MAX_TIMEOUT_SECS => {
+            (t.into_inner() * 1000.0).ceil() as u64
+        }
+        Some(t) => {
+            r.error_help(
+                t.span(),
+                "invalid `timeout_secs`",
+                "use a number of seconds greater than 0 and at most 31536000 (a year)",
+            );
+            0
+        }
+        None => 0,
+    }
+}
 
 const NODE_KEYS: &[&str] =
     &["id", "type", "settings", "inputs", "backend", "labels", "resources", "timeout_secs", "retry", "cache"];
@@ -343,20 +379,7 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDec
         Some(table) => parse_resources(r, table),
         None => Resources::default(),
     };
-    let timeout_ms = match view.number(r, "timeout_secs") {
-        Some(t) if t.get_ref().is_finite() && *t.get_ref() > 0.0 && *t.get_ref() <= MAX_TIMEOUT_SECS => {
-            (t.into_inner() * 1000.0).ceil() as u64
-        }
-        Some(t) => {
-            r.error_help(
-                t.span(),
-                "invalid `timeout_secs`",
-                "use a number of seconds greater than 0 and at most 31536000 (a year)",
-            );
-            0
-        }
-        None => 0,
-    };
+    let timeout_ms = timeout_ms(r, &mut view);
     let retry =
         view.table(r, "retry", format!("the retry policy of {}", view.what)).map(|t| crate::policy::parse_retry(r, t));
     let cache = view.boolean(r, "cache").map(Spanned::into_inner);

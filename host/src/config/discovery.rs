@@ -86,8 +86,10 @@ impl ConfigSearch {
         }
         // `-` (stdin) has no directory to look beside.
         if let Some(workflow) = self.workflow.as_deref().filter(|w| w.as_os_str() != "-") {
-            let dir = workflow.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            let beside = dir.join(CONFIG_FILE_NAME);
+            let beside = match workflow.parent().filter(|d| !d.as_os_str().is_empty()) {
+                Some(dir) => dir.join(CONFIG_FILE_NAME),
+                None => PathBuf::from(CONFIG_FILE_NAME),
+            };
             if beside.is_file() {
                 return Some((beside, ConfigOrigin::BesideWorkflow));
             }

@@ -114,9 +114,9 @@ impl Config {
                         .and_then(|o| o.keys().find(|k| normalize(k) == key).cloned())
                         .unwrap_or(key);
                     if let Some(settings) = decl.settings.as_object_mut() {
-                        settings.insert(existing, value);
+                        settings.insert(existing.clone(), value);
                     }
-                    decl.overridden = true;
+                    decl.env_overrides.push((existing, name.clone()));
                 }
             }
         }

@@ -68,8 +68,8 @@ pub struct BackendDecl {
     pub capacity: Resources,
     pub settings: serde_json::Value,
     setting_spans: Vec<(String, Range<usize>)>,
-    /// Some setting came from the environment (its span then points at the instance).
-    overridden: bool,
+    /// Settings set from the environment: (top-level key, variable name).
+    env_overrides: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -103,6 +103,28 @@ pub enum ConfigError {
     Invalid(Diagnostics),
     #[error("{0}")]
     Registry(#[from] RegistryError),
+}
+
+/// For a key the backend's schema does not know: the closest key it or the
+/// host knows, and both lists (the host reads `type`, `tags`... itself).
+fn unknown_setting_help(entry: &backplane_loader::registry::FactoryEntry, key: &str) -> Option<String> {
+    let schema: serde_json::Value = serde_json::from_str(entry.factory.config_schema().as_str()).ok()?;
+    let properties = schema.get("properties").and_then(|p| p.as_object());
+    let known: Vec<&str> = properties.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+    if known.contains(&key) || HOST_INSTANCE_KEYS.contains(&key) {
+        return None;
+    }
+    let all: Vec<&str> = known.iter().chain(HOST_INSTANCE_KEYS).copied().collect();
+    let lists = format!(
+        "settings of `{}`: {}; keys of every instance: {}",
+        entry.name(),
+        if known.is_empty() { "none".to_owned() } else { known.join(", ") },
+        HOST_INSTANCE_KEYS.join(", ")
+    );
+    Some(match suggest(key, &all) {
+        Some(near) => format!("did you mean `{near}`? {lists}"),
+        None => lists,
+    })
 }
 
 fn read_source(path: &Path, max_bytes: u64) -> Result<SourceFile, ConfigError> {
@@ -206,7 +228,7 @@ impl Config {
                         capacity,
                         settings: serde_json::Value::Object(settings),
                         setting_spans,
-                        overridden: false,
+                        env_overrides: Vec::new(),
                     });
                 }
             }
@@ -353,9 +375,18 @@ impl Config {
             if !problems.is_empty() {
                 let index = pointer_index(&decl.setting_spans);
                 for (pointer, message) in problems {
-                    let span = span_for_pointer(&index, &pointer, decl.span.clone());
-                    let from_env = if decl.overridden { " (settings include environment overrides)" } else { "" };
-                    diagnostics.push(locate(span, format!("backend instance `{}`: {message}{from_env}", decl.name)));
+                    let key = pointer.split('/').nth(1).unwrap_or_default();
+                    let message = format!("backend instance `{}`: {message}", decl.name);
+                    // A value from the environment is the variable's problem, not the file's.
+                    let mut d = match decl.env_overrides.iter().find(|(k, _)| k == key) {
+                        Some((_, var)) => Diagnostic::unlocated(format!("environment variable {var}"), message)
+                            .with_help("fix its value, or unset it to keep the config file's"),
+                        None => locate(span_for_pointer(&index, &pointer, decl.span.clone()), message),
+                    };
+                    if d.help.is_none() && !key.is_empty() && pointer.matches('/').count() == 1 {
+                        d.help = unknown_setting_help(entry, key);
+                    }
+                    diagnostics.push(d);
                 }
                 continue;
             }

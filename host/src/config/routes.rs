@@ -63,6 +63,8 @@ pub struct RouteRule {
     pub backend_options: Option<serde_json::Value>,
     /// `retry = { ... }` for the matching nodes (a node's own `retry` wins).
     pub retry: Option<crate::policy::RetryOverride>,
+    /// `timeout_secs` for the matching nodes, in ms (0: none; a node's own wins).
+    pub timeout_ms: u64,
     pub span: Range<usize>,
 }
 
@@ -201,15 +203,36 @@ pub fn parse_rule(r: &mut Reader<'_>, mut view: TableView<'_, '_>, number: usize
     let retry = view
         .table(r, "retry", format!("the retry policy of route #{number}"))
         .map(|t| crate::policy::parse_retry(r, t));
-    if backend.is_none() && require == Requirements::default() && backend_options.is_none() && retry.is_none() {
+    // A bad `timeout_secs` is its own error, not also "no action".
+    let has_timeout = view.get("timeout_secs").is_some();
+    let timeout_ms = crate::workflow::timeout_ms(r, &mut view);
+    if backend.is_none()
+        && require == Requirements::default()
+        && backend_options.is_none()
+        && retry.is_none()
+        && !has_timeout
+    {
         r.error_help(
             span.clone(),
             format!("route #{number} has no action"),
-            "add `backend = \"<instance>\"`, `require = { tags = [...] }`, `backend_options = { ... }` or `retry = { ... }`",
+            "add `backend = \"<instance>\"`, `require = { tags = [...] }`, `backend_options = { ... }`, `retry = { ... }` or `timeout_secs = N`",
         );
     }
-    view.finish(r, &["match", "backend", "require", "backend_options", "retry"]);
-    Some(RouteRule { number, line, node_type, node_id, labels, backend, require, backend_options, retry, span })
+    view.finish(r, &["match", "backend", "require", "backend_options", "retry", "timeout_secs"]);
+    let rule = RouteRule {
+        number,
+        line,
+        node_type,
+        node_id,
+        labels,
+        backend,
+        require,
+        backend_options,
+        retry,
+        timeout_ms,
+        span,
+    };
+    Some(rule)
 }
 
 #[cfg(test)]

@@ -99,7 +99,11 @@ pub fn build(
                     settings: std::mem::take(&mut settings[i]),
                     inputs: std::mem::take(&mut inputs[i]),
                     consumers: std::mem::take(&mut consumers[i]),
-                    timeout_ms: node.timeout_ms,
+                    // The node's own timeout, else its route rule's.
+                    timeout_ms: match (node.timeout_ms, decision.rule) {
+                        (0, Some(rule)) => rules[rule].timeout_ms,
+                        (own, _) => own,
+                    },
                     extras: NodeExtras {
                         resources: node.resources.clone(),
                         // The node's own retry policy, else its route rule's.

@@ -234,7 +234,7 @@ pub fn logs(_global: &GlobalArgs, args: LogsArgs) -> Result<(), Failure> {
     let record = runs::read(&path, false).map_err(|e| Failure::Invalid(format!("error: {e}")))?;
     let Some(found) = record.nodes.iter().find(|n| n.node == node) else {
         let ids: Vec<&str> = record.nodes.iter().map(|n| n.node.as_str()).collect();
-        let hint = match strsim_closest(node, &ids) {
+        let hint = match backplane_host::suggest(node, &ids) {
             Some(close) => format!("did you mean `{close}`?"),
             None => "`backplane runs` lists runs; the record names every node".to_owned(),
         };
@@ -275,14 +275,6 @@ pub fn logs(_global: &GlobalArgs, args: LogsArgs) -> Result<(), Failure> {
 }
 
 /// The id in `ids` closest to `wanted`, when one is close.
-fn strsim_closest<'a>(wanted: &str, ids: &[&'a str]) -> Option<&'a str> {
-    ids.iter()
-        .map(|id| (strsim::jaro_winkler(wanted, id), *id))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, id)| id)
-}
-
 pub fn report(_global: &GlobalArgs, args: ReportArgs) -> Result<(), Failure> {
     let dir = records_dir(args.workflow.as_deref());
     let path = find_run(&dir, args.run.as_deref())?;

@@ -79,12 +79,15 @@ pub fn nodes(global: &GlobalArgs, args: NodesArgs) -> Result<(), Failure> {
     let host = load_host(global, &config)?;
     let mut views: Vec<NodeView> = host.nodes.sorted().into_iter().map(Into::into).collect();
     if let Some(wanted) = &args.node_type {
-        views.retain(|v| &v.type_name == wanted);
-        if views.is_empty() {
-            return Err(Failure::Invalid(format!(
-                "error: no node type `{wanted}` is loaded (run `backplane nodes` for the list)"
-            )));
+        let names: Vec<&str> = host.nodes.names();
+        if !names.contains(&wanted.as_str()) {
+            let help = match backplane_host::suggest(wanted, &names) {
+                Some(near) => format!("did you mean `{near}`? `backplane nodes` lists the loaded node types"),
+                None => "`backplane nodes` lists the loaded node types".to_owned(),
+            };
+            return Err(Failure::Invalid(format!("error: no node type `{wanted}` is loaded\n  help: {help}")));
         }
+        views.retain(|v| &v.type_name == wanted);
     }
     if args.json {
         return print_json(&views);
@@ -112,9 +115,22 @@ pub fn nodes(global: &GlobalArgs, args: NodesArgs) -> Result<(), Failure> {
         };
         say!("    inputs: {}  outputs: {}", ports(&v.inputs), ports(&v.outputs));
         say!("    defaults: {}", v.defaults);
+        let required = required_settings(&v.settings_schema);
+        if !required.is_empty() {
+            say!("    required settings (no default): {}", required.join(", "));
+        }
         if args.node_type.is_some() {
             say!("    settings schema: {}", serde_json::to_string_pretty(&v.settings_schema).unwrap_or_default());
         }
     }
     Ok(())
+}
+
+/// The settings a schema lists as `required`: they have no default, so a
+/// workflow must set them.
+fn required_settings(schema: &serde_json::Value) -> Vec<&str> {
+    schema
+        .get("required")
+        .and_then(|r| r.as_array())
+        .map_or_else(Vec::new, |r| r.iter().filter_map(|k| k.as_str()).collect())
 }

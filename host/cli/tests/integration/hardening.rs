@@ -322,6 +322,8 @@ fn json_means_json_also_when_the_input_is_invalid() {
     let output = command_in(dir.path(), &["run", "--json"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(json_of(&output)["errors"][0]["message"].as_str().unwrap().contains("unknown key `bogus`"));
+    // (With a valid config again: the one beside the workflow is found first.)
+    std::fs::write(dir.path().join("backplane.toml"), LOCAL).unwrap();
     let output = backplane().args(["plan", "--json", "missing.toml"]).current_dir(dir.path()).output().unwrap();
     assert_eq!(output.status.code(), Some(3));
     assert!(json_of(&output)["errors"][0]["message"].as_str().unwrap().contains("cannot read"));

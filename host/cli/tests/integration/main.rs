@@ -3,6 +3,7 @@
 //!
 //! Modules:
 //! - `config_discovery`: which config a command uses (flag, variable, beside the workflow, upward, XDG) and saying so
+//! - `authoring`: suggestions, required settings, bad environment overrides, workflows from stdin
 //! - `cache`: the result cache and run records: resume, explained misses, provenance, damage, sharing, kill -9
 //! - `fixtures`: paths, the binary, plugin builds (including ABI-skewed ones)
 //! - `loading`: discovery, ABI and version rejection, duplicates, bad files
@@ -26,6 +27,7 @@
 //! - `workers`: the worker backend end to end: sharing, kill -9, NATS restarts, credentials, large payloads, parity
 
 mod admission;
+mod authoring;
 mod cache;
 mod config_discovery;
 mod diagnostics;
