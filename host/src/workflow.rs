@@ -120,12 +120,12 @@ impl WorkflowError {
     }
 }
 
-/// Reads a workflow file for parsing: at most `max_bytes`, UTF-8.
 /// What messages call a workflow read from stdin.
 pub const STDIN_NAME: &str = "<stdin>";
 
-/// The workflow file at `path`, or stdin for `-` (named [`STDIN_NAME`] in
-/// messages; its relative paths resolve against the current directory).
+/// Reads a workflow file for parsing: at most `max_bytes`, UTF-8.
+/// `-` reads stdin instead (named [`STDIN_NAME`] in messages; its relative
+/// paths resolve against the current directory).
 pub fn read_source(path: &Path, max_bytes: u64) -> Result<SourceFile, WorkflowError> {
     if path.as_os_str() == "-" {
         use std::io::Read;

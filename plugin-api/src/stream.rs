@@ -38,23 +38,59 @@ pub fn is_json(content_type: &str) -> bool {
 /// The accumulated value of a stream port's `items`, in order, as one
 /// payload on `port` with the port's `content_type`: a JSON array of the
 /// items for JSON, their bytes one after another for anything else.
-pub fn accumulate<'a>(port: &str, content_type: &str, items: impl Iterator<Item = &'a Payload> + Clone) -> Payload {
-    let (count, bytes) = items.clone().fold((0, 0), |(n, b), item| (n + 1, b + item.data.len()));
-    let json = is_json(content_type);
-    let mut data = Vec::with_capacity(bytes + if json { count + 2 } else { 0 });
-    if json {
-        data.push(b'[');
+/// (Items that are not JSON on a JSON port are left out; [`Accumulator`]
+/// refuses them one by one instead.)
+pub fn accumulate<'a>(port: &str, content_type: &str, items: impl Iterator<Item = &'a Payload>) -> Payload {
+    let mut value = Accumulator::new(content_type);
+    for item in items {
+        let _ = value.push(&item.data);
     }
-    for (i, item) in items.enumerate() {
-        if json && i > 0 {
-            data.push(b',');
+    value.finish(port, content_type)
+}
+
+/// Builds a stream's accumulated value item by item, in one buffer: what
+/// the items cost is their bytes, not one payload each.
+#[derive(Debug, Default)]
+pub struct Accumulator {
+    json: bool,
+    data: Vec<u8>,
+    items: usize,
+}
+
+impl Accumulator {
+    /// An empty value for a port of `content_type`.
+    pub fn new(content_type: &str) -> Self {
+        let json = is_json(content_type);
+        Self { json, data: if json { b"[".to_vec() } else { Vec::new() }, items: 0 }
+    }
+
+    /// Appends one item. On a JSON port the item must be one JSON value, or
+    /// the array would not parse.
+    pub fn push(&mut self, item: &[u8]) -> Result<(), String> {
+        if self.json {
+            serde_json::from_slice::<serde::de::IgnoredAny>(item)
+                .map_err(|e| format!("item {} is not one JSON value ({e})", self.items + 1))?;
+            if self.items > 0 {
+                self.data.push(b',');
+            }
         }
-        data.extend_from_slice(&item.data);
+        self.data.extend_from_slice(item);
+        self.items += 1;
+        Ok(())
     }
-    if json {
-        data.push(b']');
+
+    /// Items pushed so far.
+    pub fn items(&self) -> usize {
+        self.items
     }
-    Payload::bytes(port, content_type, data)
+
+    /// The accumulated value as a payload on `port`.
+    pub fn finish(mut self, port: &str, content_type: &str) -> Payload {
+        if self.json {
+            self.data.push(b']');
+        }
+        Payload::bytes(port, content_type, self.data)
+    }
 }
 
 #[cfg(test)]
@@ -77,6 +113,17 @@ mod tests {
         );
         assert_eq!(accumulate("files", payload::JSON, [].iter()).as_text().unwrap(), "[]");
         assert_eq!(accumulate("lines", payload::TEXT, [].iter()).data.len(), 0);
+    }
+
+    #[test]
+    fn a_json_stream_refuses_an_item_that_is_not_one_json_value() {
+        let mut value = Accumulator::new(payload::JSON);
+        assert!(value.push(b"{\"a\": 1}").is_ok());
+        assert_eq!(value.push(b"").unwrap_err().split(' ').take(2).collect::<Vec<_>>(), ["item", "2"]);
+        assert!(value.push(b"1 2").unwrap_err().contains("is not one JSON value"));
+        assert!(value.push(b"[3]").is_ok());
+        assert_eq!(value.items(), 2);
+        assert_eq!(value.finish("p", payload::JSON).as_text().unwrap(), "[{\"a\": 1},[3]]");
     }
 
     #[test]

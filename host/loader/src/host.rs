@@ -66,7 +66,11 @@ impl Host {
         }
         self.load_errors.extend(errors);
         for plugin in loaded {
-            let origin = Origin { plugin: plugin.name.clone(), path: Some(plugin.path.clone()) };
+            let origin = Origin {
+                plugin: plugin.name.clone(),
+                path: Some(plugin.path.clone()),
+                interface_version: Some(plugin.interface_version.clone()),
+            };
             let mut info = PluginInfo {
                 path: plugin.path.clone(),
                 name: plugin.name.clone(),

@@ -9,7 +9,10 @@
 //! 5. `$XDG_CONFIG_HOME/backplane/backplane.toml` (or `~/.config/...`);
 //! 6. the built-in default: one `local` instance.
 //!
-//! Commands that act on a workflow say which one they used, and why.
+//! Commands that act on a workflow say which one they used, and why. A
+//! config names plugin directories, so loading one runs code: a file found
+//! (not named) is used only when it belongs to this user (or root) and no
+//! one else may write it; another is skipped with a warning.
 
 use serde::Serialize;
 use std::{
@@ -90,20 +93,56 @@ impl ConfigSearch {
                 Some(dir) => dir.join(CONFIG_FILE_NAME),
                 None => PathBuf::from(CONFIG_FILE_NAME),
             };
-            if beside.is_file() {
+            if trusted(&beside) {
                 return Some((beside, ConfigOrigin::BesideWorkflow));
             }
         }
         if let Some(start) = &self.start {
             for dir in start.ancestors() {
                 let candidate = dir.join(CONFIG_FILE_NAME);
-                if candidate.is_file() {
+                if trusted(&candidate) {
                     return Some((candidate, ConfigOrigin::Ancestor));
                 }
             }
         }
-        super::env::default_config_path().map(|path| (path, ConfigOrigin::Xdg))
+        super::env::default_config_path().filter(|path| trusted(path)).map(|path| (path, ConfigOrigin::Xdg))
     }
+}
+
+/// Whether a config file found at `path` may be used: a regular file (or a
+/// link to one) owned by this user or root and writable by no one else.
+/// A file that exists but fails that is skipped with a warning.
+fn trusted(path: &Path) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else { return false };
+    if !meta.is_file() {
+        return false;
+    }
+    match untrusted_because(&meta) {
+        None => true,
+        Some(why) => {
+            tracing::warn!("ignoring the config file {}: {why}; pass `--config` to use it anyway", path.display());
+            false
+        }
+    }
+}
+
+#[cfg(unix)]
+fn untrusted_because(meta: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: a plain system call without arguments; it cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Some(format!("it belongs to another user (uid {})", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Some(format!("others may write it (mode {:o})", meta.mode() & 0o777));
+    }
+    None
+}
+
+#[cfg(not(unix))]
+fn untrusted_because(_: &std::fs::Metadata) -> Option<String> {
+    None
 }
 
 #[cfg(test)]
@@ -132,5 +171,28 @@ mod tests {
         std::fs::write(flows.join(CONFIG_FILE_NAME), "").unwrap();
         assert_eq!(search(None).find(), Some((flows.join(CONFIG_FILE_NAME), ConfigOrigin::BesideWorkflow)));
         assert_eq!(search(Some("x.toml")).find(), Some((PathBuf::from("x.toml"), ConfigOrigin::Flag)));
+        let from_env = ConfigSearch { explicit_from_env: true, ..search(Some("x.toml")) };
+        assert_eq!(from_env.find(), Some((PathBuf::from("x.toml"), ConfigOrigin::Env)));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_found_config_others_may_write_is_skipped() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("shared");
+        std::fs::create_dir(&dir).unwrap();
+        let up = root.path().join(CONFIG_FILE_NAME);
+        std::fs::write(&up, "").unwrap();
+        std::fs::set_permissions(&up, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let writable = dir.join(CONFIG_FILE_NAME);
+        std::fs::write(&writable, "").unwrap();
+        std::fs::set_permissions(&writable, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let search = ConfigSearch { start: Some(dir.clone()), ..ConfigSearch::default() };
+        // The world-writable one beside is passed over for the one above.
+        assert_eq!(search.find(), Some((up, ConfigOrigin::Ancestor)));
+        // Named explicitly, it is used: the user asked for it.
+        let named = ConfigSearch { explicit: Some(writable.clone()), ..search };
+        assert_eq!(named.find(), Some((writable, ConfigOrigin::Flag)));
     }
 }

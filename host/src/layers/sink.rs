@@ -52,8 +52,8 @@ struct EngineSink {
     log: TaskLog,
     /// The node type's outputs: which of them are streams.
     outputs: &'static [PortSpec],
-    /// Items emitted on stream outputs, in order.
-    items: RefCell<Vec<Payload>>,
+    /// By output index: the accumulated value of each stream output so far.
+    streams: RefCell<Vec<Option<stream::Accumulator>>>,
 }
 
 impl CompletionSink for EngineSink {
@@ -80,16 +80,22 @@ impl CompletionSink for EngineSink {
     }
     // Added in plugin-api 1.3.
     fn emit(&self, item: Payload) -> PluginResult<()> {
-        match self.outputs.iter().find(|port| port.name == item.port) {
-            Some(port) if port.is_stream() => {
-                self.items.borrow_mut().push(item);
-                PluginResult::ROk(())
-            }
-            _ => PluginResult::RErr(PluginError::node_failed(format!(
+        let index = self.outputs.iter().position(|port| port.name == item.port);
+        let Some((index, port)) = index.map(|i| (i, &self.outputs[i])).filter(|(_, port)| port.is_stream()) else {
+            return PluginResult::RErr(PluginError::node_failed(format!(
                 "the node emitted an item on `{}`, which its type does not declare as a stream output (streams: {})",
                 item.port,
                 self.stream_names()
-            ))),
+            )));
+        };
+        let mut streams = self.streams.borrow_mut();
+        if streams.len() <= index {
+            streams.resize_with(index + 1, || None);
+        }
+        let value = streams[index].get_or_insert_with(|| stream::Accumulator::new(&port.content_type));
+        match value.push(&item.data) {
+            Ok(()) => PluginResult::ROk(()),
+            Err(why) => PluginResult::RErr(PluginError::node_failed(format!("stream `{}`: {why}", port.name))),
         }
     }
 }
@@ -98,13 +104,14 @@ impl EngineSink {
     /// `outputs` plus, for each stream output the node did not return a
     /// final value on, the accumulated value of its items.
     fn with_accumulated_streams(&self, mut outputs: RVec<Payload>) -> RVec<Payload> {
-        let items = self.items.take();
-        for port in self.outputs.iter().filter(|port| port.is_stream()) {
+        let mut streams = self.streams.take();
+        for (index, port) in self.outputs.iter().enumerate().filter(|(_, port)| port.is_stream()) {
             if outputs.iter().any(|p| p.port == port.name) {
                 continue;
             }
-            let mine = items.iter().filter(|item| item.port == port.name);
-            outputs.push(stream::accumulate(&port.name, &port.content_type, mine));
+            let value = streams.get_mut(index).and_then(Option::take);
+            let value = value.unwrap_or_else(|| stream::Accumulator::new(&port.content_type));
+            outputs.push(value.finish(&port.name, &port.content_type));
         }
         outputs
     }
@@ -165,7 +172,7 @@ pub fn completion_sink(
         started: Cell::new(None),
         log: TaskLog::new(),
         outputs,
-        items: RefCell::new(Vec::new()),
+        streams: RefCell::new(Vec::new()),
     };
     CompletionSink_TO::from_value(sink, TD_Opaque)
 }
@@ -203,6 +210,16 @@ mod tests {
         sink.complete(RResult::ROk(RVec::new()));
         let outputs = received.try_recv().unwrap().result.unwrap();
         assert_eq!((outputs[0].port.as_str(), outputs[0].data.len()), ("items", 0));
+    }
+
+    #[test]
+    fn a_json_stream_refuses_an_item_that_is_not_json() {
+        let ports: &'static [PortSpec] = Box::leak(Box::new([PortSpec::new("files", payload::JSON).stream()]));
+        let (sender, _received) = tokio::sync::mpsc::unbounded_channel();
+        let sink = completion_sink(0, 1, ports, sender);
+        assert!(sink.emit(Payload::bytes("files", payload::JSON, b"{}".to_vec())).is_ok());
+        let error = sink.emit(Payload::text("files", "plain".into())).into_result().unwrap_err();
+        assert!(error.to_string().starts_with("stream `files`: item 2 is not one JSON value"), "{error}");
     }
 
     #[test]

@@ -56,7 +56,12 @@ pub struct Recorded {
     pub cache_error: Option<String>,
 }
 
+/// `path` made absolute, for the record; a workflow from stdin is `<stdin>`
+/// (no file to tell its runs apart by).
 fn absolute(path: &Path) -> String {
+    if path.as_os_str() == "-" {
+        return backplane_host::workflow::STDIN_NAME.to_owned();
+    }
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned()).to_string_lossy().into_owned()
 }
 

@@ -132,7 +132,12 @@ pub fn validate(global: &GlobalArgs, args: ValidateArgs) -> Result<(), Failure> 
         }))
     } else {
         say_config(global, &config);
-        say!("{}: valid ({} nodes)", args.workflow.display(), plan.nodes.len());
+        let name = if args.workflow.as_os_str() == "-" {
+            workflow::STDIN_NAME.into()
+        } else {
+            args.workflow.display().to_string()
+        };
+        say!("{name}: valid ({} nodes)", plan.nodes.len());
         Ok(())
     }
 }

@@ -31,15 +31,14 @@ pub fn completions(command: Command, args: CompletionsArgs) -> Result<(), Failur
 
 /// Prints the man page, or writes every page into `--out-dir`.
 pub fn man(command: Command, args: ManArgs) -> Result<(), Failure> {
-    let command = command.version(env!("CARGO_PKG_VERSION"));
+    // Built, so each subcommand carries the global options it accepts.
+    let mut command = command.version(env!("CARGO_PKG_VERSION"));
+    command.build();
     let Some(dir) = args.out_dir else {
         return write_stdout(&render(command)?);
     };
-    let mut pages = vec![("backplane".to_owned(), command.clone())];
-    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = format!("backplane-{}", sub.get_name());
-        pages.push((name.clone(), sub.clone().name(name).version(env!("CARGO_PKG_VERSION"))));
-    }
+    let mut pages = Vec::new();
+    collect_pages(&command, "backplane", &mut pages);
     for (name, page) in pages {
         let path = dir.join(format!("{name}.1"));
         backplane_atomic_file::write(&path, &render(page)?)
@@ -47,6 +46,14 @@ pub fn man(command: Command, args: ManArgs) -> Result<(), Failure> {
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// `command` as page `name`, then its visible subcommands as `name-<sub>`, depth first.
+fn collect_pages(command: &Command, name: &str, pages: &mut Vec<(String, Command)>) {
+    pages.push((name.to_owned(), command.clone().name(name.to_owned())));
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+        collect_pages(sub, &format!("{name}-{}", sub.get_name()), pages);
+    }
 }
 
 fn render(command: Command) -> Result<Vec<u8>, Failure> {

@@ -70,7 +70,7 @@ fn a_workflow_from_stdin_validates_and_runs_and_its_errors_name_stdin() {
                 [[output]]\nfrom = \"hi.text\"\nto = \"hi.txt\"\n";
     let output = backplane().args(["validate", "-"]).current_dir(dir.path()).write_stdin(good).output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
-    assert!(stdout_of(&output).contains("-: valid (1 nodes)"), "{}", stdout_of(&output));
+    assert!(stdout_of(&output).contains("<stdin>: valid (1 nodes)"), "{}", stdout_of(&output));
     let output = backplane().args(["run", "-"]).current_dir(dir.path()).write_stdin(good).output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
     assert_eq!(std::fs::read_to_string(dir.path().join("hi.txt")).unwrap(), "from stdin");

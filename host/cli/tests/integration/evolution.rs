@@ -208,16 +208,7 @@ fn todays_plugins_load_and_run_in_a_host_built_against_the_previous_minor() {
     let old_host = previous_minor_host();
     crate::fixtures::ensure_plugins_built();
     let wf = workflow_dir(&shell_pair_on("local"));
-    let run = std::process::Command::new(&old_host)
-        .env_remove("BACKPLANE_CONFIG")
-        .env_remove("BACKPLANE_PLUGIN_PATH")
-        .arg("-vv")
-        .arg("--plugin-dir")
-        .arg(bin_dir())
-        .args(["run", "workflow.toml"])
-        .current_dir(wf.path())
-        .output()
-        .unwrap();
+    let run = run_with(&old_host, wf.path(), &["-vv"]);
     let stderr = stderr_of(&run);
     assert_eq!(run.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("loaded plugin") && stderr.contains("plugin=backplane-std-nodes"), "{stderr}");
@@ -231,15 +222,7 @@ fn todays_plugins_load_and_run_in_a_host_built_against_the_previous_minor() {
     // sink has no `emit`, so the call falls back to its default, and the
     // producer fails saying why instead of losing its items.
     let wf = workflow_dir(&split_and_count(""));
-    let run = std::process::Command::new(&old_host)
-        .env_remove("BACKPLANE_CONFIG")
-        .env_remove("BACKPLANE_PLUGIN_PATH")
-        .arg("--plugin-dir")
-        .arg(bin_dir())
-        .args(["run", "workflow.toml"])
-        .current_dir(wf.path())
-        .output()
-        .unwrap();
+    let run = run_with(&old_host, wf.path(), &[]);
     let stderr = stderr_of(&run);
     assert_eq!(run.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("split"), "{stderr}");
@@ -255,15 +238,21 @@ fn todays_plugins_load_and_run_in_a_host_built_against_the_previous_minor() {
 /// Runs a copy of the quickstart with `host` (`-vv`) and today's plugins.
 fn quickstart_on(host: &std::path::Path) -> (std::process::Output, tempfile::TempDir) {
     let work = crate::fixtures::example_copy("quickstart");
-    let output = std::process::Command::new(host)
+    let output = run_with(host, work.path(), &["-vv", "--config", "backplane.toml"]);
+    (output, work)
+}
+
+/// Runs `dir`'s `workflow.toml` with `host` and today's plugins, global
+/// options `global` first, in a clean environment.
+fn run_with(host: &std::path::Path, dir: &std::path::Path, global: &[&str]) -> std::process::Output {
+    std::process::Command::new(host)
         .env_remove("BACKPLANE_CONFIG")
         .env_remove("BACKPLANE_PLUGIN_PATH")
-        .arg("-vv")
+        .args(global)
         .arg("--plugin-dir")
         .arg(bin_dir())
-        .args(["run", "workflow.toml", "--config", "backplane.toml"])
-        .current_dir(work.path())
+        .args(["run", "workflow.toml"])
+        .current_dir(dir)
         .output()
-        .unwrap();
-    (output, work)
+        .unwrap()
 }

@@ -81,4 +81,8 @@ fn the_man_pages_cover_every_command() {
     }
     let run = std::fs::read_to_string(dir.path().join("backplane-run.1")).unwrap();
     assert!(run.contains("\\-\\-report") && run.contains("\\-\\-metrics\\-addr"), "{run}");
+    // A subcommand's page has the global options too, and nested commands get pages of their own.
+    assert!(run.contains("\\-\\-plugin\\-dir"), "{run}");
+    let stats = std::fs::read_to_string(dir.path().join("backplane-cache-stats.1")).unwrap();
+    assert!(stats.contains(".TH backplane-cache-stats 1"), "{stats}");
 }

@@ -1,7 +1,7 @@
 //! Backend factories and the named instances created from them.
 
 use super::{Origin, RegistryError, matching::unmet_requirements};
-use backplane_plugin_api::{BackendBox, BackendFactoryRef, Capabilities, Requirements, Resources};
+use backplane_plugin_api::{BackendBox, BackendFactoryRef, Capabilities, CapabilityFlags, Requirements, Resources};
 use std::sync::Arc;
 
 pub struct FactoryEntry {
@@ -49,6 +49,8 @@ pub struct BackendInstance {
     pub capacity: Resources,
     pub derived_from: Option<String>,
     pub backend: BackendBox,
+    /// Its plugin was built against plugin-api 1.3 or later (see [`Origin::can_stream`]).
+    pub can_stream: bool,
 }
 
 impl BackendInstance {
@@ -56,6 +58,9 @@ impl BackendInstance {
     /// resources the operator declared in place of the reported ones.
     pub fn capabilities(&self) -> Capabilities {
         let mut capabilities = self.backend.capabilities();
+        if !self.can_stream {
+            capabilities.flags = CapabilityFlags(capabilities.flags.0 & !CapabilityFlags::STREAMING.0);
+        }
         for tag in &self.tags {
             if !capabilities.tags.iter().any(|t| t == tag.as_str()) {
                 capabilities.tags.push(tag.as_str().into());
@@ -195,6 +200,7 @@ impl BackendRegistry {
             capacity,
             derived_from,
             backend,
+            can_stream: entry.origin.can_stream(),
         }))
     }
 

@@ -20,11 +20,23 @@ pub struct Origin {
     pub plugin: String,
     /// The dylib, or `None` when registered from Rust code.
     pub path: Option<PathBuf>,
+    /// The plugin-api it was built against; `None` for this host's own.
+    pub interface_version: Option<String>,
 }
 
 impl Origin {
     pub fn code(name: &str) -> Self {
-        Self { plugin: name.to_owned(), path: None }
+        Self { plugin: name.to_owned(), path: None, interface_version: None }
+    }
+
+    /// Whether its contexts and sinks know `emit` (plugin-api 1.3): only
+    /// then does a `streaming` capability it reports mean items arrive
+    /// (the flag is older than the method).
+    pub fn can_stream(&self) -> bool {
+        let Some(version) = &self.interface_version else { return true };
+        let mut parts = version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        (major, minor) >= (1, 3)
     }
 }
 
