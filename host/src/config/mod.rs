@@ -314,6 +314,65 @@ impl Config {
         Ok(config)
     }
 
+    /// Route rules' `backend_options` that the instance they would derive
+    /// from cannot take, found once at load time (not once per matching
+    /// node, nor never when no node matches). A rule that names its
+    /// `backend` is checked against that instance; one that does not, against
+    /// every configured instance, and is a problem only if none takes them.
+    fn backend_options_problems(
+        &self,
+        registry: &BackendRegistry,
+        locate: &dyn Fn(Range<usize>, String) -> Diagnostic,
+    ) -> Vec<Diagnostic> {
+        let mut found = Vec::new();
+        for rule in &self.routes {
+            let Some(options) = rule.backend_options.as_ref().and_then(|o| o.as_object()) else { continue };
+            let named = rule.backend.as_ref().map(|b| b.get_ref());
+            let candidates: Vec<&BackendDecl> =
+                self.backends.iter().filter(|d| named.is_none_or(|n| *n == d.name)).collect();
+            let mut problems = Vec::new();
+            for decl in &candidates {
+                let Some(entry) = registry.factory(decl.factory.get_ref()) else { continue };
+                let mut merged = decl.settings.clone();
+                if let Some(merged) = merged.as_object_mut() {
+                    merged.extend(options.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                // Only what the options brought: the instance's own settings are checked above.
+                let mine: Vec<(String, String)> = config_problems(entry, &merged)
+                    .into_iter()
+                    .filter(|(pointer, _)| options.contains_key(pointer.split('/').nth(1).unwrap_or_default()))
+                    .collect();
+                if mine.is_empty() {
+                    problems.clear();
+                    break; // an instance takes them
+                }
+                problems.extend(mine.into_iter().map(|p| (decl, entry, p)));
+            }
+            let index = pointer_index(&rule.backend_options_spans);
+            for (decl, entry, (pointer, message)) in problems {
+                let span = span_for_pointer(&index, &pointer, rule.span.clone());
+                let mut d = locate(
+                    span,
+                    format!(
+                        "`backend_options` of route #{} for `{}` ({}): {message}",
+                        rule.number,
+                        decl.name,
+                        entry.name()
+                    ),
+                );
+                let key = pointer.split('/').nth(1).unwrap_or_default();
+                d.help = unknown_setting_help(entry, key).or_else(|| {
+                    Some(
+                        "these settings derive an instance from the one the rule routes to; fix them or drop them"
+                            .into(),
+                    )
+                });
+                found.push(d);
+            }
+        }
+        found
+    }
+
     /// Fails with every problem found while reading.
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.deferred.is_empty() {
@@ -403,6 +462,7 @@ impl Config {
                 diagnostics.push(locate(decl.span.clone(), e.to_string()));
             }
         }
+        diagnostics.extend(self.backend_options_problems(registry, &locate));
         if let Some(default) = &self.default_backend
             && self.default_from_env
             && registry.instance(default.get_ref()).is_none()

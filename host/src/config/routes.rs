@@ -61,6 +61,8 @@ pub struct RouteRule {
     pub backend: Option<Spanned<String>>,
     pub require: Requirements,
     pub backend_options: Option<serde_json::Value>,
+    /// Where each of `backend_options`' values is, by JSON pointer (`""` is the table).
+    pub backend_options_spans: Vec<(String, Range<usize>)>,
     /// `retry = { ... }` for the matching nodes (a node's own `retry` wins).
     pub retry: Option<crate::policy::RetryOverride>,
     /// `timeout_secs` for the matching nodes, in ms (0: none; a node's own wins).
@@ -191,12 +193,15 @@ pub fn parse_rule(r: &mut Reader<'_>, mut view: TableView<'_, '_>, number: usize
         req.finish(r, &["tags", "flags", "isolation"]);
     }
     let mut backend_options = None;
+    let mut backend_options_spans = Vec::new();
     if let Some(value) = view.get("backend_options") {
         match value.get_ref() {
-            DeValue::Table(_) => match crate::spanned_toml::to_json(value, &mut String::new(), &mut Vec::new()) {
-                Ok(json) => backend_options = Some(json),
-                Err((span, message)) => r.error(span, message),
-            },
+            DeValue::Table(_) => {
+                match crate::spanned_toml::to_json(value, &mut String::new(), &mut backend_options_spans) {
+                    Ok(json) => backend_options = Some(json),
+                    Err((span, message)) => r.error(span, message),
+                }
+            }
             _ => r.error(value.span(), "`backend_options` must be a table of backend settings"),
         }
     }
@@ -228,6 +233,7 @@ pub fn parse_rule(r: &mut Reader<'_>, mut view: TableView<'_, '_>, number: usize
         backend,
         require,
         backend_options,
+        backend_options_spans,
         retry,
         timeout_ms,
         span,

@@ -108,3 +108,37 @@ fn a_route_rule_sets_the_timeout_of_the_nodes_it_matches_unless_they_set_their_o
     1 error
     ");
 }
+
+#[test]
+fn bad_backend_options_in_a_route_are_one_located_error_whether_or_not_a_node_matches() {
+    let config = "[backends.big]\ntype = \"local\"\nthreads = 4\n\n\
+                  [[route]]\nmatch = { type = \"std.shell\" }\nbackend = \"big\"\nbackend_options = { thread = 1 }\n";
+    // No node matches the rule: still an error.
+    let stderr = validate_with(config, &[]);
+    insta::assert_snapshot!(stderr, @r"
+    backplane.toml:8:30: error: `backend_options` of route #1 for `big` (local): unknown setting `thread` (known: custom, memory, threads)
+      help: did you mean `threads`? settings of `local`: custom, memory, threads; keys of every instance: type, max_in_flight, tags, capacity
+    1 error
+    ");
+    // Three matching nodes: the same one error, not one per node.
+    let workflow: String = (0..3)
+        .map(|i| format!("[[node]]\nid = \"s{i}\"\ntype = \"std.shell\"\nsettings = {{ command = \"true\" }}\n"))
+        .collect();
+    let wf = workflow_dir(&workflow);
+    std::fs::write(wf.path().join("backplane.toml"), config).unwrap();
+    let output = backplane().args(["validate", "workflow.toml"]).current_dir(wf.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(stderr_of(&output), stderr);
+
+    // Without a named backend, options some instance takes are fine; options none takes are an error.
+    let loose = "[backends.big]\ntype = \"local\"\n\n[[route]]\nmatch = {}\nbackend_options = { threads = 1 }\n";
+    let wf = workflow_dir("[[node]]\nid = \"a\"\ntype = \"std.noop\"\n");
+    std::fs::write(wf.path().join("backplane.toml"), loose).unwrap();
+    let output = backplane().args(["validate", "workflow.toml"]).current_dir(wf.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let stderr = validate_with(&loose.replace("threads = 1", "threads = \"many\""), &[]);
+    assert!(
+        stderr.contains("`backend_options` of route #1 for `big` (local)") && stderr.contains("1 error"),
+        "{stderr}"
+    );
+}
