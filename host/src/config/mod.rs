@@ -201,7 +201,7 @@ impl Config {
                     }
                 }
                 let capacity = match view.table(&mut r, "capacity", format!("the capacity of [backends.{name}]")) {
-                    Some(table) => crate::workflow::parse_resources(&mut r, table),
+                    Some(table) => crate::workflow::parse_resources(&mut r, table, &crate::workflow::Params::default()),
                     None => Resources::default(),
                 };
                 let mut settings = serde_json::Map::new();

@@ -14,6 +14,8 @@ fn empty_plan() -> Plan {
         outputs: Vec::new(),
         instances: Vec::new(),
         rule_requirements: Vec::new(),
+        params: Vec::new(),
+        partial: None,
     }
 }
 

@@ -127,6 +127,8 @@ pub fn build(
             outputs,
             instances: router.into_instances(),
             rule_requirements: rules.iter().map(|r| r.require.clone()).collect(),
+            params: Vec::new(),
+            partial: None,
         })
     } else {
         Err(Diagnostics::sorted(b.diagnostics))

@@ -16,29 +16,49 @@ use crate::{
     diagnostic::{Diagnostics, SourceFile},
     output_targets::{self, OutputRules},
     registry::{BackendRegistry, NodeRegistry},
-    workflow::Workflow,
+    workflow::{Invocation, Partial, Workflow, params::ParamValue, select},
 };
 
-/// Parses and plans a workflow file in one go, reporting the problems of
-/// both passes together.
+/// Parses and plans a workflow file in one go with the command line's
+/// parameters and selection, reporting the problems of every pass together.
+/// A partial run checks the whole workflow, then plans only what runs.
 pub fn plan_source(
     source: SourceFile,
+    invocation: &Invocation,
     nodes: &NodeRegistry,
     backends: &BackendRegistry,
     rules: &[RouteRule],
     output_rules: OutputRules,
 ) -> Result<Plan, Diagnostics> {
-    let (workflow, mut diagnostics) = Workflow::parse_lenient(source);
-    let Some(workflow) = workflow else { return Err(Diagnostics::sorted(diagnostics)) };
+    let (workflow, mut diagnostics) = Workflow::parse_lenient_with(source, &invocation.params);
+    let Some(mut workflow) = workflow else { return Err(Diagnostics::sorted(diagnostics)) };
     diagnostics.extend(output_targets::check_targets(&workflow, output_rules));
-    match build(&workflow, nodes, backends, rules, output_rules) {
-        Ok(plan) if diagnostics.is_empty() => Ok(plan),
-        Ok(_) => Err(Diagnostics::sorted(diagnostics)),
+    let keep = if invocation.selection.is_empty() {
+        None
+    } else {
+        match select::selected(&workflow, &invocation.selection) {
+            Ok(keep) => Some(keep),
+            Err(problems) => {
+                diagnostics.extend(problems);
+                None
+            }
+        }
+    };
+    let mut plan = match build(&workflow, nodes, backends, rules, output_rules) {
+        Ok(plan) if diagnostics.is_empty() => plan,
+        Ok(_) => return Err(Diagnostics::sorted(diagnostics)),
         Err(more) => {
             diagnostics.extend(more.0);
-            Err(Diagnostics::sorted(diagnostics))
+            return Err(Diagnostics::sorted(diagnostics));
         }
+    };
+    if let Some(keep) = keep {
+        let partial = workflow.retain(&keep, &invocation.selection);
+        plan = build(&workflow, nodes, backends, rules, output_rules)?;
+        plan.partial = Some(partial);
     }
+    plan.params = workflow.params;
+    Ok(plan)
 }
 pub use route::{RouteReason, RouteRequest, Router, alternative, merged_requirements};
 
@@ -177,6 +197,10 @@ pub struct Plan {
     pub instances: Vec<Arc<BackendInstance>>,
     /// What each route rule requires, by rule index.
     pub rule_requirements: Vec<Requirements>,
+    /// The parameters the workflow was planned with.
+    pub params: Vec<ParamValue>,
+    /// Set when `--select`/`--until` left nodes out.
+    pub partial: Option<Partial>,
 }
 
 /// One row of `backplane plan`.

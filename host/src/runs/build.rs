@@ -32,6 +32,10 @@ pub struct RecordContext<'a> {
     /// Why the run has no cache, when it has none (`--no-cache`...).
     pub no_cache: &'a str,
     pub plugins: &'a [PluginInfo],
+    /// The run's parameter values.
+    pub params: &'a serde_json::Map<String, serde_json::Value>,
+    /// A partial run's flags.
+    pub selection: Option<&'a str>,
 }
 
 /// Setting names whose values are left out of the config's hash.
@@ -78,6 +82,8 @@ pub fn header(cx: &RecordContext<'_>) -> Header {
         redacted,
         cache_dir: cx.cache_dir.map(str::to_owned),
         backplane_version: env!("CARGO_PKG_VERSION").into(),
+        params: cx.params.clone(),
+        selection: cx.selection.map(str::to_owned),
     }
 }
 

@@ -26,6 +26,12 @@ pub struct Header {
     /// `None`: the run had no cache.
     pub cache_dir: Option<String>,
     pub backplane_version: String,
+    /// The run's `[params]` values, by name.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// A partial run's `--select`/`--until` flags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -222,6 +228,8 @@ mod tests {
             redacted: Vec::new(),
             cache_dir: None,
             backplane_version: "0.1.0".into(),
+            params: serde_json::Map::new(),
+            selection: None,
         }
     }
 

@@ -44,7 +44,8 @@ fn time(host: &Host, text: String, repeat: usize) -> Result<f64, String> {
     for _ in 0..repeat.max(1) {
         let source = SourceFile::new("bench.toml", text.clone());
         let start = Instant::now();
-        let result = plan::plan_source(source, &host.nodes, &host.backends, &[], Default::default());
+        let result =
+            plan::plan_source(source, &Default::default(), &host.nodes, &host.backends, &[], Default::default());
         best = best.min(start.elapsed().as_secs_f64());
         if result.is_ok() {
             return Err("the error workflow validated; is `std.shell` loaded?".into());

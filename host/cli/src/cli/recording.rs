@@ -43,6 +43,8 @@ pub struct Recording {
     /// Why the run has no cache, when it has none.
     no_cache: String,
     previous: HashMap<String, Components>,
+    params: serde_json::Map<String, serde_json::Value>,
+    selection: Option<String>,
 }
 
 /// What finishing wrote.
@@ -144,6 +146,8 @@ impl Recording {
             salt: settings.salt.clone(),
             no_cache,
             previous,
+            params: plan.params.iter().map(|p| (p.name.clone(), p.value.clone())).collect(),
+            selection: plan.partial.as_ref().map(|p| p.selection.clone()),
         };
         // The header marks the run as started: a killed run leaves it behind.
         if let Err(e) = runs::write(&recording.runs_dir, &runs::started(&recording.context(&[]))) {
@@ -163,6 +167,8 @@ impl Recording {
             salt: &self.salt,
             no_cache: &self.no_cache,
             plugins,
+            params: &self.params,
+            selection: self.selection.as_deref(),
         }
     }
 

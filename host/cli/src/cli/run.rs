@@ -7,22 +7,66 @@ use backplane_host::{
     Host,
     config::Config,
     diagnostic::Diagnostic,
+    diagnostic::{ReadError, SourceFile},
     engine::{self, FailurePolicy, RunOptions, RunReport},
     observe, output,
     output_targets::OutputRules,
     plan::{self, Plan},
-    workflow::{self, WorkflowError},
+    workflow::{self, Invocation, ParamInputs, Partial, Selection, WorkflowError},
 };
 use clap::Args;
-use std::{
-    io::IsTerminal,
-    path::{Path, PathBuf},
-};
+use std::{io::IsTerminal, path::PathBuf};
+
+/// The workflow and what the command line adds to it.
+#[derive(Args)]
+pub struct WorkflowArgs {
+    /// The workflow file (`-` reads it from stdin).
+    workflow: PathBuf,
+    /// Sets a parameter the workflow declares in `[params]` (repeatable).
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// Reads parameters from a TOML file of `name = value` lines
+    /// (repeatable; later files win, `-p` wins over files).
+    #[arg(long, value_name = "FILE")]
+    params_file: Vec<PathBuf>,
+    /// Runs only the nodes whose ids match GLOB, and the nodes they need
+    /// (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    select: Vec<String>,
+    /// Runs NODE and the nodes it needs, nothing else.
+    #[arg(long, value_name = "NODE")]
+    until: Option<String>,
+}
+
+impl WorkflowArgs {
+    /// The workflow's name for messages.
+    fn shown(&self) -> String {
+        if self.workflow.as_os_str() == "-" { workflow::STDIN_NAME.into() } else { self.workflow.display().to_string() }
+    }
+
+    fn invocation(&self, max_file_size: u64) -> Result<Invocation, (Failure, Vec<Diagnostic>)> {
+        let mut files = Vec::with_capacity(self.params_file.len());
+        for path in &self.params_file {
+            let file = SourceFile::read(path, max_file_size).map_err(|e| match e {
+                ReadError::Io { path, source } => {
+                    let message = format!("cannot read parameter file {}: {source}", path.display());
+                    (Failure::Environment(message.clone()), vec![Diagnostic::unlocated(path, message)])
+                }
+                ReadError::Invalid(d) => (Failure::Invalid(d.to_string()), vec![d]),
+            })?;
+            files.push(file);
+        }
+        Ok(Invocation {
+            params: ParamInputs { flags: self.params.clone(), files },
+            selection: Selection { select: self.select.clone(), until: self.until.clone() },
+        })
+    }
+}
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The workflow file.
-    workflow: PathBuf,
+    #[command(flatten)]
+    input: WorkflowArgs,
     /// Print the run report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -44,7 +88,8 @@ pub struct RunArgs {
 
 #[derive(Args)]
 pub struct PlanArgs {
-    workflow: PathBuf,
+    #[command(flatten)]
+    input: WorkflowArgs,
     /// Print the routing table as JSON.
     #[arg(long)]
     json: bool,
@@ -52,7 +97,8 @@ pub struct PlanArgs {
 
 #[derive(Args)]
 pub struct ValidateArgs {
-    workflow: PathBuf,
+    #[command(flatten)]
+    input: WorkflowArgs,
     /// Print problems as JSON.
     #[arg(long)]
     json: bool,
@@ -71,10 +117,12 @@ struct Prepared {
 /// problem found on the way.
 fn prepare(
     global: &GlobalArgs,
-    path: &Path,
+    input: &WorkflowArgs,
     output_rules: OutputRules,
 ) -> Result<Prepared, (Failure, Vec<Diagnostic>)> {
+    let path = input.workflow.as_path();
     let (host, config) = setup_with_diagnostics(global, Some(path))?;
+    let invocation = input.invocation(global.max_file_size)?;
     let source = workflow::read_source(path, global.max_file_size).map_err(|e| {
         let diagnostics = e.diagnostics();
         let failure = match e {
@@ -85,7 +133,7 @@ fn prepare(
     })?;
     let output_rules = OutputRules { allow_outside_workflow_dir: config.allow_outside_workflow_dir, ..output_rules };
     let text = source.text.clone();
-    let plan = plan::plan_source(source, &host.nodes, &host.backends, &config.routes, output_rules)
+    let plan = plan::plan_source(source, &invocation, &host.nodes, &host.backends, &config.routes, output_rules)
         .map_err(|d| (Failure::Invalid(d.to_string()), d.0))?;
     Ok(Prepared { host, config, plan, text })
 }
@@ -120,24 +168,49 @@ fn say_config(global: &GlobalArgs, config: &Config) {
     }
 }
 
+/// `params: top=10 (default), glob="a/*" (-p)`, when the workflow has any.
+fn say_params(global: &GlobalArgs, plan: &Plan) {
+    if global.quiet || plan.params.is_empty() {
+        return;
+    }
+    let shown: Vec<String> = plan.params.iter().map(|p| format!("{}={} ({})", p.name, p.value, p.source)).collect();
+    eprintln!("params: {}", shown.join(", "));
+}
+
+/// What a partial run leaves out: nodes by name (the first 20) and outputs.
+fn partial_lines(partial: &Partial) -> Vec<String> {
+    let mut lines =
+        vec![format!("partial run ({}): {} of {} nodes", partial.selection, partial.selected, partial.nodes)];
+    if !partial.not_run.is_empty() {
+        let more = partial.nodes - partial.selected - partial.not_run.len();
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        lines.push(format!("  not run: {}{more}", partial.not_run.join(", ")));
+    }
+    for output in &partial.not_written {
+        lines.push(format!("  not written: {} (from {}, which does not run)", output.to, output.from));
+    }
+    lines
+}
+
+fn params_json(plan: &Plan) -> serde_json::Value {
+    serde_json::Value::Object(plan.params.iter().map(|p| (p.name.clone(), p.value.clone())).collect())
+}
+
 pub fn validate(global: &GlobalArgs, args: ValidateArgs) -> Result<(), Failure> {
     if args.json {
         super::reserve_stdout_for_json();
     }
     let Prepared { plan, config, .. } =
-        prepare(global, &args.workflow, OutputRules::default()).map_err(|e| failed(args.json, e))?;
+        prepare(global, &args.input, OutputRules::default()).map_err(|e| failed(args.json, e))?;
     if args.json {
         print_json(&serde_json::json!({
             "valid": true, "errors": [], "nodes": plan.nodes.len(), "config": config_json(&config),
+            "params": params_json(&plan), "partial": plan.partial,
         }))
     } else {
         say_config(global, &config);
-        let name = if args.workflow.as_os_str() == "-" {
-            workflow::STDIN_NAME.into()
-        } else {
-            args.workflow.display().to_string()
-        };
-        say!("{name}: valid ({} nodes)", plan.nodes.len());
+        say_params(global, &plan);
+        say!("{}: valid ({} nodes)", args.input.shown(), plan.nodes.len());
         Ok(())
     }
 }
@@ -147,9 +220,10 @@ pub fn plan(global: &GlobalArgs, args: PlanArgs) -> Result<(), Failure> {
         super::reserve_stdout_for_json();
     }
     let Prepared { plan, config, .. } =
-        prepare(global, &args.workflow, OutputRules::default()).map_err(|e| failed(args.json, e))?;
+        prepare(global, &args.input, OutputRules::default()).map_err(|e| failed(args.json, e))?;
     if !args.json {
         say_config(global, &config);
+        say_params(global, &plan);
     }
     print_plan(&plan, &config, args.json)
 }
@@ -174,7 +248,13 @@ fn print_plan(plan: &Plan, config: &Config, json: bool) -> Result<(), Failure> {
             .collect();
         return print_json(&serde_json::json!({
             "workflow": plan.name, "nodes": rows, "instances": instances, "config": config_json(config),
+            "params": params_json(plan), "partial": plan.partial,
         }));
+    }
+    if let Some(partial) = &plan.partial {
+        for line in partial_lines(partial) {
+            say!("{line}");
+        }
     }
     let width = |f: fn(&plan::RouteRow) -> &str, title: &str| {
         rows.iter().map(|r| f(r).len()).chain([title.len()]).max().unwrap_or(0)
@@ -194,16 +274,17 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
     }
     let rules = OutputRules { stdout_reserved: args.json && !args.dry_run, ..OutputRules::default() };
     let Prepared { host, config, plan, text } =
-        prepare(global, &args.workflow, rules).map_err(|e| failed(args.json, e))?;
+        prepare(global, &args.input, rules).map_err(|e| failed(args.json, e))?;
     if !args.json {
         say_config(global, &config);
+        say_params(global, &plan);
     }
     if args.dry_run {
         return print_plan(&plan, &config, args.json);
     }
     let show_bar = !args.no_progress && !global.quiet && std::io::stderr().is_terminal();
     let mut observers = RunObservers::new(&args.observe, show_bar)?;
-    let recording = Recording::start(&config, &plan, &args.workflow, text, &args.cache)?;
+    let recording = Recording::start(&config, &plan, &args.input.workflow, text, &args.cache)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -254,9 +335,14 @@ pub fn run(global: &GlobalArgs, args: RunArgs) -> Result<(), Failure> {
         report["stored"] = serde_json::json!(recorded.stored);
         report["node_results"] = serde_json::Value::Array(recorded.record.nodes.iter().map(node_result).collect());
         report["config"] = config_json(&config);
+        report["params"] = params_json(&plan);
+        report["partial"] = serde_json::json!(plan.partial);
         print_json(&report)?;
     } else if !global.quiet {
         print_summary(&outcome.report, &written.files, has_cache);
+        for line in plan.partial.iter().flat_map(partial_lines) {
+            eprintln!("  {line}");
+        }
     }
     for error in &written.errors {
         eprintln!("error: {error}");

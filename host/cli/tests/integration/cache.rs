@@ -108,7 +108,9 @@ fn an_edited_document_reruns_only_what_its_content_reaches_and_a_setting_change_
     assert_eq!(outputs(dir.path()), outputs(fresh.path()), "a resumed run writes what a fresh one does");
 
     let workflow = dir.path().join("workflow.toml");
-    let text = std::fs::read_to_string(&workflow).unwrap().replace("top = 20", "top = 30");
+    let text = std::fs::read_to_string(&workflow).unwrap();
+    assert!(text.contains("default = 20"), "the quickstart's `top` parameter is gone");
+    let text = text.replace("default = 20", "default = 30");
     std::fs::write(&workflow, text).unwrap();
     let report = run_ok(dir.path(), &[]);
     let cache = cache_of(&report);

@@ -41,6 +41,8 @@ mod loading;
 mod nats;
 mod new;
 mod observe;
+mod params;
+mod partial_runs;
 mod policies;
 mod ray;
 mod routing;

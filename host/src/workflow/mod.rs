@@ -24,13 +24,29 @@
 //! to = "out/frequencies.tsv"           # relative to this file; "-" is stdout
 //! ```
 //!
+//! `[params]` declares parameters that `${params.name}` puts into settings,
+//! labels, resources and output paths ([`params`]).
+//!
 //! This module checks the file's shape (keys, types, edge syntax) and reports
 //! every problem at once; [`crate::plan`] checks it against the registries.
+
+pub mod params;
+pub mod select;
 
 use crate::{
     diagnostic::{DEFAULT_MAX_FILE_BYTES, Diagnostic, Diagnostics, SourceFile},
     spanned_toml::{Reader, TableView, number_of, to_json},
 };
+pub use params::{ParamInputs, Params};
+pub use select::{Partial, Selection};
+
+/// What a command line adds to a workflow file: parameter values and which
+/// nodes to run.
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    pub params: ParamInputs,
+    pub selection: Selection,
+}
 use backplane_plugin_api::{
     Resources,
     abi_stable::std_types::{RString, Tuple2},
@@ -100,6 +116,8 @@ pub struct Workflow {
     pub working_dir: PathBuf,
     pub nodes: Vec<NodeDecl>,
     pub outputs: Vec<OutputDecl>,
+    /// This run's parameter values, in declaration order.
+    pub params: Vec<params::ParamValue>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,9 +232,16 @@ impl Workflow {
     /// TOML) plus every problem found, so later passes can add theirs and
     /// the user sees all of them at once.
     pub fn parse_lenient(source: SourceFile) -> (Option<Self>, Vec<Diagnostic>) {
+        Self::parse_lenient_with(source, &ParamInputs::default())
+    }
+
+    /// [`Self::parse_lenient`] with parameters set from the command line.
+    pub fn parse_lenient_with(source: SourceFile, inputs: &ParamInputs) -> (Option<Self>, Vec<Diagnostic>) {
         let mut r = Reader::new(&source);
         let Some(doc) = r.parse() else { return (None, r.diagnostics) };
         let mut top = TableView::new(doc.get_ref(), doc.span(), "the workflow");
+        let params_table = top.table(&mut r, "params", "[params]");
+        let params = Params::read(&mut r, params_table, inputs);
         let stem = source.path.file_stem().map_or_else(|| "workflow".into(), |s| s.to_string_lossy().into_owned());
         let (mut name, mut description) = (stem, String::new());
         if let Some(mut meta) = top.table(&mut r, "workflow", "[workflow]") {
@@ -234,7 +259,7 @@ impl Workflow {
                 match item.get_ref() {
                     DeValue::Table(t) => {
                         if let Some(node) =
-                            parse_node(&mut r, TableView::new(t, item.span(), format!("[[node]] #{}", i + 1)))
+                            parse_node(&mut r, TableView::new(t, item.span(), format!("[[node]] #{}", i + 1)), &params)
                         {
                             nodes.push(node);
                         }
@@ -267,7 +292,8 @@ impl Workflow {
                     );
                     continue;
                 };
-                let target = match to.get_ref().as_str() {
+                let to_text = params.string(&mut r, to.span(), to.get_ref());
+                let target = match to_text.as_str() {
                     "" => {
                         r.error_help(
                             to.span(),
@@ -282,22 +308,23 @@ impl Workflow {
                 outputs.push(OutputDecl {
                     from: Spanned::new(from.span(), port_ref),
                     to: Spanned::new(to.span(), target),
-                    to_text: to.into_inner(),
+                    to_text,
                 });
             }
         }
-        top.finish(&mut r, &["workflow", "node", "output"]);
+        top.finish(&mut r, &["workflow", "params", "node", "output"]);
         if nodes.is_empty() && r.diagnostics.is_empty() {
             r.error_help(0..0, "the workflow has no nodes", "add a [[node]] table with `id` and `type`");
         }
         let diagnostics = std::mem::take(&mut r.diagnostics);
         drop(r);
         let working_dir = base.canonicalize().unwrap_or(base);
-        (Some(Self { source, name, description, working_dir, nodes, outputs }), diagnostics)
+        let params = params.values;
+        (Some(Self { source, name, description, working_dir, nodes, outputs, params }), diagnostics)
     }
 }
 
-fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDecl> {
+fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>, params: &Params) -> Option<NodeDecl> {
     let id = view.required_string(r, "id");
     if let Some(id) = &id {
         view.what = format!("node `{}`", id.get_ref());
@@ -314,7 +341,12 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDec
     if let Some(value) = view.get("settings") {
         if matches!(value.get_ref(), DeValue::Table(_)) {
             match to_json(value, &mut String::new(), &mut settings_spans) {
-                Ok(json) => settings = Some(json),
+                Ok(mut json) => {
+                    let index = crate::spanned_toml::pointer_index(&settings_spans);
+                    let span_of = |p: &str| crate::spanned_toml::span_for_pointer(&index, p, value.span());
+                    params.settings(r, &mut json, &mut String::new(), &span_of);
+                    settings = Some(json);
+                }
                 Err((span, message)) => r.error(span, message),
             }
             settings_span = Some(value.span());
@@ -362,21 +394,25 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDec
                 continue;
             }
             match value.get_ref() {
-                DeValue::String(s) if s.len() <= MAX_LABEL_LEN && !s.chars().any(char::is_control) => {
-                    labels.push((key.to_owned(), s.to_string()));
+                DeValue::String(s) => {
+                    let s = params.string(r, value.span(), s);
+                    if s.len() <= MAX_LABEL_LEN && !s.chars().any(char::is_control) {
+                        labels.push((key.to_owned(), s));
+                    } else {
+                        r.error_help(
+                            value.span(),
+                            format!("invalid value for label `{key}`"),
+                            format!("label values are at most {MAX_LABEL_LEN} bytes without control characters"),
+                        );
+                    }
                 }
-                DeValue::String(_) => r.error_help(
-                    value.span(),
-                    format!("invalid value for label `{key}`"),
-                    format!("label values are at most {MAX_LABEL_LEN} bytes without control characters"),
-                ),
                 _ => r.error(value.span(), format!("label `{key}` must be a string")),
             }
         }
     }
     let resources_span = view.get("resources").map(|v| v.span());
     let resources = match view.table(r, "resources", format!("the resources of {}", view.what)) {
-        Some(table) => parse_resources(r, table),
+        Some(table) => parse_resources(r, table, params),
         None => Resources::default(),
     };
     let timeout_ms = timeout_ms(r, &mut view);
@@ -404,30 +440,50 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>) -> Option<NodeDec
 }
 
 /// Reads a `resources = { cpus, memory, gpus, custom = { ... } }` table: a
-/// node's, or what an operator declares a backend instance offers.
-pub(crate) fn parse_resources(r: &mut Reader<'_>, mut table: TableView<'_, '_>) -> Resources {
+/// node's (where `${params.x}` may stand for any amount), or what an
+/// operator declares a backend instance offers.
+pub(crate) fn parse_resources(r: &mut Reader<'_>, mut table: TableView<'_, '_>, params: &Params) -> Resources {
     let mut resources = Resources::default();
-    let amount = |r: &mut Reader<'_>, value: Option<Spanned<f64>>, what: &str| -> Option<f64> {
+    let table_what = table.what.clone();
+    let amount = |r: &mut Reader<'_>, value: Option<&Spanned<DeValue<'_>>>, what: &str| -> Option<f64> {
         let value = value?;
-        if value.get_ref().is_finite() && *value.get_ref() >= 0.0 {
-            Some(value.into_inner())
-        } else {
-            r.error_help(value.span(), format!("invalid `{what}`"), "use a number of at least 0");
-            None
+        let n = match params.value(r, value) {
+            // Already reported.
+            Some(serde_json::Value::Null) => return None,
+            Some(json) => json.as_f64(),
+            None => match number_of(value.get_ref()) {
+                Some(n) => Some(n),
+                None => {
+                    let found = crate::spanned_toml::type_name(value.get_ref());
+                    r.error(value.span(), format!("`{what}` in {table_what} must be a number, found {found}"));
+                    return None;
+                }
+            },
+        };
+        match n {
+            Some(n) if n.is_finite() && n >= 0.0 => Some(n),
+            _ => {
+                r.error_help(value.span(), format!("invalid `{what}`"), "use a number of at least 0");
+                None
+            }
         }
     };
-    let cpus = table.number(r, "cpus");
+    let cpus = table.get("cpus");
     if let Some(cpus) = amount(r, cpus, "cpus") {
         resources.cpus = cpus;
     }
-    let gpus = table.number(r, "gpus");
+    let gpus = table.get("gpus");
     if let Some(gpus) = amount(r, gpus, "gpus") {
         resources.gpus = gpus;
     }
     if let Some(memory) = table.get("memory") {
-        let bytes = match memory.get_ref() {
-            DeValue::String(s) => parse_memory(s),
-            other => number_of(other).filter(|n| *n >= 0.0).map(|n| n as u64),
+        let json = params.value(r, memory);
+        let bytes = match (&json, memory.get_ref()) {
+            (Some(serde_json::Value::Null), _) => Some(0),
+            (Some(serde_json::Value::String(s)), _) => parse_memory(s),
+            (Some(json), _) => json.as_f64().filter(|n| *n >= 0.0).map(|n| n as u64),
+            (None, DeValue::String(s)) => parse_memory(s),
+            (None, other) => number_of(other).filter(|n| *n >= 0.0).map(|n| n as u64),
         };
         match bytes {
             Some(b) => resources.memory_bytes = b,
@@ -446,7 +502,12 @@ pub(crate) fn parse_resources(r: &mut Reader<'_>, mut table: TableView<'_, '_>) 
                 );
                 continue;
             }
-            match number_of(value.get_ref()) {
+            let n = match params.value(r, value) {
+                Some(serde_json::Value::Null) => continue,
+                Some(json) => json.as_f64(),
+                None => number_of(value.get_ref()),
+            };
+            match n {
                 Some(n) if n.is_finite() && n >= 0.0 => resources.custom.push(Tuple2(RString::from(key), n)),
                 Some(_) => r.error_help(
                     value.span(),
