@@ -71,7 +71,7 @@ impl ParamType {
     }
 
     /// A TOML value of this type (an integer is also a float).
-    fn from_toml(self, value: &DeValue<'_>) -> Option<serde_json::Value> {
+    fn read_toml(self, value: &DeValue<'_>) -> Option<serde_json::Value> {
         match (self, value) {
             (Self::String, DeValue::String(s)) => Some(s.to_string().into()),
             (Self::Integer, DeValue::Integer(i)) => i64::from_str_radix(i.as_str(), i.radix()).ok().map(Into::into),
@@ -396,7 +396,7 @@ fn declarations(r: &mut Reader<'_>, table: TableView<'_, '_>) -> Vec<ParamDecl> 
                     }
                 };
                 let default = match default {
-                    Some(d) => match ty.from_toml(d.get_ref()) {
+                    Some(d) => match ty.read_toml(d.get_ref()) {
                         Some(v) => Some(v),
                         None => {
                             r.error(d.span(), format!("the default of parameter `{name}` must be {}", ty.article()));
@@ -407,7 +407,7 @@ fn declarations(r: &mut Reader<'_>, table: TableView<'_, '_>) -> Vec<ParamDecl> 
                 };
                 ParamDecl { name: name.to_owned(), ty, default, description, span }
             }
-            other => match ParamType::of_toml(other).and_then(|ty| Some((ty, ty.from_toml(other)?))) {
+            other => match ParamType::of_toml(other).and_then(|ty| Some((ty, ty.read_toml(other)?))) {
                 Some((ty, default)) => {
                     ParamDecl { name: name.to_owned(), ty, default: Some(default), description: String::new(), span }
                 }
@@ -446,8 +446,8 @@ fn read_file(
                 continue;
             };
             let ty = decls[i].ty;
-            match ty.from_toml(value.get_ref()) {
-                Some(v) if !v.as_str().is_some_and(|s| s.len() > MAX_PARAM_BYTES) => {
+            match ty.read_toml(value.get_ref()) {
+                Some(v) if v.as_str().is_none_or(|s| s.len() <= MAX_PARAM_BYTES) => {
                     set[i] = Some((v, ParamSource::File(file.path.clone())));
                 }
                 Some(_) => fr.error(value.span(), format!("the value of `{name}` is over {MAX_PARAM_BYTES} bytes")),
