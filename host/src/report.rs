@@ -115,6 +115,8 @@ pub struct RunReport {
     pub cached: usize,
     /// Ran on a backend (at least one attempt).
     pub executed: usize,
+    /// Items run by per-item (`each`) nodes, one task each (retries not counted).
+    pub item_tasks: u64,
     pub failed: usize,
     /// Cancelled after another node failed.
     pub cancelled: usize,

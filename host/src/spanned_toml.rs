@@ -254,11 +254,16 @@ pub fn number_of(value: &DeValue<'_>) -> Option<f64> {
     }
 }
 
-/// The closest candidate to a misspelt name, if one is close.
+/// The closest candidate to a misspelt name, if one is close: similar by
+/// Jaro-Winkler, or one edit (a transposition counts as one) away, which
+/// catches the typos of short names that Jaro-Winkler scores low (`tpo`).
 pub fn suggest<'c>(name: &str, candidates: &[&'c str]) -> Option<&'c str> {
     candidates
         .iter()
-        .map(|c| (strsim::jaro_winkler(name, c), *c))
+        .map(|c| {
+            let score = strsim::jaro_winkler(name, c);
+            (if score <= 0.8 && strsim::osa_distance(name, c) == 1 { 0.81 } else { score }, *c)
+        })
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)

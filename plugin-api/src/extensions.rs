@@ -89,3 +89,18 @@ mod tests {
         assert!(error.starts_with("task extension `backplane.placement`: invalid type"), "{error}");
     }
 }
+
+/// Set on a task whose stream items feed per-item consumers (`each` edges).
+/// Its `emit` may wait until its consumers catch up (the edge's credit
+/// window), so a pool should run it beside its threads, not in one of them:
+/// a producer waiting for consumers that wait for its thread never finishes.
+/// [`TaskPool`](crate::pool::TaskPool) does.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeedsItems {
+    /// The stream outputs whose items consumers wait for.
+    pub ports: Vec<String>,
+}
+
+impl TaskExtension for FeedsItems {
+    const KEY: &'static str = "backplane.feeds_items";
+}

@@ -71,6 +71,7 @@ use crate::{
     abi_stable::std_types::{RResult, RVec},
     backend::{CompletionSinkBox, NodeTask, TaskIo, run_compute_with},
     error::{PluginError, PluginError_NE, PluginResult},
+    extensions::{FeedsItems, TaskExtension},
     guard::guard,
     payload::Payload,
     resources::Health,
@@ -281,15 +282,19 @@ impl Shared {
 
     fn work(&self, queue: &Receiver<Message>) {
         while let Some(Message::Run(task, sink)) = self.next_message(queue) {
-            let task_id = task.task_id;
-            let log = TaskLog::new();
-            let sink = Mutex::new(sink);
-            let outcome = self.execute(task, &sink, &log);
-            let sink = sink.into_inner().unwrap_or_else(PoisonError::into_inner);
-            self.cancellations.forget(task_id);
-            log.forward(&sink);
-            sink.complete(outcome.into());
+            self.run_one(task, sink);
         }
+    }
+
+    fn run_one(&self, task: NodeTask, sink: CompletionSinkBox) {
+        let task_id = task.task_id;
+        let log = TaskLog::new();
+        let sink = Mutex::new(sink);
+        let outcome = self.execute(task, &sink, &log);
+        let sink = sink.into_inner().unwrap_or_else(PoisonError::into_inner);
+        self.cancellations.forget(task_id);
+        log.forward(&sink);
+        sink.complete(outcome.into());
     }
 }
 
@@ -366,12 +371,36 @@ impl TaskPool {
 
     /// Queues the task; returns at once. After shutdown the sink completes at
     /// once with an `infrastructure` error.
+    ///
+    /// A task with the [`FeedsItems`](crate::extensions::FeedsItems)
+    /// extension runs on a thread of its own, beside the pool's: it waits
+    /// for consumers that may need the pool's threads.
     pub fn submit(&self, task: NodeTask, sink: CompletionSinkBox) {
         if self.stopped.load(Ordering::Acquire) {
             return sink.complete(RResult::RErr(self.shut_down_error()));
         }
+        if task.extensions.iter().any(|e| e.0 == <FeedsItems as TaskExtension>::KEY) {
+            return self.run_beside(task, sink);
+        }
         if let Err(crossbeam_channel::SendError(Message::Run(_, sink))) = self.queue.send(Message::Run(task, sink)) {
             sink.complete(RResult::RErr(self.shut_down_error()));
+        }
+    }
+
+    fn run_beside(&self, task: NodeTask, sink: CompletionSinkBox) {
+        // Shared with the thread, so a thread that cannot start leaves the task here to fail.
+        let job = Arc::new(Mutex::new(Some((task, sink))));
+        let (shared, on_thread) = (self.shared.clone(), job.clone());
+        let started = std::thread::Builder::new().name(format!("{}-producer", self.name)).spawn(move || {
+            if let Some((task, sink)) = on_thread.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                shared.run_one(task, sink);
+            }
+        });
+        if let Err(e) = started
+            && let Some((_, sink)) = job.lock().unwrap_or_else(PoisonError::into_inner).take()
+        {
+            let message = format!("{}: cannot start a thread for a streaming producer: {e}", self.name);
+            sink.complete(RResult::RErr(PluginError::infrastructure(message)));
         }
     }
 
@@ -498,6 +527,36 @@ mod tests {
             assert_eq!(kind(receiver), ["ok", "node-failed", "panicked"][id % 3], "task {id}");
             assert!(receiver.try_recv().is_err(), "task {id} completed twice");
         }
+    }
+
+    #[test]
+    fn a_task_that_feeds_items_runs_beside_the_threads_so_its_consumers_can_run() {
+        // One thread; the producer waits for a consumer submitted after it.
+        let consumed = Arc::new(AtomicBool::new(false));
+        let flag = consumed.clone();
+        let pool = TaskPool::start(PoolOptions::new("one", 1), move |task, _| {
+            if task.task_id == 1 {
+                let until = Instant::now() + Duration::from_secs(5);
+                while !flag.load(Ordering::Acquire) && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                assert_eq!(std::thread::current().name(), Some("one-producer"));
+            } else {
+                flag.store(true, Ordering::Release);
+            }
+            Ok(RVec::new())
+        })
+        .unwrap();
+        let (sender, producer) = mpsc::channel();
+        let extensions = vec![FeedsItems { ports: vec!["items".into()] }.to_extension()].into();
+        pool.submit(
+            NodeTask { task_id: 1, extensions, ..NodeTask::default() },
+            CompletionSink_TO::from_value(ChannelSink(Some(sender)), TD_Opaque),
+        );
+        let consumer = submit(&pool, 2);
+        assert_eq!(kind(&consumer), "ok");
+        assert_eq!(kind(&producer), "ok");
+        assert!(consumed.load(Ordering::Acquire), "the producer finished before its consumer ran");
     }
 
     #[test]

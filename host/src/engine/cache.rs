@@ -16,6 +16,9 @@ impl Run<'_> {
         if self.options.cache.is_none() {
             return CacheStatus::Off(OffReason::NoCache);
         }
+        if self.fanout_of.contains_key(&(node as u32)) || self.feeding.contains_key(&(node as u32)) {
+            return CacheStatus::Off(OffReason::Streamed);
+        }
         match self.plan.nodes[node].cache_override() {
             Some(false) => CacheStatus::Off(OffReason::Disabled),
             Some(true) => CacheStatus::Pending,
@@ -26,7 +29,7 @@ impl Run<'_> {
 
     /// Whether `node` must be looked up before it can be queued.
     pub(super) fn awaits_lookup(&self, node: usize) -> bool {
-        self.ledger.as_ref().is_some_and(|l| l.cache[node] == CacheStatus::Pending)
+        self.ledger.as_ref().is_some_and(|l| l.cache.get(node) == Some(&CacheStatus::Pending))
     }
 
     /// Whether `node`'s outputs must come back as bytes (to be stored, or
@@ -37,7 +40,7 @@ impl Run<'_> {
         cached(node)
             || self.plan.nodes[node].consumers.iter().any(|c| match c.target {
                 crate::plan::Target::Node { node: target, .. } => cached(target as usize),
-                crate::plan::Target::Output(_) => false,
+                crate::plan::Target::Output(_) | crate::plan::Target::Items { .. } => false,
             })
     }
 

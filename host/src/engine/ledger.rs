@@ -44,6 +44,9 @@ pub enum OffReason {
     Disabled,
     /// An input stayed on a backend as a reference, so its content is unknown here.
     ByReference,
+    /// It runs per item of a stream, or its stream feeds a node that does
+    /// (a stored result would not replay the items).
+    Streamed,
 }
 
 impl CacheStatus {
@@ -64,6 +67,7 @@ impl OffReason {
             OffReason::NotDeterministic => "not deterministic",
             OffReason::Disabled => "disabled in the workflow (cache = false)",
             OffReason::ByReference => "an input is held by reference on its backend",
+            OffReason::Streamed => "it runs per item, or its items feed a node that does",
         }
     }
 }

@@ -30,6 +30,7 @@
 
 mod by_reference;
 mod cache;
+mod fanout;
 pub mod ledger;
 mod outcome;
 mod run;
@@ -38,7 +39,7 @@ pub use crate::policy::{BreakerPolicy, FailurePolicy, RetryPolicy, RunPolicy, Ti
 pub use crate::report::{BackendSummary, BreakerEvent, NodeFailure, NodeStatus, Reroute, RunReport};
 pub use ledger::{CacheStatus, NodeLedger};
 
-use crate::{config::Config, layers::Completion, plan::Plan};
+use crate::{config::Config, layers::Message, plan::Plan};
 use backplane_plugin_api::Payload;
 use run::Run;
 use std::{
@@ -145,16 +146,16 @@ pub async fn execute(plan: &Plan, options: &RunOptions) -> RunOutcome {
             }
         };
         if let Some(completion) = completion {
-            run.complete(completion);
+            run.receive(completion);
             while let Ok(completion) = completions.try_recv() {
-                run.complete(completion);
+                run.receive(completion);
             }
         }
         if run.stopping() && drain_deadline.is_none() {
             drain_deadline = Some(Instant::now() + options.policy.cancel_grace);
             // Take what already finished first, so cancels go only to tasks still running.
             while let Ok(completion) = completions.try_recv() {
-                run.complete(completion);
+                run.receive(completion);
             }
             run.cancel_in_flight();
         }
@@ -183,7 +184,7 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
 /// How long the engine polls for a completion before parking.
 const SPIN_BEFORE_PARK: Duration = Duration::from_micros(50);
 
-fn spin_for_completion(completions: &mut mpsc::UnboundedReceiver<Completion>) -> Option<Completion> {
+fn spin_for_completion(completions: &mut mpsc::UnboundedReceiver<Message>) -> Option<Message> {
     let start = Instant::now();
     loop {
         match completions.try_recv() {

@@ -11,6 +11,11 @@ use std::time::Duration;
 impl Run<'_> {
     pub(super) fn into_outcome(mut self, elapsed: Duration, abandoned: usize) -> RunOutcome {
         self.finish_events();
+        // The plan's nodes; the item units after them are counted by their nodes.
+        let nodes = self.plan.nodes.len();
+        self.state.truncate(nodes);
+        self.attempt.truncate(nodes);
+        self.assigned.truncate(nodes);
         let count = |s: State| self.state.iter().filter(|&&x| x == s).count();
         let mut planned = vec![0usize; self.plan.instances.len()];
         for node in &self.plan.nodes {
@@ -68,6 +73,7 @@ impl Run<'_> {
             rerouted: self.reroutes,
             skipped: count(State::Skipped),
             retries: self.retries,
+            item_tasks: self.item_tasks,
             timeouts: self.layer_events.timeouts,
             breakers: self.layer_events.breakers,
             interrupted: self.stop == Some(Stop::Interrupted),

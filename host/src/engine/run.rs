@@ -2,7 +2,9 @@
 
 use super::{HOUSEKEEPING_INTERVAL, RunOptions, by_reference};
 use crate::{
-    layers::{self, Completion, InstanceService, LayerContext, LayerEvents, Readiness, Request, Stack, Timer, Timers},
+    layers::{
+        self, Completion, InstanceService, LayerContext, LayerEvents, Message, Readiness, Request, Stack, Timer, Timers,
+    },
     observe::{AttemptStatus, EventBuffer, RunEvent},
     plan::{Plan, Target},
     policy::{Blame, FailureKind, FailurePolicy, MAX_ATTEMPTS, RetryDecision, RetryPolicy},
@@ -39,10 +41,10 @@ pub(super) enum State {
 
 /// Task ids are unique for the life of the process: instances are shared by
 /// every run, and a late cancel or result must never hit another task.
-static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
+pub(super) static NEXT_TASK_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Task ids reserved per node: one per possible attempt.
-const IDS_PER_NODE: u64 = MAX_ATTEMPTS as u64 + 1;
+pub(super) const IDS_PER_NODE: u64 = MAX_ATTEMPTS as u64 + 1;
 
 /// A context for a call into instance `$instance`'s layer stack.
 macro_rules! layer_cx {
@@ -71,18 +73,22 @@ pub(super) struct Run<'p> {
     first_task_id: u64,
     /// Current attempt of each node (0 before the first).
     pub(super) attempt: Vec<u8>,
-    /// Inputs of running nodes, kept so a retry gets them again.
-    retained: HashMap<u32, Vec<Option<Payload>>>,
+    /// Inputs of running units, kept so a retry gets them again.
+    pub(super) retained: HashMap<u32, Vec<Option<Payload>>>,
     timers: Timers,
     pending_retries: usize,
     pub(super) retries: usize,
+    /// Item units created (see [`RunReport::item_tasks`](crate::report::RunReport::item_tasks)).
+    pub(super) item_tasks: u64,
     pub(super) layer_events: LayerEvents,
     pub(super) stacks: Vec<Stack>,
-    started: Instant,
+    pub(super) started: Instant,
     /// The plan's working directory as text, converted once rather than per task.
     working_dir: String,
-    remaining: Vec<u32>,
-    slots: Vec<Vec<Option<Payload>>>,
+    // Per unit (see `fanout`): the plan's nodes, then item units.
+    /// Ordinary inputs still to arrive.
+    pub(super) remaining: Vec<u32>,
+    pub(super) slots: Vec<Vec<Option<Payload>>>,
     pub(super) state: Vec<State>,
     ready: Vec<VecDeque<u32>>,
     /// The instance each node runs on (the plan's, unless rerouted).
@@ -106,27 +112,36 @@ pub(super) struct Run<'p> {
     policy: FailurePolicy,
     pub(super) stop: Option<Stop>,
     pub(super) succeeded: usize,
-    channel: mpsc::UnboundedSender<Completion>,
+    channel: mpsc::UnboundedSender<Message>,
     /// For the observers, when there are any.
     events: Option<EventBuffer>,
     /// The time the engine last read (events are stamped with it: one clock
     /// read per loop step and completion, not one per event).
-    clock: Instant,
+    pub(super) clock: Instant,
     /// Breaker transitions already sent as events.
     breakers_sent: usize,
-    /// When each node's current attempt was dispatched (seconds into the run).
-    dispatched: Vec<f64>,
+    /// When each unit's current attempt was dispatched (seconds into the run).
+    pub(super) dispatched: Vec<f64>,
     /// Per instance: how long each finished attempt took, dispatch to result.
     pub(super) durations: Vec<Vec<f64>>,
     /// Per instance: attempts that succeeded.
     pub(super) attempts_succeeded: Vec<usize>,
+    /// Units after the plan's nodes: items of per-item nodes.
+    pub(super) items: Vec<super::fanout::ItemUnit>,
+    /// Item units that are done, to be reused.
+    pub(super) free_units: Vec<u32>,
+    pub(super) fanouts: Vec<super::fanout::FanOut>,
+    /// Per-item node -> its index in `fanouts`.
+    pub(super) fanout_of: HashMap<u32, u32>,
+    /// Producer -> the fan-outs its streams feed.
+    pub(super) feeding: HashMap<u32, Vec<u32>>,
 }
 
 impl<'p> Run<'p> {
     pub(super) fn new(
         plan: &'p Plan,
         options: &'p RunOptions,
-        channel: mpsc::UnboundedSender<Completion>,
+        channel: mpsc::UnboundedSender<Message>,
         started: Instant,
     ) -> Self {
         let backends = plan.instances.len();
@@ -142,11 +157,12 @@ impl<'p> Run<'p> {
             timers: Timers::default(),
             pending_retries: 0,
             retries: 0,
+            item_tasks: 0,
             layer_events: LayerEvents::default(),
             stacks: plan.instances.iter().map(|i| layers::stack(i.clone(), &options.policy)).collect(),
             started,
             working_dir: plan.working_dir.to_string_lossy().into_owned(),
-            remaining: plan.nodes.iter().map(|n| n.inputs.len() as u32).collect(),
+            remaining: plan.nodes.iter().map(|n| n.inputs.iter().filter(|i| !i.is_each()).count() as u32).collect(),
             slots: (0..plan.nodes.len()).map(|_| Vec::new()).collect(),
             state: vec![State::Waiting; plan.nodes.len()],
             ready: vec![VecDeque::new(); backends],
@@ -173,7 +189,13 @@ impl<'p> Run<'p> {
             dispatched: vec![0.0; plan.nodes.len()],
             durations: vec![Vec::new(); backends],
             attempts_succeeded: vec![0; backends],
+            items: Vec::new(),
+            free_units: Vec::new(),
+            fanouts: Vec::new(),
+            fanout_of: HashMap::new(),
+            feeding: HashMap::new(),
         };
+        run.plan_fanouts();
         run.emit(|_| RunEvent::RunStarted { at: SystemTime::now(), nodes: plan.nodes.len() });
         if run.ledger.is_some() {
             let statuses = (0..plan.nodes.len()).map(|node| run.initial_cache_status(node)).collect();
@@ -182,7 +204,7 @@ impl<'p> Run<'p> {
             }
         }
         for (i, node) in plan.nodes.iter().enumerate() {
-            if node.inputs.is_empty() {
+            if node.inputs.is_empty() || run.remaining[i] == 0 && run.fanout_of.contains_key(&(i as u32)) {
                 run.make_ready(i as u32);
             }
         }
@@ -249,20 +271,24 @@ impl<'p> Run<'p> {
         self.timers.next_due().map_or(housekeeping, |at| at.min(housekeeping))
     }
 
-    /// Task id of `node`'s attempt `attempt` (1-based).
-    fn task_id(&self, node: usize, attempt: u8) -> u64 {
-        self.first_task_id + node as u64 * IDS_PER_NODE + u64::from(attempt)
+    /// Task id of `unit`'s attempt `attempt` (1-based).
+    pub(super) fn task_id(&self, unit: usize, attempt: u8) -> u64 {
+        let first = match self.item_of(unit) {
+            None => self.first_task_id + unit as u64 * IDS_PER_NODE,
+            Some(item) => item.first_task_id,
+        };
+        first + u64::from(attempt)
     }
 
-    fn retry_policy(&self, node: usize) -> RetryPolicy {
+    fn retry_policy(&self, unit: usize) -> RetryPolicy {
         let base = self.options.policy.retry;
-        self.plan.nodes[node].retry().map_or(base, |r| r.apply(base))
+        self.plan.nodes[self.node_of(unit)].retry().map_or(base, |r| r.apply(base))
     }
 
-    /// What `node`'s next attempt asks of its instance.
-    fn request(&self, node: u32) -> Request<'p> {
+    /// What `unit`'s next attempt asks of its instance.
+    fn request(&self, unit: u32) -> Request<'p> {
         let plan: &'p Plan = self.plan;
-        let planned = &plan.nodes[node as usize];
+        let planned = &plan.nodes[self.node_of(unit as usize)];
         let resources = match planned.resources() {
             Some(own) if !own.is_empty() => own,
             _ => &plan.types[planned.type_index as usize].requirements.resources,
@@ -272,13 +298,19 @@ impl<'p> Run<'p> {
             .policy
             .timeout
             .default);
-        Request { node, task_id: self.task_id(node as usize, self.attempt[node as usize] + 1), resources, deadline }
+        let task_id = self.task_id(unit as usize, self.attempt[unit as usize] + 1);
+        let beside = !self.feeding.is_empty() && self.feeding.contains_key(&unit);
+        Request { node: unit, task_id, resources, deadline, beside }
     }
 
-    /// Queues a node on its instance, or on another one when that is down.
+    /// Queues a unit on its instance, or on another one when that is down
+    /// (a per-item node is armed instead: its items run, not the node).
     pub(super) fn make_ready(&mut self, node: u32) {
         if self.state[node as usize] == State::Skipped {
             return;
+        }
+        if !self.fanout_of.is_empty() && self.fanout_of.contains_key(&node) {
+            return self.arm(node);
         }
         if self.awaits_lookup(node as usize) {
             self.lookups.push_back(node);
@@ -287,7 +319,9 @@ impl<'p> Run<'p> {
         let backend = self.assigned[node as usize] as usize;
         if self.down[backend].is_none() {
             self.ready[backend].push_back(node);
-            self.emit(|at| RunEvent::Queued { node, instance: backend as u32, at });
+            if (node as usize) < self.plan.nodes.len() {
+                self.emit(|at| RunEvent::Queued { node, instance: backend as u32, at });
+            }
         } else {
             self.reroute(node);
         }
@@ -296,7 +330,7 @@ impl<'p> Run<'p> {
     fn reroute(&mut self, node: u32) {
         let i = node as usize;
         let from = self.assigned[i] as usize;
-        let planned = &self.plan.nodes[i];
+        let planned = &self.plan.nodes[self.node_of(i)];
         let reason = self.down[from].clone().unwrap_or_default();
         if planned.pinned {
             let message = format!(
@@ -306,7 +340,8 @@ impl<'p> Run<'p> {
             return self.fail(i, FailureKind::Infrastructure, message);
         }
         let resources = planned.resources().cloned().unwrap_or_default();
-        match crate::plan::alternative(&self.plan.instances, &self.down, &self.plan.requirements(i), &resources) {
+        let requirements = self.plan.requirements(self.node_of(i));
+        match crate::plan::alternative(&self.plan.instances, &self.down, &requirements, &resources) {
             Ok(to) => {
                 self.assigned[i] = to as u32;
                 match self.reroutes.iter_mut().find(|r| r.from_index == from && r.to_index == to) {
@@ -321,8 +356,10 @@ impl<'p> Run<'p> {
                     }),
                 }
                 self.ready[to].push_back(node);
-                self.emit(|at| RunEvent::Rerouted { node, from: from as u32, to: to as u32, at });
-                self.emit(|at| RunEvent::Queued { node, instance: to as u32, at });
+                if i < self.plan.nodes.len() {
+                    self.emit(|at| RunEvent::Rerouted { node, from: from as u32, to: to as u32, at });
+                    self.emit(|at| RunEvent::Queued { node, instance: to as u32, at });
+                }
             }
             Err(reasons) => {
                 let message = format!("no healthy backend can take it: {}", reasons.join("; "));
@@ -422,7 +459,7 @@ impl<'p> Run<'p> {
         match self.retry_policy(node).decide(blame, attempt, entropy) {
             RetryDecision::RetryAfter(delay) if self.stop.is_none() => {
                 tracing::warn!(
-                    node = %self.plan.nodes[node].id,
+                    node = %self.task_node_id(node),
                     "attempt {attempt} failed ({kind}): {message}; retrying in {:.2}s",
                     delay.as_secs_f64()
                 );
@@ -434,7 +471,9 @@ impl<'p> Run<'p> {
                 self.pending_retries += 1;
                 self.timers.push(Instant::now() + delay, Timer::Retry { node: node as u32 });
                 let instance = self.assigned[node];
-                self.emit(|at| RunEvent::Retried { node: node as u32, instance, attempt, delay, at });
+                if node < self.plan.nodes.len() {
+                    self.emit(|at| RunEvent::Retried { node: node as u32, instance, attempt, delay, at });
+                }
             }
             _ => {
                 self.retained.remove(&(node as u32));
@@ -445,7 +484,8 @@ impl<'p> Run<'p> {
     }
 
     fn submit(&mut self, node: u32, backend: usize, request: &Request<'_>, now: Instant) {
-        let planned = &self.plan.nodes[node as usize];
+        let is_node = (node as usize) < self.plan.nodes.len();
+        let planned = &self.plan.nodes[self.node_of(node as usize)];
         let node_type = &self.plan.types[planned.type_index as usize];
         let slots = std::mem::take(&mut self.slots[node as usize]);
         // Keep a copy for a retry, unless this attempt is the last possible one.
@@ -457,14 +497,17 @@ impl<'p> Run<'p> {
         self.attempt[node as usize] = attempt;
         let at = now.saturating_duration_since(self.started);
         self.dispatched[node as usize] = at.as_secs_f64();
-        if let Some(events) = &mut self.events {
+        if !is_node {
+            self.item_dispatched(node as usize, now);
+        } else if let Some(events) = &mut self.events {
             let bytes_in = inputs.iter().map(|p| p.data.len() as u64).sum();
             events.push(RunEvent::Dispatched { node, instance: backend as u32, attempt, at, bytes_in });
         }
+        let (feeds, feeds_items) = if is_node { self.open_feeds(node) } else { (Vec::new(), None) };
         let task = NodeTask {
             task_id: request.task_id,
             attempt: u32::from(attempt),
-            node_id: planned.id.as_str().into(),
+            node_id: self.task_node_id(node as usize),
             node_type: node_type.name.into(),
             node_version: node_type.version.into(),
             settings: planned.settings.as_str().into(),
@@ -477,29 +520,39 @@ impl<'p> Run<'p> {
                 .placement()
                 .cloned()
                 .into_iter()
-                .chain(self.by_reference_request(node as usize, backend))
+                .chain(if is_node { self.by_reference_request(node as usize, backend) } else { None })
+                .chain(feeds_items)
                 .collect(),
         };
         self.state[node as usize] = State::Running;
-        if let Some(ledger) = &mut self.ledger {
+        if is_node && let Some(ledger) = &mut self.ledger {
             ledger.submitted[node as usize] = now.saturating_duration_since(self.started).as_secs_f64();
         }
         self.in_flight_total += 1;
         self.first_submit[backend].get_or_insert(now);
         self.per_backend_attempts[backend] += 1;
-        let sink = layers::completion_sink(node, request.task_id, node_type.outputs, self.channel.clone());
+        let sink = layers::completion_sink(node, request.task_id, node_type.outputs, feeds, self.channel.clone());
         let mut cx = layer_cx!(self, backend, now);
         self.stacks[backend].call(request, task, sink, &mut cx);
         self.emit_breaker_events();
     }
 
-    pub(super) fn complete(&mut self, mut completion: Completion) {
+    /// Handles what a task's sink sent: an item of its stream, or its completion.
+    pub(super) fn receive(&mut self, message: Message) {
+        match message {
+            Message::Completion(completion) => self.complete(completion),
+            Message::Item(item) => self.stream_item(item),
+        }
+    }
+
+    fn complete(&mut self, mut completion: Completion) {
         let node = completion.node as usize;
         if self.state[node] != State::Running || completion.task_id != self.task_id(node, self.attempt[node]) {
             // An abandoned attempt answering late, or a duplicate: delivered once, never twice.
-            tracing::warn!(node = %self.plan.nodes[node].id, task = completion.task_id, "ignoring a late or duplicate result");
+            tracing::warn!(node = %self.task_node_id(node), task = completion.task_id, "ignoring a late or duplicate result");
             return;
         }
+        let is_node = node < self.plan.nodes.len();
         let backend = self.assigned[node] as usize;
         let now = Instant::now();
         self.clock = now;
@@ -512,7 +565,7 @@ impl<'p> Run<'p> {
         };
         self.received_bytes[backend] += bytes_out;
         let at = now.saturating_duration_since(self.started);
-        if let Some(ledger) = &mut self.ledger {
+        if is_node && let Some(ledger) = &mut self.ledger {
             ledger.finished[node] = at.as_secs_f64();
         }
         let mut cx = layer_cx!(self, backend, now);
@@ -525,9 +578,19 @@ impl<'p> Run<'p> {
             self.attempts_succeeded[backend] += 1;
         }
         if self.events.is_some() {
-            self.emit_completion(&mut completion, backend, at, bytes_out);
+            if is_node {
+                self.emit_completion(&mut completion, backend, at, bytes_out);
+            } else if !completion.logs.is_empty() {
+                // An item's log lines are its node's.
+                let (node, lines) = (self.node_of(node) as u32, std::mem::take(&mut completion.logs));
+                self.emit(|_| RunEvent::Logs { node, attempt: 1, lines });
+            }
         }
         match completion.result {
+            Ok(outputs) if !is_node => {
+                self.retained.remove(&(node as u32));
+                self.item_succeeded(node, outputs);
+            }
             // While the run is being cancelled, a node that still finishes feeds
             // no other node, but its workflow outputs are kept.
             Ok(outputs) => {
@@ -545,7 +608,10 @@ impl<'p> Run<'p> {
             Err(error) => {
                 let kind = FailureKind::of(&error);
                 match self.stop {
-                    Some(_) if kind == FailureKind::Cancelled => self.state[node] = State::Cancelled,
+                    Some(_) if kind == FailureKind::Cancelled || !is_node => {
+                        self.retained.remove(&(node as u32));
+                        self.state[node] = State::Cancelled;
+                    }
                     // Failing while the run stops is still a failure to list (not retried).
                     Some(_) => self.fail(node, kind, error_text(&error)),
                     None => self.attempt_failed(node, kind, completion.lost, error_text(&error)),
@@ -578,7 +644,10 @@ impl<'p> Run<'p> {
         self.emit(|_| RunEvent::Finished { node, instance: backend as u32, attempt, at, status, bytes_out, error });
     }
 
-    fn fail(&mut self, node: usize, kind: FailureKind, message: String) {
+    pub(super) fn fail(&mut self, node: usize, kind: FailureKind, message: String) {
+        if node >= self.plan.nodes.len() {
+            return self.item_failed(node, kind, message);
+        }
         self.state[node] = State::Failed;
         let planned = &self.plan.nodes[node];
         let failure = NodeFailure {
@@ -603,18 +672,31 @@ impl<'p> Run<'p> {
         let mut stack = vec![node];
         while let Some(n) = stack.pop() {
             for consumer in &self.plan.nodes[n].consumers {
-                if let Target::Node { node: target, .. } = consumer.target
-                    && self.state[target as usize] == State::Waiting
-                {
-                    self.state[target as usize] = State::Skipped;
-                    stack.push(target as usize);
+                let (Target::Node { node: target, .. } | Target::Items { node: target, .. }) = consumer.target else {
+                    continue;
+                };
+                let target = target as usize;
+                // A per-item node runs while its items do.
+                let per_item = self.fanout_of.contains_key(&(target as u32));
+                if self.state[target] == State::Waiting || per_item && self.state[target] == State::Running {
+                    self.state[target] = State::Skipped;
+                    self.drain_node(target);
+                    stack.push(target);
                 }
             }
         }
     }
 
     pub(super) fn cancel_in_flight(&mut self) {
+        self.close_windows();
         for node in 0..self.state.len() {
+            if self.fanout_of.contains_key(&(node as u32)) {
+                // A per-item node has no task of its own; its items are cancelled here.
+                if self.state[node] == State::Running {
+                    self.state[node] = State::Cancelled;
+                }
+                continue;
+            }
             if self.state[node] == State::Running {
                 let task_id = self.task_id(node, self.attempt[node]);
                 self.stacks[self.assigned[node] as usize].cancel(task_id);
@@ -625,7 +707,11 @@ impl<'p> Run<'p> {
     /// A port `node`'s consumers (with `to_nodes` false, only workflow
     /// outputs) need that `outputs` lacks.
     pub(super) fn missing_output(&self, node: usize, outputs: &[Payload], to_nodes: bool) -> Option<&'static str> {
-        let wanted = |c: &&crate::plan::Consumer| to_nodes || matches!(c.target, Target::Output(_));
+        let wanted = |c: &&crate::plan::Consumer| match c.target {
+            Target::Output(_) => true,
+            Target::Node { .. } => to_nodes,
+            Target::Items { .. } => false, // had its items as they came
+        };
         let consumers = &self.plan.nodes[node].consumers;
         consumers.iter().filter(wanted).find(|c| !outputs.iter().any(|p| p.port == c.port)).map(|c| c.port)
     }
@@ -639,8 +725,18 @@ impl<'p> Run<'p> {
         }
         let mut outputs = outputs.into_vec();
         let consumers = &self.plan.nodes[node].consumers;
-        let wanted = |c: &&crate::plan::Consumer| to_nodes || matches!(c.target, Target::Output(_));
+        let wanted = |c: &&crate::plan::Consumer| match c.target {
+            Target::Output(_) => true,
+            Target::Node { .. } => to_nodes,
+            Target::Items { .. } => false,
+        };
         for (c, consumer) in consumers.iter().enumerate() {
+            if let Target::Items { node: target, .. } = consumer.target {
+                if to_nodes {
+                    self.stream_closed(target);
+                }
+                continue;
+            }
             if !wanted(&consumer) {
                 continue;
             }
@@ -652,6 +748,7 @@ impl<'p> Run<'p> {
                     return Err(format!("output `{}` came back as a reference, not bytes", payload.port));
                 }
                 Target::Output(index) => self.outputs[index as usize] = Some(payload),
+                Target::Items { .. } => {} // told above
                 Target::Node { node: target, slot } => {
                     let target = target as usize;
                     let instances = &self.plan.instances;

@@ -19,7 +19,7 @@
 use super::{InstanceService, LayerContext, LayerTimer, Readiness, Request};
 use crate::layers::Completion;
 use backplane_plugin_api::{Capabilities, CapabilityFlags, CompletionSinkBox, Health, NodeTask, Resources};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Leaves room for rounding in sums of fractional cpus.
 const EPSILON: f64 = 1e-9;
@@ -49,6 +49,8 @@ pub struct Admission<S> {
     /// reserved something are listed).
     reserved: Resources,
     holders: HashMap<u64, Resources>,
+    /// Producers running beside the slots ([`Request::beside`]): not counted.
+    beside: HashSet<u64>,
 }
 
 impl<S> Admission<S> {
@@ -61,6 +63,7 @@ impl<S> Admission<S> {
             declared,
             reserved: Resources::default(),
             holders: HashMap::new(),
+            beside: HashSet::new(),
         }
     }
 
@@ -100,6 +103,9 @@ fn add(total: &mut Resources, amount: &Resources, sign: f64) {
 
 impl<S: InstanceService> InstanceService for Admission<S> {
     fn poll_ready(&mut self, request: &Request<'_>) -> Readiness {
+        if request.beside {
+            return self.inner.poll_ready(request);
+        }
         if self.in_flight >= self.max_in_flight {
             return Readiness::Wait;
         }
@@ -111,6 +117,10 @@ impl<S: InstanceService> InstanceService for Admission<S> {
     }
 
     fn call(&mut self, request: &Request<'_>, task: NodeTask, sink: CompletionSinkBox, cx: &mut LayerContext<'_>) {
+        if request.beside {
+            self.beside.insert(request.task_id);
+            return self.inner.call(request, task, sink, cx);
+        }
         self.in_flight += 1;
         if !request.resources.is_empty() {
             if !self.fits(request.resources) {
@@ -132,6 +142,9 @@ impl<S: InstanceService> InstanceService for Admission<S> {
 
     fn completed(&mut self, completion: &mut Completion, cx: &mut LayerContext<'_>) {
         self.inner.completed(completion, cx);
+        if !self.beside.is_empty() && self.beside.remove(&completion.task_id) {
+            return;
+        }
         self.in_flight = self.in_flight.saturating_sub(1);
         if !self.holders.is_empty()
             && let Some(held) = self.holders.remove(&completion.task_id)

@@ -24,14 +24,16 @@
 
 mod admission;
 mod breaker;
+mod credits;
 mod plugin;
 mod sink;
 mod timeout;
 
 pub use admission::{Admission, capacity_of};
 pub use breaker::{Breaker, CircuitBreaker};
+pub use credits::Credits;
 pub use plugin::PluginBackend;
-pub use sink::{Completion, completion_sink};
+pub use sink::{Completion, Feed, Message, StreamItem, completion_sink};
 pub use timeout::Timeout;
 
 use crate::{
@@ -57,6 +59,9 @@ pub struct Request<'a> {
     pub resources: &'a Resources,
     /// Cancel the task this long after it starts.
     pub deadline: Option<Duration>,
+    /// A producer that feeds per-item consumers: it runs beside the
+    /// instance's slots, since it waits for consumers that need them.
+    pub beside: bool,
 }
 
 /// Whether a request may be submitted now.
@@ -139,7 +144,7 @@ pub struct LayerContext<'a> {
     pub run_started: Instant,
     pub instance: u32,
     pub timers: &'a mut Timers,
-    pub completions: &'a UnboundedSender<Completion>,
+    pub completions: &'a UnboundedSender<Message>,
     pub events: &'a mut LayerEvents,
     /// The run is stopping (a failure under fail-fast, or an interrupt): the
     /// host cancels what runs, so failures now say nothing of the instance.

@@ -1,5 +1,6 @@
 //! The host's completion sink: a backend's way back into the engine's channel.
 
+use super::credits::Credits;
 use backplane_plugin_api::{
     CompletionSink, CompletionSink_TO, CompletionSinkBox, Payload, PluginError, PluginError_NE, PluginResult, PortSpec,
     TaskLog,
@@ -13,9 +14,42 @@ use backplane_plugin_api::{
 };
 use std::{
     cell::{Cell, RefCell},
+    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 use tokio::sync::mpsc::UnboundedSender;
+
+/// What a task's sink sends the engine: items while it runs, then its completion.
+pub enum Message {
+    Completion(Completion),
+    Item(StreamItem),
+}
+
+impl From<Completion> for Message {
+    fn from(completion: Completion) -> Self {
+        Self::Completion(completion)
+    }
+}
+
+/// One item a task emitted on a stream that per-item consumers read. A
+/// task's items reach the engine in order, and before its completion.
+pub struct StreamItem {
+    pub node: u32,
+    pub task_id: u64,
+    /// The index of the stream among the node type's outputs.
+    pub output: u32,
+    pub payload: Payload,
+}
+
+/// A stream output whose items go to the engine as they come.
+pub struct Feed {
+    /// The index of the stream among the node type's outputs.
+    pub output: u32,
+    /// One window per `each` edge: an item is sent once every edge has room.
+    pub credits: Vec<Arc<Credits>>,
+    /// Also accumulate the items, for consumers that read the whole stream.
+    pub accumulate: bool,
+}
 
 /// What a backend reported for one task.
 pub struct Completion {
@@ -46,7 +80,7 @@ impl Completion {
 struct EngineSink {
     node: u32,
     task_id: u64,
-    channel: UnboundedSender<Completion>,
+    channel: UnboundedSender<Message>,
     completed: bool,
     started: Cell<Option<Instant>>,
     log: TaskLog,
@@ -54,6 +88,8 @@ struct EngineSink {
     outputs: &'static [PortSpec],
     /// By output index: the accumulated value of each stream output so far.
     streams: RefCell<Vec<Option<stream::Accumulator>>>,
+    /// The streams per-item consumers read.
+    feeds: Vec<Feed>,
 }
 
 impl CompletionSink for EngineSink {
@@ -61,14 +97,14 @@ impl CompletionSink for EngineSink {
         self.completed = true;
         let result = result.into_result().map(|outputs| self.with_accumulated_streams(outputs));
         // The engine may have stopped listening (run over); nothing to do then.
-        let _ = self.channel.send(Completion {
+        let _ = self.channel.send(Message::Completion(Completion {
             node: self.node,
             task_id: self.task_id,
             result,
             lost: false,
             started: self.started.get(),
             logs: if self.log.is_empty() { Vec::new() } else { self.log.take() },
-        });
+        }));
     }
 
     // Added in plugin-api 1.2.
@@ -88,6 +124,29 @@ impl CompletionSink for EngineSink {
                 self.stream_names()
             )));
         };
+        let Some(feed) = self.feeds.iter().find(|feed| feed.output as usize == index) else {
+            return self.accumulate(index, port, &item);
+        };
+        for credits in &feed.credits {
+            if credits.take().is_err() {
+                return PluginResult::RErr(PluginError::cancelled());
+            }
+        }
+        if feed.accumulate
+            && let PluginResult::RErr(error) = self.accumulate(index, port, &item)
+        {
+            return PluginResult::RErr(error);
+        }
+        let item = StreamItem { node: self.node, task_id: self.task_id, output: index as u32, payload: item };
+        // The engine may have stopped listening (run over); the task ends on its own.
+        let _ = self.channel.send(Message::Item(item));
+        PluginResult::ROk(())
+    }
+}
+
+impl EngineSink {
+    /// Appends `item` to the accumulated value of output `index`.
+    fn accumulate(&self, index: usize, port: &PortSpec, item: &Payload) -> PluginResult<()> {
         let mut streams = self.streams.borrow_mut();
         if streams.len() <= index {
             streams.resize_with(index + 1, || None);
@@ -98,9 +157,7 @@ impl CompletionSink for EngineSink {
             Err(why) => PluginResult::RErr(PluginError::node_failed(format!("stream `{}`: {why}", port.name))),
         }
     }
-}
 
-impl EngineSink {
     /// `outputs` plus, for each stream output the node did not return a
     /// final value on, the accumulated value of its items.
     fn with_accumulated_streams(&self, mut outputs: RVec<Payload>) -> RVec<Payload> {
@@ -145,24 +202,29 @@ fn instant_of(at_unix_us: u64) -> Instant {
 impl Drop for EngineSink {
     fn drop(&mut self) {
         if !self.completed {
-            let _ = self.channel.send(Completion::synthetic(
-                self.node,
-                self.task_id,
-                Err(PluginError::infrastructure(
-                    "the backend dropped the task's completion sink without reporting a result",
-                )),
-                true,
-            ));
+            let _ = self.channel.send(
+                Completion::synthetic(
+                    self.node,
+                    self.task_id,
+                    Err(PluginError::infrastructure(
+                        "the backend dropped the task's completion sink without reporting a result",
+                    )),
+                    true,
+                )
+                .into(),
+            );
         }
     }
 }
 
-/// The sink of task `task_id` (an attempt of `node`, whose type has `outputs`).
+/// The sink of task `task_id` (an attempt of `node`, whose type has
+/// `outputs`); the items of the streams in `feeds` go to the engine.
 pub fn completion_sink(
     node: u32,
     task_id: u64,
     outputs: &'static [PortSpec],
-    channel: UnboundedSender<Completion>,
+    feeds: Vec<Feed>,
+    channel: UnboundedSender<Message>,
 ) -> CompletionSinkBox {
     let sink = EngineSink {
         node,
@@ -173,6 +235,7 @@ pub fn completion_sink(
         log: TaskLog::new(),
         outputs,
         streams: RefCell::new(Vec::new()),
+        feeds,
     };
     CompletionSink_TO::from_value(sink, TD_Opaque)
 }
@@ -180,7 +243,43 @@ pub fn completion_sink(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use backplane_plugin_api::{abi_stable::std_types::RResult, payload};
+    use backplane_plugin_api::{abi_stable::std_types::RResult, describe, payload};
+
+    fn completion(received: &mut tokio::sync::mpsc::UnboundedReceiver<Message>) -> Completion {
+        match received.try_recv().expect("a message") {
+            Message::Completion(completion) => completion,
+            Message::Item(item) => panic!("an item on `{}` where a completion was due", item.payload.port),
+        }
+    }
+
+    #[test]
+    fn fed_items_reach_the_engine_in_order_before_the_completion_and_wait_for_credits() {
+        let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
+        let credits = Arc::new(Credits::new(2));
+        let feeds = vec![Feed { output: 0, credits: vec![credits.clone()], accumulate: false }];
+        let sink = completion_sink(3, 7, ports(), feeds, sender);
+        for item in ["a\n", "b\n"] {
+            assert!(sink.emit(Payload::text("items", item.into())).is_ok());
+        }
+        credits.give(1);
+        assert!(sink.emit(Payload::text("items", "c\n".into())).is_ok());
+        credits.close();
+        let error = sink.emit(Payload::text("items", "d\n".into())).into_result().unwrap_err();
+        assert_eq!(describe(&error), "cancelled", "a closed window ends the producer");
+        sink.complete(RResult::ROk(RVec::new()));
+        for expected in ["a\n", "b\n", "c\n"] {
+            match received.try_recv().unwrap() {
+                Message::Item(item) => assert_eq!(
+                    (item.node, item.task_id, item.output, item.payload.as_text().unwrap()),
+                    (3, 7, 0, expected)
+                ),
+                Message::Completion(_) => panic!("the completion came before item {expected:?}"),
+            }
+        }
+        let outputs = completion(&mut received).result.unwrap();
+        let items = outputs.iter().find(|p| p.port == "items").unwrap();
+        assert_eq!(items.data.len(), 0, "items no one reads whole are not accumulated");
+    }
 
     fn ports() -> &'static [PortSpec] {
         Box::leak(Box::new([PortSpec::text("items").stream(), PortSpec::text("summary")]))
@@ -189,26 +288,26 @@ mod tests {
     #[test]
     fn items_arrive_as_the_accumulated_value_unless_the_node_returned_one() {
         let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
-        let sink = completion_sink(3, 7, ports(), sender.clone());
+        let sink = completion_sink(3, 7, ports(), Vec::new(), sender.clone());
         for item in ["a\n", "b\n"] {
             assert!(sink.emit(Payload::text("items", item.into())).is_ok());
         }
         sink.complete(RResult::ROk(vec![Payload::text("summary", "2".into())].into()));
-        let outputs = received.try_recv().unwrap().result.unwrap();
+        let outputs = completion(&mut received).result.unwrap();
         let text = |port: &str| outputs.iter().find(|p| p.port == port).map(|p| p.as_text().unwrap().to_owned());
         assert_eq!((text("items").as_deref(), text("summary").as_deref()), (Some("a\nb\n"), Some("2")));
         assert_eq!(outputs.iter().find(|p| p.port == "items").unwrap().content_type, payload::TEXT);
 
         // A final value on the stream port itself wins; no items, an empty value.
-        let sink = completion_sink(3, 8, ports(), sender.clone());
+        let sink = completion_sink(3, 8, ports(), Vec::new(), sender.clone());
         assert!(sink.emit(Payload::text("items", "dropped\n".into())).is_ok());
         sink.complete(RResult::ROk(vec![Payload::text("items", "final".into())].into()));
-        let outputs = received.try_recv().unwrap().result.unwrap();
+        let outputs = completion(&mut received).result.unwrap();
         assert_eq!(outputs.len(), 1);
         assert_eq!(outputs[0].as_text().unwrap(), "final");
-        let sink = completion_sink(3, 9, ports(), sender);
+        let sink = completion_sink(3, 9, ports(), Vec::new(), sender);
         sink.complete(RResult::ROk(RVec::new()));
-        let outputs = received.try_recv().unwrap().result.unwrap();
+        let outputs = completion(&mut received).result.unwrap();
         assert_eq!((outputs[0].port.as_str(), outputs[0].data.len()), ("items", 0));
     }
 
@@ -216,7 +315,7 @@ mod tests {
     fn a_json_stream_refuses_an_item_that_is_not_json() {
         let ports: &'static [PortSpec] = Box::leak(Box::new([PortSpec::new("files", payload::JSON).stream()]));
         let (sender, _received) = tokio::sync::mpsc::unbounded_channel();
-        let sink = completion_sink(0, 1, ports, sender);
+        let sink = completion_sink(0, 1, ports, Vec::new(), sender);
         assert!(sink.emit(Payload::bytes("files", payload::JSON, b"{}".to_vec())).is_ok());
         let error = sink.emit(Payload::text("files", "plain".into())).into_result().unwrap_err();
         assert!(error.to_string().starts_with("stream `files`: item 2 is not one JSON value"), "{error}");
@@ -225,7 +324,7 @@ mod tests {
     #[test]
     fn an_item_on_a_port_that_is_no_stream_is_refused_naming_the_streams() {
         let (sender, _received) = tokio::sync::mpsc::unbounded_channel();
-        let sink = completion_sink(0, 1, ports(), sender);
+        let sink = completion_sink(0, 1, ports(), Vec::new(), sender);
         let error = sink.emit(Payload::text("summary", "x".into())).into_result().unwrap_err();
         assert_eq!(
             error.to_string(),

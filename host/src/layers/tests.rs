@@ -109,8 +109,8 @@ fn instance_with(key: &str, config: serde_json::Value) -> (Arc<BackendInstance>,
 struct Engine {
     timers: Timers,
     events: LayerEvents,
-    sender: mpsc::UnboundedSender<Completion>,
-    receiver: mpsc::UnboundedReceiver<Completion>,
+    sender: mpsc::UnboundedSender<Message>,
+    receiver: mpsc::UnboundedReceiver<Message>,
     started: Instant,
     /// The run is stopping (a failure or Ctrl-C): cancels are the host's.
     stopping: bool,
@@ -145,7 +145,7 @@ impl Engine {
     fn call<S: InstanceService>(&mut self, service: &mut S, request: &Request<'_>, now: Instant) {
         assert_eq!(service.poll_ready(request), Readiness::Ready);
         let task = NodeTask { task_id: request.task_id, ..NodeTask::default() };
-        let sink = completion_sink(request.node, request.task_id, &[], self.sender.clone());
+        let sink = completion_sink(request.node, request.task_id, &[], Vec::new(), self.sender.clone());
         service.call(request, task, sink, &mut self.cx(now));
     }
 
@@ -163,7 +163,9 @@ impl Engine {
 
     /// The next completion on the channel, passed through the stack.
     fn deliver<S: InstanceService>(&mut self, service: &mut S, now: Instant) -> Option<Completion> {
-        let mut completion = self.receiver.try_recv().ok()?;
+        let Message::Completion(mut completion) = self.receiver.try_recv().ok()? else {
+            panic!("no stream items here")
+        };
         service.completed(&mut completion, &mut self.cx(now));
         Some(completion)
     }
@@ -175,7 +177,7 @@ fn complete(seen: &Mutex<Seen>, task_id: u64, result: Result<Vec<Payload>, Plugi
 }
 
 fn request(node: u32, task_id: u64, resources: &Resources, deadline: Option<Duration>) -> Request<'_> {
-    Request { node, task_id, resources, deadline }
+    Request { node, task_id, resources, deadline, beside: false }
 }
 
 const SECOND: Duration = Duration::from_secs(1);

@@ -111,12 +111,9 @@ impl<S: InstanceService> InstanceService for Timeout<S> {
                     );
                     // Through the channel, so every layer and the scheduler
                     // see it as the attempt's result.
-                    let _ = cx.completions.send(Completion::synthetic(
-                        timed.node,
-                        task_id,
-                        Err(PluginError::timed_out(message)),
-                        true,
-                    ));
+                    let abandoned =
+                        Completion::synthetic(timed.node, task_id, Err(PluginError::timed_out(message)), true);
+                    let _ = cx.completions.send(abandoned.into());
                 }
             }
             other => self.inner.fire(other, cx),

@@ -35,6 +35,7 @@ fn report() -> RunReport {
         rerouted: Vec::new(),
         skipped: 0,
         retries: 0,
+        item_tasks: 0,
         timeouts: 0,
         breakers: Vec::new(),
         interrupted: false,

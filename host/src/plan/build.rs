@@ -10,7 +10,7 @@ use crate::{
     output_targets::OutputRules,
     registry::{BackendRegistry, NodeEntry, NodeRegistry},
     spanned_toml::{pointer_index, span_for_pointer, suggest},
-    workflow::{NodeDecl, Workflow},
+    workflow::{NodeDecl, PortRef, Workflow},
 };
 use backplane_plugin_api::{
     CheckContext, Requirements, SettingsProblem,
@@ -18,6 +18,7 @@ use backplane_plugin_api::{
     extensions::{Placement, TaskExtension},
 };
 use std::collections::HashMap;
+use toml::Spanned;
 
 struct Builder<'w> {
     workflow: &'w Workflow,
@@ -309,17 +310,36 @@ impl<'w> Builder<'w> {
                         .help = Some(format!("its output ports: {}", port_names(from_entry.outputs())));
                         continue;
                     };
+                    if input.each.is_some() && !self.check_each(node, source, from_index, from_entry, from_port) {
+                        continue;
+                    }
                     let slot = inputs[i].len() as u32;
+                    let window = input.each.map_or(0, |each| each.window);
                     inputs[i].push(PlannedInput {
                         port: port.name.as_str(),
                         from: from_index as u32,
                         from_port: from_port.name.as_str(),
+                        window,
                     });
-                    consumers[from_index].push(Consumer {
-                        port: from_port.name.as_str(),
-                        target: Target::Node { node: i as u32, slot },
-                    });
+                    let target = match window {
+                        0 => Target::Node { node: i as u32, slot },
+                        _ => Target::Items { node: i as u32, slot },
+                    };
+                    consumers[from_index].push(Consumer { port: from_port.name.as_str(), target });
                 }
+            }
+            let mut each = node.inputs.iter().filter(|input| input.each.is_some());
+            if let (Some(first), Some(second)) = (each.next(), each.next()) {
+                self.error(
+                    second.port_span.clone(),
+                    format!(
+                        "node `{}` has two `each` inputs, `{}` and `{}`: a node runs once per item of one stream",
+                        node.id.get_ref(),
+                        first.port,
+                        second.port
+                    ),
+                )
+                .help = Some("keep `each` on one input; gather the other stream by reading it without `each`".into());
             }
             for port in entry.inputs().iter().filter(|p| p.required) {
                 if !node.inputs.iter().any(|i| i.port == port.name.as_str()) {
@@ -377,6 +397,58 @@ impl<'w> Builder<'w> {
         }
 
         outputs
+    }
+
+    /// Whether an `each` edge from `from_port` of node `from_index` may be:
+    /// it must be a stream, and not the gathered output of another per-item node.
+    fn check_each(
+        &mut self,
+        node: &NodeDecl,
+        source: &Spanned<PortRef>,
+        from_index: usize,
+        from_entry: &NodeEntry,
+        from_port: &backplane_plugin_api::PortSpec,
+    ) -> bool {
+        let from = source.get_ref();
+        if !from_port.is_stream() {
+            let streams: Vec<&str> =
+                from_entry.outputs().iter().filter(|p| p.is_stream()).map(|p| p.name.as_str()).collect();
+            let help = match streams.as_slice() {
+                [] => format!(
+                    "`{}` streams no output; read `{}.{}` without `each`, or split it first (`std.split`)",
+                    from_entry.type_name(),
+                    from.node,
+                    from.port
+                ),
+                _ => format!("the streams of `{}`: {}", from_entry.type_name(), streams.join(", ")),
+            };
+            self.error(
+                source.span(),
+                format!(
+                    "node `{}` runs once per item of `{}.{}`, which is not a stream",
+                    node.id.get_ref(),
+                    from.node,
+                    from.port
+                ),
+            )
+            .help = Some(help);
+            return false;
+        }
+        if self.decls()[from_index].inputs.iter().any(|input| input.each.is_some()) {
+            self.error(
+                source.span(),
+                format!(
+                    "node `{}` runs once per item of `{}.{}`, but `{}` itself runs per item, and its outputs are gathered, not streamed",
+                    node.id.get_ref(),
+                    from.node,
+                    from.port,
+                    from.node
+                ),
+            )
+            .help = Some(format!("read `{}.{}` without `each` to get the gathered value", from.node, from.port));
+            return false;
+        }
+        true
     }
 
     fn check_cycles(&mut self, inputs: &[Vec<PlannedInput>]) {
@@ -498,7 +570,7 @@ mod tests {
     use super::*;
 
     fn edge(from: u32) -> PlannedInput {
-        PlannedInput { port: "in", from, from_port: "out" }
+        PlannedInput { port: "in", from, from_port: "out", window: 0 }
     }
 
     #[test]

@@ -93,6 +93,8 @@ pub enum Target {
     Node { node: u32, slot: u32 },
     /// The workflow output with this index.
     Output(u32),
+    /// Node `node` runs once per item of the stream, its slot `slot` holding the item.
+    Items { node: u32, slot: u32 },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -109,6 +111,15 @@ pub struct PlannedInput {
     pub port: &'static str,
     pub from: u32,
     pub from_port: &'static str,
+    /// An `each` edge's credit window; 0 for a plain edge.
+    pub window: u32,
+}
+
+impl PlannedInput {
+    /// The node runs once per item arriving on this edge.
+    pub fn is_each(&self) -> bool {
+        self.window > 0
+    }
 }
 
 pub struct PlannedNode {
@@ -218,6 +229,11 @@ impl Plan {
     pub fn cacheable(&self, node: usize) -> bool {
         let planned = &self.nodes[node];
         planned.cache_override().unwrap_or(self.types[planned.type_index as usize].deterministic)
+    }
+
+    /// The slot of `node`'s `each` input, if it runs once per item.
+    pub fn each_slot(&self, node: usize) -> Option<usize> {
+        self.nodes[node].inputs.iter().position(PlannedInput::is_each)
     }
 
     /// A node's requirements: its type's plus its route rule's.

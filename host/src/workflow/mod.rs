@@ -69,7 +69,22 @@ pub struct InputDecl {
     pub port: String,
     pub port_span: Range<usize>,
     pub sources: Vec<Spanned<PortRef>>,
+    /// `{ each = "node.port" }`: the node runs once per item of that stream.
+    pub each: Option<EachDecl>,
 }
+
+/// A per-item edge: `inputs = { text = { each = "split.items", window = 64 } }`.
+#[derive(Debug, Clone, Copy)]
+pub struct EachDecl {
+    /// How many items the producer may be ahead of this consumer.
+    pub window: u32,
+}
+
+/// How many items a producer may be ahead of an `each` consumer, unless the edge says.
+pub const DEFAULT_WINDOW: u32 = 1024;
+
+/// The largest credit window an `each` edge may ask for.
+pub const MAX_WINDOW: u64 = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct NodeDecl {
@@ -367,9 +382,32 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>, params: &Params) 
                         "write e.g. `read.text`",
                     ),
                 },
-                _ => r.error(v.span(), format!("input `{port}` must be a `node.port` string or an array of them")),
+                _ => r.error_help(
+                    v.span(),
+                    format!("input `{port}` must be a `node.port` string or an array of them"),
+                    "or `{ each = \"node.port\" }` to run the node once per item of a stream",
+                ),
             };
+            let mut each = None;
             match value.get_ref() {
+                DeValue::Table(table) => {
+                    let mut view = TableView::new(table, value.span(), format!("input `{port}`"));
+                    let from = view.required_string(r, "each");
+                    let window = view.unsigned(r, "window");
+                    view.finish(r, &["each", "window"]);
+                    let window = match window {
+                        Some(w) if !(1..=MAX_WINDOW).contains(w.get_ref()) => {
+                            r.error(w.span(), format!("`window` must be 1 to {MAX_WINDOW} items"));
+                            None
+                        }
+                        Some(w) => Some(*w.get_ref() as u32),
+                        None => None,
+                    };
+                    if let Some(from) = from {
+                        add(r, &Spanned::new(from.span(), DeValue::String(from.get_ref().clone().into())));
+                        each = Some(EachDecl { window: window.unwrap_or(DEFAULT_WINDOW) });
+                    }
+                }
                 DeValue::Array(items) if items.is_empty() => r.error_help(
                     value.span(),
                     format!("input `{port}` has an empty list of edges"),
@@ -378,7 +416,7 @@ fn parse_node(r: &mut Reader<'_>, mut view: TableView<'_, '_>, params: &Params) 
                 DeValue::Array(items) => items.iter().for_each(|v| add(r, v)),
                 _ => add(r, value),
             }
-            inputs.push(InputDecl { port: port.to_owned(), port_span, sources });
+            inputs.push(InputDecl { port: port.to_owned(), port_span, sources, each });
         }
     }
     let backend = view.string(r, "backend");

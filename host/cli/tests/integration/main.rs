@@ -32,6 +32,7 @@ mod cache;
 mod config_discovery;
 mod diagnostics;
 mod evolution;
+mod fanout;
 mod fixtures;
 mod fuzz_regressions;
 mod guide;
