@@ -213,18 +213,25 @@ impl Run<'_> {
         if !current {
             return; // an abandoned attempt: its window is closed
         }
-        let fanouts: Vec<u32> =
-            fanouts.iter().copied().filter(|&f| self.fanouts[f as usize].output == item.output).collect();
+        // Usually one reader; the payload is cloned only for all but the last.
+        let readers = fanouts.iter().filter(|&&f| self.fanouts[f as usize].output == item.output).count();
         let mut payload = Some(item.payload);
-        for (i, &f) in fanouts.iter().enumerate() {
+        let mut seen = 0;
+        for i in 0..fanouts.len() {
+            let f = self.feeding[&item.node][i];
             let fanout = &self.fanouts[f as usize];
+            if fanout.output != item.output {
+                continue;
+            }
+            seen += 1;
             if fanout.draining || self.stop.is_some() {
                 fanout.give_back(fanout.epoch);
                 continue;
             }
-            let item = if i + 1 == fanouts.len() { payload.take() } else { payload.clone() };
-            let Some(item) = item else { continue };
-            self.new_item_unit(f, item);
+            let item = if seen == readers { payload.take() } else { payload.clone() };
+            if let Some(item) = item {
+                self.new_item_unit(f, item);
+            }
         }
     }
 

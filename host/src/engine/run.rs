@@ -299,7 +299,7 @@ impl<'p> Run<'p> {
             .timeout
             .default);
         let task_id = self.task_id(unit as usize, self.attempt[unit as usize] + 1);
-        let beside = !self.feeding.is_empty() && self.feeding.contains_key(&unit);
+        let beside = (unit as usize) < plan.nodes.len() && !self.feeding.is_empty() && self.feeding.contains_key(&unit);
         Request { node: unit, task_id, resources, deadline, beside }
     }
 
@@ -309,7 +309,7 @@ impl<'p> Run<'p> {
         if self.state[node as usize] == State::Skipped {
             return;
         }
-        if !self.fanout_of.is_empty() && self.fanout_of.contains_key(&node) {
+        if (node as usize) < self.plan.nodes.len() && !self.fanout_of.is_empty() && self.fanout_of.contains_key(&node) {
             return self.arm(node);
         }
         if self.awaits_lookup(node as usize) {

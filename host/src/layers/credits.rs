@@ -19,6 +19,11 @@ pub struct Credits {
 struct State {
     available: u64,
     closed: bool,
+    /// A producer waits in `take`.
+    waiting: bool,
+    /// Wake a waiting producer once this many credits are back: waking it
+    /// per credit would cost a thread switch per item.
+    wake_at: u64,
 }
 
 /// Why [`Credits::take`] gave up.
@@ -27,10 +32,9 @@ pub struct Closed;
 
 impl Credits {
     pub fn new(window: u32) -> Self {
-        Self {
-            state: Mutex::new(State { available: u64::from(window.max(1)), closed: false }),
-            changed: Condvar::new(),
-        }
+        let window = u64::from(window.max(1));
+        let state = State { available: window, closed: false, waiting: false, wake_at: window.div_ceil(2) };
+        Self { state: Mutex::new(state), changed: Condvar::new() }
     }
 
     /// Takes one credit, waiting while there is none; `Err` once closed.
@@ -42,8 +46,10 @@ impl Credits {
             }
             if state.available > 0 {
                 state.available -= 1;
+                state.waiting = false;
                 return Ok(());
             }
+            state.waiting = true;
             state = self.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
         }
     }
@@ -55,8 +61,11 @@ impl Credits {
         }
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.available += n;
+        let wake = state.waiting && state.available >= state.wake_at;
         drop(state);
-        self.changed.notify_all();
+        if wake {
+            self.changed.notify_all();
+        }
     }
 
     /// Wakes every waiting producer with [`Closed`]; later takes fail at once.
