@@ -21,6 +21,10 @@
 //! - A per-item node that fails or is skipped *drains* its stream: items
 //!   still coming are dropped and their credits returned at once, so the
 //!   producer (which other consumers may need) runs to its end.
+//! - Chains: an `each` input may read another per-item node's output. Each
+//!   result, once gathered in order, is handed on as the next node's item,
+//!   and the producer's credit comes back only at the chain's end, so one
+//!   window bounds the whole chain.
 
 use super::run::{IDS_PER_NODE, NEXT_TASK_ID, Run, State};
 use crate::{
@@ -61,6 +65,9 @@ pub(super) struct FanOut {
     received: u64,
     /// The producer succeeded: `received` is the stream's length.
     closed: bool,
+    /// The per-item node reading this node's results item by item (chains), and
+    /// the output it reads.
+    next: Option<(u32, u32)>,
     /// Items gathered, in order: the next item to gather.
     gathered: u64,
     /// Results that wait for an earlier item.
@@ -92,7 +99,8 @@ impl FanOut {
         let output = outputs.iter().position(|p| p.name == input.from_port).expect("planned edges name real ports");
         let planned = &plan.nodes[node as usize];
         let ports = plan.types[planned.type_index as usize].outputs;
-        let read = |port: &str| planned.consumers.iter().any(|c| c.port == port);
+        let read =
+            |port: &str| planned.consumers.iter().any(|c| c.port == port && !matches!(c.target, Target::Items { .. }));
         Self {
             node,
             slot,
@@ -105,6 +113,7 @@ impl FanOut {
             unarmed: Vec::new(),
             received: 0,
             closed: false,
+            next: None,
             gathered: 0,
             waiting: BTreeMap::new(),
             values: ports
@@ -136,6 +145,13 @@ impl Run<'_> {
                 self.fanout_of.insert(node as u32, index);
                 self.feeding.entry(fanout.producer).or_default().push(index);
                 self.fanouts.push(fanout);
+            }
+        }
+        // A chain link: a per-item node whose producer runs per item too.
+        for index in 0..self.fanouts.len() {
+            let (producer, output) = (self.fanouts[index].producer, self.fanouts[index].output);
+            if let Some(&from) = self.fanout_of.get(&producer) {
+                self.fanouts[from as usize].next = Some((index as u32, output));
             }
         }
     }
@@ -171,27 +187,17 @@ impl Run<'_> {
         let outputs = self.plan.types[planned.type_index as usize].outputs;
         let mut feeds: Vec<Feed> = Vec::new();
         for f in fanouts {
-            let fanout = &mut self.fanouts[f as usize];
-            if let Some(old) = fanout.credits.take() {
-                old.close();
+            let credits = Arc::new(Credits::new(self.fanouts[f as usize].window));
+            // The stream starts over along the whole chain, under one window.
+            let mut link = Some(f);
+            while let Some(l) = link {
+                self.restart(l as usize, credits.clone());
+                link = self.fanouts[l as usize].next.map(|(next, _)| next);
             }
-            fanout.epoch += 1;
-            fanout.received = 0;
-            fanout.gathered = 0;
-            fanout.closed = false;
-            fanout.waiting.clear();
-            for value in fanout.values.iter_mut().flatten() {
-                *value = (Accumulator::default(), RString::new());
-            }
-            let credits = Arc::new(Credits::new(fanout.window));
-            fanout.credits = Some(credits.clone());
-            match feeds.iter_mut().find(|feed| feed.output == fanout.output) {
+            let output = self.fanouts[f as usize].output;
+            match feeds.iter_mut().find(|feed| feed.output == output) {
                 Some(feed) => feed.credits.push(credits),
-                None => feeds.push(Feed { output: fanout.output, credits: vec![credits], accumulate: false }),
-            }
-            // Units of the earlier attempt still waiting to be armed never run.
-            for unit in std::mem::take(&mut fanout.unarmed) {
-                self.free_unit(unit);
+                None => feeds.push(Feed { output, credits: vec![credits], accumulate: false }),
             }
         }
         // Whoever reads the whole stream still gets its accumulated value.
@@ -202,6 +208,26 @@ impl Run<'_> {
         }
         let ports = feeds.iter().map(|feed| outputs[feed.output as usize].name.to_string()).collect();
         (feeds, Some(FeedsItems { ports }.to_extension()))
+    }
+
+    /// A new attempt of the producer: the stream starts over under `credits`.
+    fn restart(&mut self, f: usize, credits: Arc<Credits>) {
+        let fanout = &mut self.fanouts[f];
+        if let Some(old) = fanout.credits.replace(credits) {
+            old.close();
+        }
+        fanout.epoch += 1;
+        fanout.received = 0;
+        fanout.gathered = 0;
+        fanout.closed = false;
+        fanout.waiting.clear();
+        for value in fanout.values.iter_mut().flatten() {
+            *value = (Accumulator::default(), RString::new());
+        }
+        // Units of the earlier attempt still waiting to be armed never run.
+        for unit in std::mem::take(&mut fanout.unarmed) {
+            self.free_unit(unit);
+        }
     }
 
     /// An item from a producer's task: a new unit for each per-item consumer.
@@ -336,15 +362,40 @@ impl Run<'_> {
         }
         let mut next = Some(outputs);
         while let Some(outputs) = next {
-            if let Err(why) = self.gather(f, &outputs) {
-                return self.fail_per_item(f, crate::policy::FailureKind::NodeFailed, why);
-            }
+            let handed_on = self.gather(f, &outputs).and_then(|()| self.hand_on(f, outputs));
+            let handed_on = match handed_on {
+                Ok(handed_on) => handed_on,
+                Err(why) => return self.fail_per_item(f, crate::policy::FailureKind::NodeFailed, why),
+            };
             let fanout = &mut self.fanouts[f];
             fanout.gathered += 1;
-            fanout.give_back(fanout.epoch);
+            if !handed_on {
+                fanout.give_back(fanout.epoch);
+            }
             next = fanout.waiting.remove(&fanout.gathered);
         }
         self.maybe_gathered(f);
+    }
+
+    /// Hands one gathered result on to the next per-item node of a chain, as
+    /// its item (which keeps the item's credit); `false` when there is none.
+    fn hand_on(&mut self, f: usize, mut outputs: RVec<Payload>) -> Result<bool, String> {
+        let Some((next, output)) = self.fanouts[f].next else { return Ok(false) };
+        if self.fanouts[next as usize].draining {
+            return Ok(false);
+        }
+        let node = self.fanouts[f].node as usize;
+        let port = &self.plan.types[self.plan.nodes[node].type_index as usize].outputs[output as usize].name;
+        let Some(at) = outputs.iter().position(|p| p.port == *port) else {
+            let reader = &self.plan.nodes[self.fanouts[next as usize].node as usize].id;
+            return Err(format!(
+                "item {}: the node produced no `{port}` output, which `{reader}` runs on per item",
+                self.fanouts[f].gathered
+            ));
+        };
+        let item = outputs.remove(at);
+        self.new_item_unit(next, item);
+        Ok(true)
     }
 
     /// Appends one item's outputs to the node's gathered values.

@@ -310,7 +310,10 @@ impl<'w> Builder<'w> {
                         .help = Some(format!("its output ports: {}", port_names(from_entry.outputs())));
                         continue;
                     };
-                    if input.each.is_some() && !self.check_each(node, source, from_index, from_entry, from_port) {
+                    let fed = consumers[from_index]
+                        .iter()
+                        .any(|c| c.port == from_port.name.as_str() && matches!(c.target, Target::Items { .. }));
+                    if input.each.is_some() && !self.check_each(node, source, from_index, from_entry, from_port, fed) {
                         continue;
                     }
                     let slot = inputs[i].len() as u32;
@@ -400,7 +403,9 @@ impl<'w> Builder<'w> {
     }
 
     /// Whether an `each` edge from `from_port` of node `from_index` may be:
-    /// it must be a stream, and not the gathered output of another per-item node.
+    /// from a stream, or from the output of another per-item node (its
+    /// results, item by item), which then feeds no other `each` input
+    /// (`fed`: one already reads it).
     fn check_each(
         &mut self,
         node: &NodeDecl,
@@ -408,8 +413,29 @@ impl<'w> Builder<'w> {
         from_index: usize,
         from_entry: &NodeEntry,
         from_port: &backplane_plugin_api::PortSpec,
+        fed: bool,
     ) -> bool {
         let from = source.get_ref();
+        let per_item = self.decls()[from_index].inputs.iter().any(|input| input.each.is_some());
+        if per_item {
+            if fed {
+                self.error(
+                    source.span(),
+                    format!(
+                        "node `{}` runs once per result of `{}.{}`, which another `each` input already reads",
+                        node.id.get_ref(),
+                        from.node,
+                        from.port
+                    ),
+                )
+                .help = Some(format!(
+                    "a per-item node's results feed one `each` chain; read `{}.{}` without `each` to get them all",
+                    from.node, from.port
+                ));
+                return false;
+            }
+            return true;
+        }
         if !from_port.is_stream() {
             let streams: Vec<&str> =
                 from_entry.outputs().iter().filter(|p| p.is_stream()).map(|p| p.name.as_str()).collect();
@@ -432,20 +458,6 @@ impl<'w> Builder<'w> {
                 ),
             )
             .help = Some(help);
-            return false;
-        }
-        if self.decls()[from_index].inputs.iter().any(|input| input.each.is_some()) {
-            self.error(
-                source.span(),
-                format!(
-                    "node `{}` runs once per item of `{}.{}`, but `{}` itself runs per item, and its outputs are gathered, not streamed",
-                    node.id.get_ref(),
-                    from.node,
-                    from.port,
-                    from.node
-                ),
-            )
-            .help = Some(format!("read `{}.{}` without `each` to get the gathered value", from.node, from.port));
             return false;
         }
         true

@@ -109,21 +109,23 @@ fn matched_files(glob: &str, ctx: &Context<'_>) -> Result<Vec<PathBuf>, NodeErro
 }
 
 /// `std.files`: one stream item per file a glob matches, in sorted path
-/// order: `{"path": ..., "text": ...}`, the path relative to the workflow's
-/// directory when the file is inside it.
+/// order: `{"path": ..., "text": ...}` on `files` (the path relative to the
+/// workflow's directory when the file is inside it), and the text alone on
+/// `texts`, for per-file work on text (`each = "files.texts"`).
 pub struct Files;
 
 impl NodeType for Files {
     const TYPE_NAME: &'static str = "std.files";
     const VERSION: &'static str = VERSION;
-    const DESCRIPTION: &'static str =
-        "Streams one item per file matching a glob, in sorted path order: a JSON object with its `path` and `text`";
+    const DESCRIPTION: &'static str = "Streams one item per file matching a glob, in sorted path order: a JSON object with its `path` and `text`, and the text alone";
     type Settings = ReadFilesSettings;
 
     fn outputs() -> Vec<PortSpec> {
         vec![
             PortSpec::new("files", JSON)
                 .describe("one {path, text} object per file; accumulated: a JSON array of them")
+                .stream(),
+            text_port("texts", "each file's text, one item per file; accumulated: the texts one after another")
                 .stream(),
             PortSpec::new("manifest", FILE_MANIFEST).describe("the files read, with their BLAKE3 (for provenance)"),
         ]
@@ -153,6 +155,7 @@ impl NodeType for Files {
             let shown = absolute.strip_prefix(ctx.working_dir()).unwrap_or(&absolute);
             let item = serde_json::json!({ "path": shown.to_string_lossy(), "text": text });
             ctx.emit("files", Payload::bytes("files", JSON, item.to_string().into_bytes()))?;
+            ctx.emit("texts", Payload::text("texts", text.clone()))?;
             read.push((absolute, blake3::hash(text.as_bytes()).to_hex().to_string(), text.len() as u64));
         }
         let manifest = Payload::file_manifest(

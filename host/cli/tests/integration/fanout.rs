@@ -109,7 +109,8 @@ fn each_edges_that_cannot_be_are_plan_time_errors_at_their_place() {
         [[node]]\nid = \"split\"\ntype = \"std.split\"\ninputs = { text = \"text.text\" }\n\n\
         [[node]]\nid = \"not-a-stream\"\ntype = \"std.noop\"\ninputs = { in = { each = \"text.text\" } }\n\n\
         [[node]]\nid = \"per-item\"\ntype = \"std.split\"\ninputs = { text = { each = \"split.items\" } }\n\n\
-        [[node]]\nid = \"nested\"\ntype = \"std.noop\"\ninputs = { in = { each = \"per-item.items\" } }\n\n\
+        [[node]]\nid = \"chained\"\ntype = \"std.noop\"\ninputs = { in = { each = \"per-item.items\" } }\n\n\
+        [[node]]\nid = \"chained-again\"\ntype = \"std.noop\"\ninputs = { in = { each = \"per-item.items\" } }\n\n\
         [[node]]\nid = \"two\"\ntype = \"std.shell\"\nsettings = { command = \"cat\" }\n\
         inputs = { stdin = { each = \"split.items\" }, files = { each = \"split.items\" } }\n\n\
         [[node]]\nid = \"windows\"\ntype = \"std.noop\"\ninputs = { in = { each = \"split.items\", window = 0, widow = 3 } }\n";
@@ -117,4 +118,31 @@ fn each_edges_that_cannot_be_are_plan_time_errors_at_their_place() {
     let output = crate::fixtures::command_in(dir.path(), &["validate"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert_snapshot!(stderr_of(&output));
+}
+
+#[test]
+fn the_quickstart_counted_per_file_gives_the_static_quickstarts_result() {
+    let config =
+        std::fs::read_to_string(crate::fixtures::workspace_root().join("examples/quickstart/backplane.toml")).unwrap();
+    let dir = crate::fixtures::quickstart_copy(&config);
+    let per_file = crate::fixtures::workspace_root().join("examples/quickstart/per-file.toml");
+    std::fs::copy(per_file, dir.path().join("per-file.toml")).unwrap();
+    for workflow in ["workflow.toml", "per-file.toml"] {
+        let output = crate::fixtures::backplane()
+            .current_dir(dir.path())
+            .args(["run", workflow, "--config", "backplane.toml", "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{workflow}: {}", stderr_of(&output));
+        if workflow == "per-file.toml" {
+            let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+            let files = std::fs::read_dir(dir.path().join("docs")).unwrap().count() as u64;
+            assert_eq!(report["item_tasks"], 3 * files, "three per-file stages: {report}");
+        }
+    }
+    let read = |path: &str| std::fs::read(dir.path().join("out").join(path)).unwrap();
+    let counts = read("word-frequencies.tsv");
+    assert!(counts.len() > 100, "the static quickstart counted words");
+    assert_eq!(String::from_utf8(read("per-file/word-frequencies.tsv")).unwrap(), String::from_utf8(counts).unwrap());
+    assert_eq!(read("per-file/word-frequencies.b3"), read("word-frequencies.b3"));
 }

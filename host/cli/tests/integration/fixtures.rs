@@ -465,7 +465,7 @@ fn without_1_2(file: &str, text: String) -> String {
         }
         "pool.rs" => {
             let text = patch(&text, "        sink.lock().unwrap_or_else(PoisonError::into_inner).started(0);\n", "");
-            patch(&text, "            log.forward(&sink);\n", "")
+            patch(&text, "        log.forward(&sink);\n", "")
         }
         "wire.rs" => patch(
             &text,

@@ -1,7 +1,8 @@
 //! The `worker` backend against a real `nats-server -js` and real
 //! `backplane worker` processes: sharing work, a worker killed mid-task,
 //! NATS restarting mid-run, no worker for a pool, wrong credentials, a
-//! 64 MiB payload through the object store, and parity with `local`.
+//! 64 MiB payload through the object store, parity with `local`, and
+//! per-item (`each`) tasks spread over the workers.
 
 use crate::{
     fixtures::{json_errors, quickstart_outputs, run_json, workflow_with_config},
@@ -327,4 +328,31 @@ fn the_worker_backend_passes_the_conformance_suite() {
     let stdout = crate::fixtures::stdout_of(&output);
     assert!(output.status.success(), "{stdout}{}", crate::fixtures::stderr_of(&output));
     assert!(stdout.contains("15 passed, 0 failed, 0 skipped"), "{stdout}");
+}
+
+#[test]
+fn per_item_tasks_run_across_two_workers_and_are_gathered_in_item_order() {
+    let nats = NatsServer::start();
+    let mut a = WorkerProcess::start(&nats, "wa", "default", &["--concurrency", "2"]);
+    let mut b = WorkerProcess::start(&nats, "wb", "default", &["--concurrency", "2"]);
+    let text: String = (0..40).map(|i| format!("line {i}\n")).collect();
+    // The producer streams, so it runs on `local`; every item is a task on the workers.
+    let workflow = format!(
+        "[workflow]\nname = \"per-item-on-workers\"\n\n\
+         [[node]]\nid = \"text\"\ntype = \"std.const\"\nsettings = {{ text = {text:?} }}\nbackend = \"local\"\n\n\
+         [[node]]\nid = \"split\"\ntype = \"std.split\"\ninputs = {{ text = \"text.text\" }}\n\n\
+         [[node]]\nid = \"each\"\ntype = \"std.sleep\"\nsettings = {{ ms = 30 }}\n\
+         inputs = {{ in = {{ each = \"split.items\", window = 8 }} }}\n\n\
+         [[output]]\nfrom = \"each.out\"\nto = \"out.txt\"\n"
+    );
+    let dir = workflow_with_config(&workflow, &config(&nats, ""));
+    let (code, report, stderr) = run_json(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
+    assert_eq!(report["item_tasks"], 40, "{report:#}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("out.txt")).unwrap(), text);
+    assert_eq!(a.terminate(), Some(0), "{}", a.log());
+    assert_eq!(b.terminate(), Some(0), "{}", b.log());
+    let (done_a, done_b) = (done_count(&a.log()), done_count(&b.log()));
+    assert!(done_a > 0 && done_b > 0, "both workers take part: {done_a} and {done_b}");
+    assert_eq!(done_a + done_b, 40, "every item ran once, on a worker");
 }
