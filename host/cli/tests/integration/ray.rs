@@ -1,6 +1,7 @@
 //! The `ray` backend against real Ray (`address = "local"`: a private
 //! single-node Ray started by the plugin's driver): parity with `local`,
-//! node panics, a node that crashes its Ray worker, cancellation.
+//! node panics, a node that crashes its Ray worker, cancellation, per-item
+//! (`each`) tasks as Ray tasks.
 //!
 //! Ray comes from the venv `plugins/ray-like/setup-venv.sh` makes
 //! (`target/ray-venv`, or `BACKPLANE_RAY_PYTHON`); `.ci/run` creates it.
@@ -429,4 +430,34 @@ fn a_ray_task_says_when_it_started_and_its_shell_nodes_stderr_reaches_backplane_
     let logs = crate::fixtures::backplane().args(["logs", "shout"]).current_dir(dir.path()).output().unwrap();
     let text = crate::fixtures::stdout_of(&logs);
     assert!(text.contains("── attempt 1 on ray: succeeded ──\ninfo  said on ray"), "{text}");
+}
+
+#[test]
+fn per_item_tasks_are_ray_tasks_gathered_in_item_order_and_a_failed_item_alone_is_retried() {
+    // The producer streams, so it runs on `local`; every item is a Ray task.
+    // Item 4 fails once; the retry runs it alone.
+    let text: String = (0..12).map(|i| format!("{i}\n")).collect();
+    let command = "read x; echo $x >> runs.log; \
+                   if [ $x = 4 ] && [ ! -e seen-4 ]; then touch seen-4; exit 3; fi; echo \"ray $x\"";
+    let workflow = format!(
+        "[workflow]\nname = \"per-item-on-ray\"\n\n\
+         [[node]]\nid = \"text\"\ntype = \"std.const\"\nsettings = {{ text = {text:?} }}\nbackend = \"local\"\n\n\
+         [[node]]\nid = \"split\"\ntype = \"std.split\"\ninputs = {{ text = \"text.text\" }}\n\n\
+         [[node]]\nid = \"each\"\ntype = \"std.shell\"\nsettings = {{ command = {command:?} }}\n\
+         retry = {{ node_attempts = 2, backoff_secs = 0.01 }}\n\
+         inputs = {{ stdin = {{ each = \"split.items\", window = 4 }} }}\n\n\
+         [[output]]\nfrom = \"each.stdout\"\nto = \"out.txt\"\n"
+    );
+    let dir = workflow_with_config(&workflow, &config(""));
+    let (code, report, stderr) = run_json(dir.path(), &[]);
+    assert_eq!(code, Some(0), "{stderr}\n{report:#}");
+    assert_eq!((report["item_tasks"].as_u64(), report["retries"].as_u64()), (Some(12), Some(1)), "{report:#}");
+    let ray = report["backends"].as_array().unwrap().iter().find(|b| b["instance"] == "ray").unwrap();
+    assert_eq!(ray["attempts"], 13, "every item and the retry ran on Ray: {report:#}");
+    let expected: String = (0..12).map(|i| format!("ray {i}\n")).collect();
+    assert_eq!(std::fs::read_to_string(dir.path().join("out.txt")).unwrap(), expected);
+    let mut runs: Vec<u32> =
+        std::fs::read_to_string(dir.path().join("runs.log")).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+    runs.sort_unstable();
+    assert_eq!(runs, [0, 1, 2, 3, 4, 4, 5, 6, 7, 8, 9, 10, 11], "item 4 ran twice, the others once");
 }
