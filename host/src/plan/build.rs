@@ -58,6 +58,7 @@ pub fn build(
     let (mut inputs, mut consumers) = b.connect_inputs(&entries, &index);
     let outputs = b.connect_outputs(&entries, &index, &mut consumers);
     b.check_cycles(&inputs);
+    b.check_items_can_flow(&inputs);
     let unknown_backend = b.check_named_backends(backends);
     let mut router = Router::new(backends, rules);
     let mut types: Vec<PlannedType> = Vec::new();
@@ -463,6 +464,44 @@ impl<'w> Builder<'w> {
         true
     }
 
+    /// A per-item node's ordinary inputs must not wait for its stream: the
+    /// producer (or a per-item node of its chain) waits for the items it
+    /// already sent to be taken, so an input that needs it to finish first
+    /// would never arrive.
+    fn check_items_can_flow(&mut self, inputs: &[Vec<PlannedInput>]) {
+        for (node, node_inputs) in inputs.iter().enumerate() {
+            let Some(each) = node_inputs.iter().find(|i| i.is_each()) else { continue };
+            // The stream's chain: the producer, and further up while it runs per item itself.
+            let mut chain = vec![each.from as usize];
+            while let Some(up) = inputs[*chain.last().expect("not empty")].iter().find(|i| i.is_each()) {
+                if chain.contains(&(up.from as usize)) {
+                    break; // a cycle, reported on its own
+                }
+                chain.push(up.from as usize);
+            }
+            for input in node_inputs.iter().filter(|i| !i.is_each()) {
+                let Some(waits_for) = ancestor_or_self(inputs, input.from as usize, &chain) else { continue };
+                let decls = self.decls();
+                let (id, from) = (decls[node].id.get_ref(), decls[input.from as usize].id.get_ref());
+                let stream = decls[each.from as usize].id.get_ref();
+                let span = decls[node]
+                    .inputs
+                    .iter()
+                    .find(|i| i.port == input.port)
+                    .map_or_else(|| decls[node].id.span(), |i| i.port_span.clone());
+                let message = format!(
+                    "node `{id}` runs per item of `{stream}`, but its input `{}` (from `{from}`) waits for `{}` to finish, \
+                     which waits for `{id}` to take its items",
+                    input.port,
+                    decls[waits_for].id.get_ref()
+                );
+                self.error(span, message).help = Some(format!(
+                    "give `{id}` inputs that do not depend on `{stream}`, or read the whole stream in a node after `{id}`"
+                ));
+            }
+        }
+    }
+
     fn check_cycles(&mut self, inputs: &[Vec<PlannedInput>]) {
         let decls = self.decls();
         if let Some(cycle) = find_cycle(inputs) {
@@ -531,6 +570,22 @@ fn route_error(b: &mut Builder<'_>, node: &NodeDecl, entry: &NodeEntry, reasons:
         )
     };
     b.error(span, message).help = Some(help);
+}
+
+/// The first of `targets` that is `node` or one of its ancestors.
+fn ancestor_or_self(inputs: &[Vec<PlannedInput>], node: usize, targets: &[usize]) -> Option<usize> {
+    let mut seen = vec![false; inputs.len()];
+    let mut stack = vec![node];
+    while let Some(n) = stack.pop() {
+        if std::mem::replace(&mut seen[n], true) {
+            continue;
+        }
+        if targets.contains(&n) {
+            return Some(n);
+        }
+        stack.extend(inputs[n].iter().map(|i| i.from as usize));
+    }
+    None
 }
 
 /// Node indices on one cycle, if the graph has any (Kahn's algorithm, then a

@@ -113,7 +113,10 @@ fn each_edges_that_cannot_be_are_plan_time_errors_at_their_place() {
         [[node]]\nid = \"chained-again\"\ntype = \"std.noop\"\ninputs = { in = { each = \"per-item.items\" } }\n\n\
         [[node]]\nid = \"two\"\ntype = \"std.shell\"\nsettings = { command = \"cat\" }\n\
         inputs = { stdin = { each = \"split.items\" }, files = { each = \"split.items\" } }\n\n\
-        [[node]]\nid = \"windows\"\ntype = \"std.noop\"\ninputs = { in = { each = \"split.items\", window = 0, widow = 3 } }\n";
+        [[node]]\nid = \"windows\"\ntype = \"std.noop\"\ninputs = { in = { each = \"split.items\", window = 0, widow = 3 } }\n\n\
+        [[node]]\nid = \"count\"\ntype = \"std.line_count\"\ninputs = { text = \"split.items\" }\n\n\
+        [[node]]\nid = \"waits\"\ntype = \"std.shell\"\nsettings = { command = \"cat\" }\n\
+        inputs = { stdin = { each = \"split.items\" }, files = \"count.count\" }\n";
     let dir = workflow_with_config(workflow, TWO_THREADS);
     let output = crate::fixtures::command_in(dir.path(), &["validate"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
