@@ -115,8 +115,10 @@ pub struct RunReport {
     pub cached: usize,
     /// Ran on a backend (at least one attempt).
     pub executed: usize,
-    /// Items run by per-item (`each`) nodes, one task each (retries not counted).
+    /// Items of per-item (`each`) nodes, one task each (retries not counted).
     pub item_tasks: u64,
+    /// Of those, items whose result came from the cache (no task ran).
+    pub item_cache_hits: u64,
     pub failed: usize,
     /// Cancelled after another node failed.
     pub cancelled: usize,

@@ -178,6 +178,81 @@ impl Run<'_> {
         ledger.outputs[node] = digests.into_boxed_slice();
     }
 
+    /// Looks up a cacheable item's result by its inputs' content (its first
+    /// attempt only): `Some(outputs)` on a hit. A miss keeps the key, so the
+    /// result is stored when the item succeeds.
+    pub(super) fn look_up_item(&mut self, unit: usize) -> Option<RVec<Payload>> {
+        let cache = self.options.cache.clone()?;
+        let node = self.node_of(unit);
+        let planned = &self.plan.nodes[node];
+        let mut inputs: Vec<(&str, ContentHash)> = self.slots[unit]
+            .iter()
+            .zip(&planned.inputs)
+            .filter_map(|(payload, input)| {
+                let payload = payload.as_ref()?;
+                Some((input.port, ContentHash::of(&payload.content_type, blake3::hash(&payload.data).as_bytes())))
+            })
+            .collect();
+        inputs.sort_by(|a, b| a.0.cmp(b.0));
+        let node_type = &self.plan.types[planned.type_index as usize];
+        let components = KeyComponents {
+            node_type: node_type.name,
+            node_version: node_type.version,
+            settings: &planned.settings,
+            inputs: &inputs,
+            salt: cache.salt(),
+        };
+        let key = components.key();
+        let rerun = cache.rerun(&planned.id);
+        self.items[unit - self.plan.nodes.len()].key = Some(key);
+        if rerun {
+            return None;
+        }
+        match cache.lookup_many(&[key]).pop()? {
+            Lookup::Hit(hit) => Some(
+                hit.outputs
+                    .into_iter()
+                    .map(|o| Payload {
+                        port: o.port.into(),
+                        content_type: o.content_type.into(),
+                        data: o.data.into(),
+                        object_ref: Default::default(),
+                        extensions: o.extensions.into_iter().map(|(k, v)| (k.into(), v.into()).into()).collect(),
+                    })
+                    .collect(),
+            ),
+            Lookup::Absent => None,
+            Lookup::Corrupt(problem) => {
+                tracing::warn!(node = %self.task_node_id(unit), "cache entry not used: {problem}; running the item again");
+                None
+            }
+        }
+    }
+
+    /// Stores the result of an item that missed.
+    pub(super) fn store_item(&self, unit: usize, outputs: &RVec<Payload>) {
+        let (Some(cache), Some(key)) = (&self.options.cache, self.item_of(unit).and_then(|item| item.key)) else {
+            return;
+        };
+        if outputs.iter().any(|p| !p.object_ref.is_empty()) {
+            return;
+        }
+        let hashes: Vec<[u8; 32]> = outputs.iter().map(|p| *blake3::hash(&p.data).as_bytes()).collect();
+        let to_store: Vec<OutputRef<'_>> = outputs
+            .iter()
+            .zip(&hashes)
+            .map(|(p, data_hash)| OutputRef {
+                port: p.port.as_str(),
+                content_type: p.content_type.as_str(),
+                data_hash: *data_hash,
+                data: &p.data,
+                extensions: p.extensions.iter().map(|t| (t.0.as_str(), t.1.as_str())).collect(),
+            })
+            .collect();
+        let node = self.node_of(unit);
+        cache.store(key, self.plan.types[self.plan.nodes[node].type_index as usize].name, &to_store);
+    }
+
     /// Stores the successful result of a node that missed, unless its
     /// consumers could not use it (then the node fails instead).
     pub(super) fn store_result(&self, node: usize, outputs: &RVec<Payload>) {

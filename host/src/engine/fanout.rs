@@ -76,6 +76,8 @@ pub(super) struct FanOut {
     values: Vec<Option<(Accumulator, RString)>>,
     /// Failed or skipped: items are dropped, their credits returned at once.
     draining: bool,
+    /// Items are looked up in the cache by their content, and stored.
+    pub(super) cached: bool,
     /// The node's first item task was dispatched (its `Dispatched` event is sent).
     dispatched: bool,
 }
@@ -88,6 +90,8 @@ pub(super) struct ItemUnit {
     epoch: u32,
     /// Task id of this unit's attempt 0.
     pub(super) first_task_id: u64,
+    /// Its cache key, once looked up.
+    pub(super) key: Option<backplane_cache::Key>,
 }
 
 impl FanOut {
@@ -121,6 +125,7 @@ impl FanOut {
                 .map(|p| read(p.name.as_str()).then(|| (Accumulator::default(), RString::new())))
                 .collect(),
             draining: false,
+            cached: run.options.cache.is_some() && plan.cacheable(node as usize),
             dispatched: false,
         }
     }
@@ -266,8 +271,8 @@ impl Run<'_> {
         let (node, slot, seq, epoch) = (fanout.node as usize, fanout.slot as usize, fanout.received, fanout.epoch);
         fanout.received += 1;
         self.item_tasks += 1;
-        let unit =
-            ItemUnit { fanout: f, seq, epoch, first_task_id: NEXT_TASK_ID.fetch_add(IDS_PER_NODE, Ordering::Relaxed) };
+        let first_task_id = NEXT_TASK_ID.fetch_add(IDS_PER_NODE, Ordering::Relaxed);
+        let unit = ItemUnit { fanout: f, seq, epoch, first_task_id, key: None };
         let backend = self.assigned[node];
         let index = match self.free_units.pop() {
             Some(index) => {
@@ -301,6 +306,21 @@ impl Run<'_> {
             self.slots[index as usize] = slots;
             self.fanouts[f as usize].unarmed.push(index);
         }
+    }
+
+    /// Answers an item from the cache, when it has the result: `true` then,
+    /// and the unit is not queued.
+    pub(super) fn item_ready(&mut self, unit: u32) -> bool {
+        let u = unit as usize;
+        let Some(item) = self.item_of(u) else { return false };
+        if self.attempt[u] > 0 || item.key.is_some() || !self.fanouts[item.fanout as usize].cached {
+            return false;
+        }
+        let Some(outputs) = self.look_up_item(u) else { return false };
+        self.item_cache_hits += 1;
+        self.state[u] = State::Running;
+        self.item_succeeded(u, outputs);
+        true
     }
 
     /// The per-item node's ordinary inputs have all arrived.

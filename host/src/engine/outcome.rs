@@ -74,6 +74,7 @@ impl Run<'_> {
             skipped: count(State::Skipped),
             retries: self.retries,
             item_tasks: self.item_tasks,
+            item_cache_hits: self.item_cache_hits,
             timeouts: self.layer_events.timeouts,
             breakers: self.layer_events.breakers,
             interrupted: self.stop == Some(Stop::Interrupted),

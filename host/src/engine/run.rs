@@ -80,6 +80,8 @@ pub(super) struct Run<'p> {
     pub(super) retries: usize,
     /// Item units created (see [`RunReport::item_tasks`](crate::report::RunReport::item_tasks)).
     pub(super) item_tasks: u64,
+    /// Items whose result came from the cache.
+    pub(super) item_cache_hits: u64,
     pub(super) layer_events: LayerEvents,
     pub(super) stacks: Vec<Stack>,
     pub(super) started: Instant,
@@ -158,6 +160,7 @@ impl<'p> Run<'p> {
             pending_retries: 0,
             retries: 0,
             item_tasks: 0,
+            item_cache_hits: 0,
             layer_events: LayerEvents::default(),
             stacks: plan.instances.iter().map(|i| layers::stack(i.clone(), &options.policy)).collect(),
             started,
@@ -311,6 +314,9 @@ impl<'p> Run<'p> {
         }
         if (node as usize) < self.plan.nodes.len() && !self.fanout_of.is_empty() && self.fanout_of.contains_key(&node) {
             return self.arm(node);
+        }
+        if (node as usize) >= self.plan.nodes.len() && self.item_ready(node) {
+            return; // a cache hit
         }
         if self.awaits_lookup(node as usize) {
             self.lookups.push_back(node);
@@ -589,6 +595,7 @@ impl<'p> Run<'p> {
         match completion.result {
             Ok(outputs) if !is_node => {
                 self.retained.remove(&(node as u32));
+                self.store_item(node, &outputs);
                 self.item_succeeded(node, outputs);
             }
             // While the run is being cancelled, a node that still finishes feeds

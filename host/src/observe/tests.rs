@@ -36,6 +36,7 @@ fn report() -> RunReport {
         skipped: 0,
         retries: 0,
         item_tasks: 0,
+        item_cache_hits: 0,
         timeouts: 0,
         breakers: Vec::new(),
         interrupted: false,

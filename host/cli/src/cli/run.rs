@@ -426,6 +426,13 @@ fn print_summary(report: &RunReport, written: &[PathBuf], has_cache: bool) {
         }
         eprintln!("{counts}");
     }
+    if report.item_tasks > 0 {
+        let hits = match report.item_cache_hits {
+            0 => String::new(),
+            hits => format!(", {hits} from the cache"),
+        };
+        eprintln!("  {} per-item tasks (`each`){hits}", report.item_tasks);
+    }
     for reroute in &report.rerouted {
         eprintln!("  rerouted {} nodes from {} ({}) to {}", reroute.nodes, reroute.from, reroute.reason, reroute.to);
     }

@@ -149,3 +149,36 @@ fn the_quickstart_counted_per_file_gives_the_static_quickstarts_result() {
     assert_eq!(String::from_utf8(read("per-file/word-frequencies.tsv")).unwrap(), String::from_utf8(counts).unwrap());
     assert_eq!(read("per-file/word-frequencies.b3"), read("word-frequencies.b3"));
 }
+
+#[test]
+fn items_are_cached_by_content_so_an_edited_file_reruns_only_its_own_chain() {
+    let cache = tempfile::tempdir().unwrap();
+    let config = format!("[backends.local]\ntype = \"local\"\n\n[cache]\ndir = \"{}\"\n", cache.path().display());
+    let dir = crate::fixtures::quickstart_copy(&config);
+    let per_file = crate::fixtures::workspace_root().join("examples/quickstart/per-file.toml");
+    std::fs::copy(per_file, dir.path().join("per-file.toml")).unwrap();
+    let files = std::fs::read_dir(dir.path().join("docs")).unwrap().count() as u64;
+    let run = |workflow: &str| {
+        let output = crate::fixtures::backplane()
+            .current_dir(dir.path())
+            .args(["run", workflow, "--config", "backplane.toml", "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{workflow}: {}", stderr_of(&output));
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        (report["item_tasks"].as_u64(), report["item_cache_hits"].as_u64())
+    };
+    assert_eq!(run("per-file.toml"), (Some(3 * files), Some(0)), "the first run computes every item");
+    assert_eq!(run("per-file.toml"), (Some(3 * files), Some(3 * files)), "the second finds every item");
+    // One document changes: its three stages run again, every other file's are found.
+    let first = std::fs::read_dir(dir.path().join("docs")).unwrap().map(|e| e.unwrap().path()).min().unwrap();
+    let mut text = std::fs::read_to_string(&first).unwrap();
+    text.push_str("backplane backplane backplane\n");
+    std::fs::write(&first, text).unwrap();
+    assert_eq!(run("per-file.toml"), (Some(3 * files), Some(3 * (files - 1))));
+    let read = |path: &str| std::fs::read_to_string(dir.path().join("out").join(path)).unwrap();
+    let per_file_counts = read("per-file/word-frequencies.tsv");
+    run("workflow.toml");
+    assert_eq!(per_file_counts, read("word-frequencies.tsv"), "the partly cached result is the fresh static one");
+    assert!(per_file_counts.contains("backplane\t"), "{per_file_counts}");
+}
