@@ -547,6 +547,18 @@ impl Run<'_> {
         }
     }
 
+    /// An attempt of `producer` failed: its windows close, so an attempt
+    /// still running (abandoned at its deadline) stops at its next `emit`
+    /// instead of waiting for credits forever.
+    pub(super) fn close_feeds(&mut self, producer: usize) {
+        let Some(fanouts) = self.feeding.get(&(producer as u32)) else { return };
+        for &f in fanouts {
+            if let Some(credits) = &self.fanouts[f as usize].credits {
+                credits.close();
+            }
+        }
+    }
+
     /// Wakes every producer waiting for credits: the run stops.
     pub(super) fn close_windows(&mut self) {
         for fanout in &self.fanouts {

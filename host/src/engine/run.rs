@@ -459,6 +459,9 @@ impl<'p> Run<'p> {
     /// One attempt failed: retry (after a backoff) or fail the node, per
     /// its retry policy.
     fn attempt_failed(&mut self, node: usize, kind: FailureKind, lost: bool, message: String) {
+        if !self.feeding.is_empty() {
+            self.close_feeds(node);
+        }
         let blame = Blame::of(kind, lost, self.options.policy.timeout.counts_as);
         let attempt = self.attempt[node];
         let entropy = self.task_id(node, attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
