@@ -372,7 +372,7 @@ impl TaskPool {
     /// Queues the task; returns at once. After shutdown the sink completes at
     /// once with an `infrastructure` error.
     ///
-    /// A task with the [`FeedsItems`](crate::extensions::FeedsItems)
+    /// A task with the [`FeedsItems`]
     /// extension runs on a thread of its own, beside the pool's: it waits
     /// for consumers that may need the pool's threads.
     pub fn submit(&self, task: NodeTask, sink: CompletionSinkBox) {

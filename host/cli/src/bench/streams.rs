@@ -72,8 +72,9 @@ fn plan_through(host: &Host, middle: &str, items: usize) -> Result<Plan, String>
     )
 }
 
-/// `const` -> `std.split` -> per-item `std.noop`, gathered into `std.line_count` when `gather`.
-fn plan_fanout(host: &Host, items: usize, gather: bool) -> Result<Plan, String> {
+/// `const` -> `std.split` -> per-item `std.noop`, gathered into `std.line_count` when `gather`
+/// (nodes in that order).
+pub(super) fn plan_fanout(host: &Host, items: usize, gather: bool) -> Result<Plan, String> {
     let count = "[[node]]\nid = \"count\"\ntype = \"std.line_count\"\ninputs = { text = \"each.out\" }\n";
     plan_of(
         host,

@@ -44,6 +44,8 @@ pub struct WorkerBenchResults {
     pub chain: usize,
     pub worker_round_trip_us: f64,
     pub local_round_trip_us: f64,
+    /// Per-item (`each`) `std.noop` tasks on the workers, `tasks` items streamed by `std.split` on `local`.
+    pub worker_items_per_sec: f64,
 }
 
 const USER: &str = "bench";
@@ -164,6 +166,14 @@ pub fn run(host: &Host, settings: &WorkerBenchSettings) -> Result<WorkerBenchRes
     let worker_rt = chain_on(workers.clone())?;
     let local_rt = chain_on(local.clone())?;
     let raw = raw_jetstream(&cluster.url, settings.tasks, settings.repeat)?;
+    let items_rate = {
+        let mut plan = super::streams::plan_fanout(host, settings.tasks, true)?;
+        plan.instances = vec![local.clone(), workers.clone()];
+        for (i, node) in plan.nodes.iter_mut().enumerate() {
+            node.backend = u32::from(i == 2); // the per-item node on the workers, the rest on `local`
+        }
+        settings.tasks as f64 / time_plan(&plan, settings.repeat)?
+    };
     workers.backend.shutdown();
     local.backend.shutdown();
     let version = Command::new(&cluster.binary)
@@ -184,6 +194,7 @@ pub fn run(host: &Host, settings: &WorkerBenchSettings) -> Result<WorkerBenchRes
         chain: settings.chain,
         worker_round_trip_us: worker_rt,
         local_round_trip_us: local_rt,
+        worker_items_per_sec: items_rate,
     })
 }
 
@@ -279,6 +290,11 @@ impl super::BenchReport for WorkerBenchResults {
             self.tasks, self.worker_tasks_per_sec
         );
         let _ = writeln!(s, "| the same on `local` | {:.0} tasks/s | |", self.local_tasks_per_sec);
+        let _ = writeln!(
+            s,
+            "| {} per-item (`each`) `std.noop` tasks on the workers, streamed from `local` | {:.0} items/s | >= 10,000 items/s |",
+            self.tasks, self.worker_items_per_sec
+        );
         let _ = writeln!(
             s,
             "| raw JetStream work queue: publish, 2 consumers pull and ack | {:.0} msgs/s | |",
