@@ -269,6 +269,18 @@ pub fn suggest<'c>(name: &str, candidates: &[&'c str]) -> Option<&'c str> {
         .map(|(_, c)| c)
 }
 
+/// Appends `/key` to a JSON pointer, escaped (RFC 6901: `~` as `~0`, `/` as `~1`).
+pub fn push_pointer_key(pointer: &mut String, key: &str) {
+    pointer.push('/');
+    pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+}
+
+/// The top-level key a JSON pointer starts with, unescaped (`""` for the root).
+pub fn pointer_top_key(pointer: &str) -> String {
+    let first = pointer.strip_prefix('/').unwrap_or(pointer).split('/').next().unwrap_or_default();
+    first.replace("~1", "/").replace("~0", "~")
+}
+
 /// A TOML value as JSON, plus the span of every nested value by JSON pointer
 /// (so schema errors found later point into the file).
 pub fn to_json(
@@ -306,8 +318,7 @@ pub fn to_json(
             for (key, item) in table.iter() {
                 let key = key.get_ref().as_ref();
                 let len = pointer.len();
-                pointer.push('/');
-                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                push_pointer_key(pointer, key);
                 out.insert(key.to_owned(), to_json(item, pointer, spans)?);
                 pointer.truncate(len);
             }
@@ -341,6 +352,16 @@ pub fn span_for_pointer(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pointer_keys_are_escaped_and_read_back() {
+        let mut pointer = String::new();
+        super::push_pointer_key(&mut pointer, "a/b~c");
+        super::push_pointer_key(&mut pointer, "d");
+        assert_eq!(pointer, "/a~1b~0c/d");
+        assert_eq!(super::pointer_top_key(&pointer), "a/b~c");
+        assert_eq!(super::pointer_top_key(""), "");
+    }
+
     use super::*;
 
     #[test]

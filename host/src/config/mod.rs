@@ -210,7 +210,8 @@ impl Config {
                     if HOST_INSTANCE_KEYS.contains(&key) {
                         continue;
                     }
-                    let mut pointer = format!("/{}", key.replace('~', "~0").replace('/', "~1"));
+                    let mut pointer = String::new();
+                    crate::spanned_toml::push_pointer_key(&mut pointer, key);
                     match to_json(item, &mut pointer, &mut setting_spans) {
                         Ok(json) => {
                             settings.insert(key.to_owned(), json);
@@ -340,7 +341,7 @@ impl Config {
                 // Only what the options brought: the instance's own settings are checked above.
                 let mine: Vec<(String, String)> = config_problems(entry, &merged)
                     .into_iter()
-                    .filter(|(pointer, _)| options.contains_key(pointer.split('/').nth(1).unwrap_or_default()))
+                    .filter(|(pointer, _)| options.contains_key(&crate::spanned_toml::pointer_top_key(pointer)))
                     .collect();
                 if mine.is_empty() {
                     problems.clear();
@@ -360,8 +361,8 @@ impl Config {
                         entry.name()
                     ),
                 );
-                let key = pointer.split('/').nth(1).unwrap_or_default();
-                d.help = unknown_setting_help(entry, key).or_else(|| {
+                let key = crate::spanned_toml::pointer_top_key(&pointer);
+                d.help = unknown_setting_help(entry, &key).or_else(|| {
                     Some(
                         "these settings derive an instance from the one the rule routes to; fix them or drop them"
                             .into(),
@@ -434,16 +435,16 @@ impl Config {
             if !problems.is_empty() {
                 let index = pointer_index(&decl.setting_spans);
                 for (pointer, message) in problems {
-                    let key = pointer.split('/').nth(1).unwrap_or_default();
+                    let key = crate::spanned_toml::pointer_top_key(&pointer);
                     let message = format!("backend instance `{}`: {message}", decl.name);
                     // A value from the environment is the variable's problem, not the file's.
-                    let mut d = match decl.env_overrides.iter().find(|(k, _)| k == key) {
+                    let mut d = match decl.env_overrides.iter().find(|(k, _)| *k == key) {
                         Some((_, var)) => Diagnostic::unlocated(format!("environment variable {var}"), message)
                             .with_help("fix its value, or unset it to keep the config file's"),
                         None => locate(span_for_pointer(&index, &pointer, decl.span.clone()), message),
                     };
                     if d.help.is_none() && !key.is_empty() && pointer.matches('/').count() == 1 {
-                        d.help = unknown_setting_help(entry, key);
+                        d.help = unknown_setting_help(entry, &key);
                     }
                     diagnostics.push(d);
                 }

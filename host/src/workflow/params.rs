@@ -315,8 +315,7 @@ impl Params {
             serde_json::Value::Object(map) => {
                 for (key, item) in map.iter_mut() {
                     let len = pointer.len();
-                    pointer.push('/');
-                    pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                    crate::spanned_toml::push_pointer_key(pointer, key);
                     self.settings(r, item, pointer, span_of);
                     pointer.truncate(len);
                 }
