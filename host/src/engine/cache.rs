@@ -10,6 +10,20 @@ use crate::observe::RunEvent;
 use backplane_cache::{ContentHash, KeyComponents, Lookup, OutputRef};
 use backplane_plugin_api::{Payload, abi_stable::std_types::RVec};
 
+/// A hit's stored outputs as the payloads a node would have returned.
+fn payloads(stored: Vec<backplane_cache::HitOutput>) -> RVec<Payload> {
+    stored
+        .into_iter()
+        .map(|o| Payload {
+            port: o.port.into(),
+            content_type: o.content_type.into(),
+            data: o.data.into(),
+            object_ref: Default::default(),
+            extensions: o.extensions.into_iter().map(|(k, v)| (k.into(), v.into()).into()).collect(),
+        })
+        .collect()
+}
+
 impl Run<'_> {
     /// The cache status each node starts with.
     pub(super) fn initial_cache_status(&self, node: usize) -> CacheStatus {
@@ -84,17 +98,7 @@ impl Run<'_> {
         match found {
             Lookup::Hit(hit) => {
                 let run = self.ledger.as_mut().expect("ledger").hit_run(hit.run_id);
-                let outputs: RVec<Payload> = hit
-                    .outputs
-                    .into_iter()
-                    .map(|o| Payload {
-                        port: o.port.into(),
-                        content_type: o.content_type.into(),
-                        data: o.data.into(),
-                        object_ref: Default::default(),
-                        extensions: o.extensions.into_iter().map(|(k, v)| (k.into(), v.into()).into()).collect(),
-                    })
-                    .collect();
+                let outputs = payloads(hit.outputs);
                 self.record_outputs(n, &outputs);
                 match self.deliver(n, outputs, true) {
                     Ok(()) => {
@@ -209,18 +213,7 @@ impl Run<'_> {
             return None;
         }
         match cache.lookup_many(&[key]).pop()? {
-            Lookup::Hit(hit) => Some(
-                hit.outputs
-                    .into_iter()
-                    .map(|o| Payload {
-                        port: o.port.into(),
-                        content_type: o.content_type.into(),
-                        data: o.data.into(),
-                        object_ref: Default::default(),
-                        extensions: o.extensions.into_iter().map(|(k, v)| (k.into(), v.into()).into()).collect(),
-                    })
-                    .collect(),
-            ),
+            Lookup::Hit(hit) => Some(payloads(hit.outputs)),
             Lookup::Absent => None,
             Lookup::Corrupt(problem) => {
                 tracing::warn!(node = %self.task_node_id(unit), "cache entry not used: {problem}; running the item again");

@@ -123,26 +123,34 @@ fn each_edges_that_cannot_be_are_plan_time_errors_at_their_place() {
     assert_snapshot!(stderr_of(&output));
 }
 
+/// A copy of the quickstart, with `per-file.toml` beside its workflow and `config`.
+fn quickstart_with_per_file(config: &str) -> tempfile::TempDir {
+    let dir = crate::fixtures::quickstart_copy(config);
+    let per_file = crate::fixtures::workspace_root().join("examples/quickstart/per-file.toml");
+    std::fs::copy(per_file, dir.path().join("per-file.toml")).unwrap();
+    dir
+}
+
+/// `backplane run WORKFLOW --json` in `dir`, which must succeed: its report.
+fn run_report(dir: &std::path::Path, workflow: &str) -> serde_json::Value {
+    let output = crate::fixtures::backplane()
+        .current_dir(dir)
+        .args(["run", workflow, "--config", "backplane.toml", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{workflow}: {}", stderr_of(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 #[test]
 fn the_quickstart_counted_per_file_gives_the_static_quickstarts_result() {
     let config =
         std::fs::read_to_string(crate::fixtures::workspace_root().join("examples/quickstart/backplane.toml")).unwrap();
-    let dir = crate::fixtures::quickstart_copy(&config);
-    let per_file = crate::fixtures::workspace_root().join("examples/quickstart/per-file.toml");
-    std::fs::copy(per_file, dir.path().join("per-file.toml")).unwrap();
-    for workflow in ["workflow.toml", "per-file.toml"] {
-        let output = crate::fixtures::backplane()
-            .current_dir(dir.path())
-            .args(["run", workflow, "--config", "backplane.toml", "--json"])
-            .output()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(0), "{workflow}: {}", stderr_of(&output));
-        if workflow == "per-file.toml" {
-            let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-            let files = std::fs::read_dir(dir.path().join("docs")).unwrap().count() as u64;
-            assert_eq!(report["item_tasks"], 3 * files, "three per-file stages: {report}");
-        }
-    }
+    let dir = quickstart_with_per_file(&config);
+    run_report(dir.path(), "workflow.toml");
+    let report = run_report(dir.path(), "per-file.toml");
+    let files = std::fs::read_dir(dir.path().join("docs")).unwrap().count() as u64;
+    assert_eq!(report["item_tasks"], 3 * files, "three per-file stages: {report}");
     let read = |path: &str| std::fs::read(dir.path().join("out").join(path)).unwrap();
     let counts = read("word-frequencies.tsv");
     assert!(counts.len() > 100, "the static quickstart counted words");
@@ -154,18 +162,10 @@ fn the_quickstart_counted_per_file_gives_the_static_quickstarts_result() {
 fn items_are_cached_by_content_so_an_edited_file_reruns_only_its_own_chain() {
     let cache = tempfile::tempdir().unwrap();
     let config = format!("[backends.local]\ntype = \"local\"\n\n[cache]\ndir = \"{}\"\n", cache.path().display());
-    let dir = crate::fixtures::quickstart_copy(&config);
-    let per_file = crate::fixtures::workspace_root().join("examples/quickstart/per-file.toml");
-    std::fs::copy(per_file, dir.path().join("per-file.toml")).unwrap();
+    let dir = quickstart_with_per_file(&config);
     let files = std::fs::read_dir(dir.path().join("docs")).unwrap().count() as u64;
     let run = |workflow: &str| {
-        let output = crate::fixtures::backplane()
-            .current_dir(dir.path())
-            .args(["run", workflow, "--config", "backplane.toml", "--json"])
-            .output()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(0), "{workflow}: {}", stderr_of(&output));
-        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let report = run_report(dir.path(), workflow);
         (report["item_tasks"].as_u64(), report["item_cache_hits"].as_u64())
     };
     assert_eq!(run("per-file.toml"), (Some(3 * files), Some(0)), "the first run computes every item");
