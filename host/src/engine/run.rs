@@ -700,7 +700,7 @@ impl<'p> Run<'p> {
     pub(super) fn cancel_in_flight(&mut self) {
         self.close_windows();
         for node in 0..self.state.len() {
-            if self.fanout_of.contains_key(&(node as u32)) {
+            if !self.fanout_of.is_empty() && self.fanout_of.contains_key(&(node as u32)) {
                 // A per-item node has no task of its own; its items are cancelled here.
                 if self.state[node] == State::Running {
                     self.state[node] = State::Cancelled;
@@ -717,11 +717,7 @@ impl<'p> Run<'p> {
     /// A port `node`'s consumers (with `to_nodes` false, only workflow
     /// outputs) need that `outputs` lacks.
     pub(super) fn missing_output(&self, node: usize, outputs: &[Payload], to_nodes: bool) -> Option<&'static str> {
-        let wanted = |c: &&crate::plan::Consumer| match c.target {
-            Target::Output(_) => true,
-            Target::Node { .. } => to_nodes,
-            Target::Items { .. } => false, // had its items as they came
-        };
+        let wanted = |c: &&crate::plan::Consumer| takes_outputs(c.target, to_nodes);
         let consumers = &self.plan.nodes[node].consumers;
         consumers.iter().filter(wanted).find(|c| !outputs.iter().any(|p| p.port == c.port)).map(|c| c.port)
     }
@@ -735,11 +731,7 @@ impl<'p> Run<'p> {
         }
         let mut outputs = outputs.into_vec();
         let consumers = &self.plan.nodes[node].consumers;
-        let wanted = |c: &&crate::plan::Consumer| match c.target {
-            Target::Output(_) => true,
-            Target::Node { .. } => to_nodes,
-            Target::Items { .. } => false,
-        };
+        let wanted = |c: &&crate::plan::Consumer| takes_outputs(c.target, to_nodes);
         for (c, consumer) in consumers.iter().enumerate() {
             if let Target::Items { node: target, .. } = consumer.target {
                 if to_nodes {
@@ -778,6 +770,17 @@ impl<'p> Run<'p> {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether a consumer takes a node's finished outputs (with `to_nodes`
+/// false, only workflow outputs do). An `each` consumer had its items as
+/// they came.
+fn takes_outputs(target: Target, to_nodes: bool) -> bool {
+    match target {
+        Target::Output(_) => true,
+        Target::Node { .. } => to_nodes,
+        Target::Items { .. } => false,
     }
 }
 
